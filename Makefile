@@ -1,0 +1,28 @@
+# Two entry points for a newcomer (see README): `make demo` and `make test`.
+# Both create .venv on first use and install gatscale with the pinned constraints.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the embedded default: a tiny CPU sweep on the digits data set,
+# tracked in ./mlflow.db, figures written to ./figures.
+demo: $(STAMP)
+	$(BIN)/gatscale sweep sweeps/demo.yaml --backend local
+	$(BIN)/gatscale figures --spec sweeps/demo.yaml --out figures
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs figures mlflow.db

@@ -1,0 +1,422 @@
+"""The run config: typed dataclasses, loaded from YAML, validated in one place.
+
+Every number that matters for the science is a named field with the official default and a
+comment saying where it comes from (github.com/hse1032/GAT, scripts/train_256_B2.sh, train.py).
+Errors name the file, the key path and the value: `ConfigError: configs/x.yaml: train.batch_size = 7: ...`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .models import parse_model_name
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, mistyped or impossible. The message names file, key and value."""
+
+    def __init__(self, source: str | None, key: str, value: Any, message: str):
+        self.source, self.key, self.value = source, key, value
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key} = {value!r}: {message}")
+
+
+@dataclass
+class NetConfig:
+    """One network: a paper size name plus optional overrides (tiny configs shrink a size)."""
+    size: str = "GAT-B/2"
+    depth: int | None = None        # None: from the size table
+    hidden_size: int | None = None
+    num_heads: int | None = None
+
+    def arch(self) -> dict:
+        arch = parse_model_name(self.size)
+        arch.update({k: v for k in ("depth", "hidden_size", "num_heads") if (v := getattr(self, k)) is not None})
+        return arch
+
+
+@dataclass
+class ModelConfig:
+    generator: NetConfig = field(default_factory=NetConfig)
+    discriminator: NetConfig = field(default_factory=NetConfig)
+    num_levels: int = 4                 # K MNG heads, tapped every depth/K blocks (official rgb_every = depth // 4)
+    z_dim: int = 64                     # latent code and class-embedding width of G's mapping network
+    input_tokens: Literal["sincos", "fourier"] = "sincos"  # code: frozen sin-cos PE; paper figure: Fourier PE
+    qk_norm: bool = True                # official --qk-norm default
+    cmap_dim: int = 2048                # D projection-head width
+    projector_dim: int = 2048           # REPA projector hidden width (REPA build_mlp)
+    grad_checkpointing: bool = False    # official checkpoints every block; costs ~1/3 more compute
+    compile: bool = False               # torch.compile G and D
+
+
+@dataclass
+class MethodConfig:
+    mng: Literal["exp", "linear", "vp", "off"] = "exp"  # exp: official schedule; vp: paper's transcribed formula
+    mng_min_info: float = 0.125         # I_min of info_per_layer: signal 1/8 at the earliest level
+    mng_t_offset: float = 0.01          # official adds 1e-2 to every noise level (final level t = 0.01)
+    r1_gamma: float = 0.1               # scripts/train_256_B2.sh R1_gamma; loss weight is gamma/2
+    r2_gamma: float = 0.1               # R2_gamma
+    gp_sigma: float = 0.01              # approximated_GP_std: finite-difference step of the approx R1/R2
+    augment: str = "color,translation,cutout,flip"  # DiffAugment policy on latents (official policy)
+    repa: bool = True                   # REPA on D (official --enc-type dinov2-vit-b)
+    repa_weight: float = 1.0            # --proj-coeff
+
+
+@dataclass
+class EncoderConfig:
+    """The REPA target encoder (DINOv2 ViT-B/14 in the paper) through timm."""
+    name: str = "vit_base_patch14_dinov2.lvd142m"  # timm id of facebookresearch dinov2_vitb14
+    pretrained: bool = True            # False: random init, a stand-in for tests (runs are tagged so)
+    checkpoint: str | None = None      # local weights file (safetensors/pt) instead of the hub
+    resolution: int = 224              # raw images are bicubically resized to this before the encoder
+    kwargs: dict = field(default_factory=dict)  # extra timm.create_model kwargs (tiny stand-ins)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4                    # eta_base (train_256_B2.sh --learning-rate 2e-4)
+    width_aware_lr: bool = True         # lr = lr * base_width / C_model, separately for G and D (paper Eq. 4)
+    base_width: int = 768               # C_base (GAT-B)
+    betas: tuple[float, float] = (0.0, 0.99)  # --adam-beta1/2
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0              # --max-grad-norm, G and D
+    ema_decay: float = 0.999            # update_ema default in train.py (DiT uses 0.9999)
+
+
+@dataclass
+class DataConfig:
+    source: Literal["digits", "shards"] = "digits"  # digits: embedded sklearn set; shards: extract-latents output
+    path: str | None = None             # shards folder (source: shards); digits cache folder (optional)
+    tokenizer: Literal["pixels", "sd-vae"] = "pixels"  # pixels: identity with scaling (CPU runs)
+    resolution: int = 16                # image side in pixels
+    num_classes: int = 10
+    latent_scale: float = 0.18215       # SD-VAE scaling factor (pixels tokenizer: images in [-1, 1] times this)
+    vae_decoder: str = "stabilityai/sd-vae-ft-ema"  # hub id or local folder; official sampler decodes with ft-ema
+    load_images: bool = True            # serve raw uint8 images for REPA (needed when method.repa)
+    num_workers: int = 2
+
+    @property
+    def latent_channels(self) -> int:
+        return 4 if self.tokenizer == "sd-vae" else 3
+
+    @property
+    def latent_size(self) -> int:
+        return self.resolution // 8 if self.tokenizer == "sd-vae" else self.resolution
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 512               # global batch (4 GPUs x 128 in train_256_B2.sh)
+    iterations: int = 400_000           # --max-train-steps
+    epochs: float | None = None         # if set, iterations = ceil(epochs * dataset size / batch)
+    seed: int = 0                       # rank r uses seed + r
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    tf32: bool = True                   # --allow-tf32
+    log_every: int = 100                # metrics reduced and logged every N steps (no per-step host sync)
+    sample_every: int = 1250            # --sampling-steps: EMA sample grid
+    checkpoint_every: int = 1250        # --latest-checkpointing-steps
+    keep_checkpoints: int = 3           # last K checkpoints kept
+    divergence_check_every: int = 1     # steps between finiteness checks (1 = stop within one step)
+
+
+@dataclass
+class EvalConfig:
+    fid_every: int = 2500               # --eval-steps; 0 disables in-training FID
+    fid_samples: int = 5000             # FID-5K during training
+    feature_extractor: Literal["inception", "digits"] = "inception"  # digits: offline extractor, metric 'fd_digits'
+    inception_weights: str | None = None  # local path to pt_inception-2015-12-05 weights (torch-fidelity)
+    reference_stats: str | None = None  # .npz with mu/sigma (ADM VIRTUAL_imagenet256_labeled.npz or our cache)
+    truncation_psi: float = 0.0         # official: psi = 0 (none) for FID-5K in training
+    batch_size: int = 64
+
+
+@dataclass
+class TrackingConfig:
+    backend: Literal["mlflow", "null"] = "mlflow"
+    uri: str = "sqlite:///mlflow.db"    # or http://host:port of a shared mlflow server
+    experiment: str = "gatscale"
+    system_metrics: bool = False
+    parent_run_id: str | None = None    # set by the sweep: the sweep's parent run
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    run_dir: str | None = None          # default: runs/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# Sections and fields that do not change a run's result: left out of its identity hash.
+NON_RESULT_KEYS = ("name", "run_dir", "tracking", "data.num_workers", "train.log_every", "train.sample_every",
+                   "train.checkpoint_every", "train.keep_checkpoints", "eval.batch_size")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: dict -> dataclass with type checks, unknown keys rejected.
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp, key: str, source: str | None):
+    """Check (and lightly coerce: int -> float, list -> tuple) `value` against the type hint `tp`."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, value, f"expected a mapping for section {key!r}")
+        return _from_dict(tp, value, source, prefix=key + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(source, key, value, f"expected {' or '.join(_type_name(a) for a in args)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(source, key, value, f"must be one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(source, key, value, f"expected a list of {len(args)} values")
+        return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, value, "expected a mapping")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML 1.1 reads '1e-4' (no dot) as a string; accept numeric strings.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(source, key, value, "expected a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, key, value, "expected an integer")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(source, key, value, "expected true or false")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(source, key, value, "expected a string")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {key}")
+
+
+def _from_dict(cls, data: dict, source: str | None, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            raise ConfigError(source, prefix + str(k), data[k], f"unknown key; valid keys here: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict, source: str | None = None) -> RunConfig:
+    cfg = _from_dict(RunConfig, data or {}, source)
+    validate(cfg, source)
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
+    """Load a run config from YAML, apply `key.path=value` overrides (values parsed as YAML), validate."""
+    source = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(None, "config", source, "file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(source, "<yaml>", None, f"not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, "<root>", data, "expected a mapping at the top level")
+    for item in overrides or []:
+        set_by_path(data, item, source="--set")
+    return config_from_dict(data, source)
+
+
+def set_by_path(data: dict, assignment: str, source: str = "--set"):
+    """Apply 'a.b.c=value' to a nested dict; the value is parsed as YAML ('1e-4' -> float)."""
+    if "=" not in assignment:
+        raise ConfigError(source, assignment, None, "expected key.path=value")
+    key, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    node = data
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(source, key, value, f"{p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def validate(cfg: RunConfig, source: str | None = None, world_size: int = 1):
+    """Cross-field checks; raises ConfigError naming the key and value at fault."""
+    def fail(key, msg):
+        raise ConfigError(source, key, _get(cfg, key), msg)
+
+    for net in ("generator", "discriminator"):
+        key = f"model.{net}"
+        try:
+            arch = getattr(cfg.model, net).arch()
+        except ValueError as e:
+            fail(f"{key}.size", str(e))
+        if cfg.data.latent_size % arch["patch_size"]:
+            fail(f"{key}.size", f"patch size {arch['patch_size']} does not divide the latent size "
+                                f"{cfg.data.latent_size} (data.resolution={cfg.data.resolution}, tokenizer={cfg.data.tokenizer})")
+        if arch["hidden_size"] % arch["num_heads"] or (arch["hidden_size"] // arch["num_heads"]) % 4:
+            fail(f"{key}.hidden_size", f"width {arch['hidden_size']} / {arch['num_heads']} heads must give a head width divisible by 4 (2-D RoPE)")
+        if arch["depth"] < 1:
+            fail(f"{key}.depth", "must be >= 1")
+    g_depth = cfg.model.generator.arch()["depth"]
+    if cfg.model.num_levels < 1 or g_depth % cfg.model.num_levels:
+        fail("model.num_levels", f"must be >= 1 and divide the generator depth {g_depth}")
+    if cfg.data.tokenizer == "sd-vae" and cfg.data.resolution % 8:
+        fail("data.resolution", "must be a multiple of 8 for the SD-VAE")
+    if cfg.data.source == "shards" and not cfg.data.path:
+        fail("data.path", "source 'shards' needs the folder written by `gatscale extract-latents`")
+    if cfg.method.repa and not cfg.data.load_images:
+        fail("data.load_images", "REPA (method.repa: true) needs the raw images")
+    for key in ("train.batch_size", "train.iterations", "train.log_every", "train.checkpoint_every",
+                "train.keep_checkpoints", "train.divergence_check_every", "train.sample_every", "eval.fid_samples",
+                "data.num_classes", "data.resolution", "optim.base_width", "eval.batch_size"):
+        if _get(cfg, key) < 1:
+            fail(key, "must be >= 1")
+    if cfg.train.batch_size % world_size:
+        fail("train.batch_size", f"global batch is not divisible by the world size {world_size}")
+    for key in ("optim.lr", "method.gp_sigma"):
+        if not _get(cfg, key) > 0:
+            fail(key, "must be > 0")
+    for key in ("method.r1_gamma", "method.r2_gamma", "method.repa_weight", "optim.grad_clip", "optim.weight_decay", "eval.fid_every"):
+        if _get(cfg, key) < 0:
+            fail(key, "must be >= 0")
+    if not 0 <= cfg.optim.ema_decay < 1:
+        fail("optim.ema_decay", "must be in [0, 1)")
+    if not 0 < cfg.method.mng_min_info < 1:
+        fail("method.mng_min_info", "must be in (0, 1)")
+    if not 0 <= cfg.method.mng_t_offset < 0.1:
+        fail("method.mng_t_offset", "must be in [0, 0.1)")
+    if not 0 <= cfg.eval.truncation_psi <= 1:
+        fail("eval.truncation_psi", "must be in [0, 1] (0 = no truncation)")
+    if cfg.train.epochs is not None and cfg.train.epochs <= 0:
+        fail("train.epochs", "must be > 0")
+    known = {"color", "translation", "cutout", "flip"}
+    policy = [p for p in cfg.method.augment.split(",") if p]
+    if any(p not in known for p in policy):
+        fail("method.augment", f"unknown DiffAugment op; valid: {', '.join(sorted(known))}")
+    return cfg
+
+
+def _get(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+# ---------------------------------------------------------------------------------------------
+# Output: resolved dict, YAML dump, identity hash, flattened params.
+
+def to_dict(cfg) -> dict:
+    def convert(x):
+        if dataclasses.is_dataclass(x):
+            return {f.name: convert(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, tuple):
+            return [convert(v) for v in x]
+        if isinstance(x, dict):
+            return {k: convert(v) for k, v in x.items()}
+        return x
+    return convert(cfg)
+
+
+def dump_config(cfg: RunConfig, path: str | os.PathLike):
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_hash(cfg: RunConfig, length: int = 10) -> str:
+    """Stable identity of a run's result: sha1 of the canonical JSON of its result-relevant fields."""
+    flat = flatten(to_dict(cfg))
+    kept = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_RESULT_KEYS)}
+    canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode()).hexdigest()[:length]
+
+
+def effective_lr(cfg: RunConfig, net: str) -> float:
+    """Width-aware LR (paper Eq. 4): lr_base * C_base / C_model, or lr_base unchanged when off."""
+    width = getattr(cfg.model, net).arch()["hidden_size"]
+    return cfg.optim.lr * cfg.optim.base_width / width if cfg.optim.width_aware_lr else cfg.optim.lr
+
+
+def replace(cfg: RunConfig, **changes) -> RunConfig:
+    """Deep copy with dotted-key changes: replace(cfg, **{'train.seed': 1})."""
+    data = to_dict(cfg)
+    for key, value in changes.items():
+        set_by_path(data, f"{key}={json.dumps(value)}")
+    return config_from_dict(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str):
+    """Write via a temporary file in the same folder, fsync, rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = [
+    "ConfigError", "RunConfig", "ModelConfig", "NetConfig", "MethodConfig", "EncoderConfig", "OptimConfig",
+    "DataConfig", "TrainConfig", "EvalConfig", "TrackingConfig", "load_config", "config_from_dict", "validate",
+    "to_dict", "dump_config", "flatten", "config_hash", "effective_lr", "replace", "set_by_path",
+    "atomic_write_text",
+]
