@@ -101,7 +101,7 @@ class DataConfig:
     tokenizer: Literal["pixels", "sd-vae"] = "pixels"  # pixels: identity with scaling (CPU runs)
     resolution: int = 16                # image side in pixels
     num_classes: int = 10
-    latent_scale: float = 0.18215       # SD-VAE scaling factor (pixels tokenizer: images in [-1, 1] times this)
+    latent_scale: float | None = None   # None: 0.18215 for sd-vae (REPA preprocessing), 1.0 for pixels
     vae_decoder: str = "stabilityai/sd-vae-ft-ema"  # hub id or local folder; official sampler decodes with ft-ema
     load_images: bool = True            # serve raw uint8 images for REPA (needed when method.repa)
     num_workers: int = 2
@@ -109,6 +109,12 @@ class DataConfig:
     @property
     def latent_channels(self) -> int:
         return 4 if self.tokenizer == "sd-vae" else 3
+
+    @property
+    def scale(self) -> float:
+        if self.latent_scale is not None:
+            return self.latent_scale
+        return 0.18215 if self.tokenizer == "sd-vae" else 1.0
 
     @property
     def latent_size(self) -> int:

@@ -44,7 +44,31 @@ def count_trainable(module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+
+
+def generator_from_config(cfg) -> Generator:
+    """G for a RunConfig (sizes, overrides, data shapes, MNG heads)."""
+    return Generator(
+        **cfg.model.generator.arch(), input_size=cfg.data.latent_size, in_channels=cfg.data.latent_channels,
+        num_classes=cfg.data.num_classes, z_dim=cfg.model.z_dim, num_levels=cfg.model.num_levels,
+        use_intermediate_heads=cfg.method.mng != "off", input_tokens=cfg.model.input_tokens,
+        qk_norm=cfg.model.qk_norm, grad_checkpointing=cfg.model.grad_checkpointing,
+    )
+
+
+def discriminator_from_config(cfg, encoder_dim: int) -> Discriminator:
+    """D for a RunConfig; it sees all K levels with MNG on, only the final output with MNG off."""
+    return Discriminator(
+        **cfg.model.discriminator.arch(), input_size=cfg.data.latent_size, in_channels=cfg.data.latent_channels,
+        num_classes=cfg.data.num_classes, num_levels=cfg.model.num_levels if cfg.method.mng != "off" else 1,
+        cmap_dim=cfg.model.cmap_dim, encoder_dim=encoder_dim if cfg.method.repa else 0,
+        projector_dim=cfg.model.projector_dim, qk_norm=cfg.model.qk_norm,
+        grad_checkpointing=cfg.model.grad_checkpointing,
+    )
+
+
 __all__ = [
     "Generator", "Discriminator", "GAT_SIZES", "PATCH_SIZES", "MODEL_NAMES",
     "parse_model_name", "build_generator", "build_discriminator", "count_trainable",
+    "generator_from_config", "discriminator_from_config",
 ]
