@@ -91,11 +91,11 @@ class Discriminator(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.class_embed.weight, std=0.02)
 
-    def forward(self, levels: torch.Tensor, y: torch.Tensor, return_features: bool = False):
+    def forward(self, levels: torch.Tensor, y: torch.Tensor, features_for: slice | None = None):
         """levels: (K, B, C, H, W) MNG levels, early to final. Returns logits (B,).
 
-        With return_features, also the REPA projections of the [cls] token (B, d) and of the
-        patch tokens (B, N, d).
+        With `features_for` (a slice of the batch), also the REPA projections of those samples'
+        [cls] token (b, d) and patch tokens (b, N, d): the projector runs only where REPA needs it.
         """
         if levels.shape[0] != self.num_levels:
             raise ValueError(f"discriminator built for {self.num_levels} levels got {levels.shape[0]}")
@@ -109,9 +109,9 @@ class Discriminator(nn.Module):
                 x = block(x, self.rope)
         class_vec = self.class_mapping(self.class_embed(y))
         logits = (self.head(self.head_norm(x[:, 0])) * class_vec).sum(-1)
-        if not return_features:
+        if features_for is None:
             return logits
         if self.projector is None:
-            raise ValueError("return_features needs a REPA projector (encoder_dim > 0)")
-        feats = self.projector(x)
+            raise ValueError("REPA features need a projector (built with encoder_dim > 0)")
+        feats = self.projector(x[features_for])
         return logits, feats[:, 0], feats[:, 1:]
