@@ -1,0 +1,114 @@
+"""Samples for evaluation: N images from a generator with balanced classes, as uint8 (B,3,R,R).
+
+Follows the official sampler (`generate.py`): z ~ N(0, I), class labels uniform over classes, optional
+truncation (psi = 0: none, psi = 1: the class mean w), decode through the tokenizer, uint8 images.
+Unlike `generate.py` the labels are exactly balanced (class counts differ by at most one) and the
+whole set is a function of the seed. `NpzWriter` streams them into the ADM evaluator's `.npz`
+(`arr_0` NHWC uint8 images, `arr_1` int64 labels) without holding 50K images in memory.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+def balanced_labels(num_samples: int, num_classes: int, seed: int = 0) -> torch.Tensor:
+    """Exactly `num_samples` int64 labels, every class num_samples // num_classes times, the remaining
+    num_samples % num_classes on distinct random classes; shuffled; deterministic given the seed."""
+    if num_samples < 1 or num_classes < 1:
+        raise ValueError(f"balanced_labels: num_samples = {num_samples}, num_classes = {num_classes}: both must be >= 1")
+    g = torch.Generator().manual_seed(seed)
+    full = torch.arange(num_classes).repeat(num_samples // num_classes)
+    extra = torch.randperm(num_classes, generator=g)[: num_samples % num_classes]
+    labels = torch.cat([full, extra])
+    return labels[torch.randperm(num_samples, generator=g)]
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] -> rounded uint8 in [0, 255]."""
+    return (images.float() * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def generate_images(G, tokenizer, num_samples: int, batch_size: int = 64, truncation_psi: float = 0.0,
+                    seed: int = 0, device=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images (B,3,R,R) on CPU, labels (B,)) batches, num_samples in total.
+
+    z and labels come from a private CPU generator, so the samples depend on the seed only (not on
+    the device or on the global RNG state the trainer uses). bf16 autocast on CUDA for G; the
+    tokenizer decodes in float32.
+    """
+    device = torch.device(device) if device is not None else next(G.parameters()).device
+    labels = balanced_labels(num_samples, G.num_classes, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    for start in range(0, num_samples, batch_size):
+        y = labels[start:start + batch_size]
+        z = torch.randn(len(y), G.z_dim, generator=g)
+        with autocast:
+            latents = G(z.to(device), y.to(device), truncation_psi=truncation_psi)
+        images = tokenizer.decode(latents.float())
+        yield to_uint8(images).cpu(), y
+
+
+class NpzWriter:
+    """Stream uint8 (B,3,H,W) batches into an ADM-evaluator `.npz`: arr_0 (N,H,W,3) uint8, arr_1 (N,) int64.
+
+    The archive is written to a temporary file beside `path` and renamed when all N images have
+    arrived (atomic: a reader never sees a partial file). Use as a context manager.
+    """
+
+    def __init__(self, path, num_samples: int, resolution: int):
+        self.path, self.num_samples, self.resolution = Path(path), num_samples, resolution
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.zip = zipfile.ZipFile(self.tmp, "w", allowZip64=True)
+        self.images = self.zip.open("arr_0.npy", "w", force_zip64=True)
+        shape = (num_samples, resolution, resolution, 3)
+        np.lib.format.write_array_header_2_0(self.images, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        self.labels, self.count = [], 0
+
+    def write(self, images: torch.Tensor, labels: torch.Tensor):
+        if images.dtype != torch.uint8 or images.shape[1:] != (3, self.resolution, self.resolution):
+            raise ValueError(f"NpzWriter({self.path}): expected uint8 (B,3,{self.resolution},{self.resolution}) images, "
+                             f"got {tuple(images.shape)} {images.dtype}")
+        if self.count + len(images) > self.num_samples:
+            raise ValueError(f"NpzWriter({self.path}): more than the announced {self.num_samples} images")
+        self.images.write(images.permute(0, 2, 3, 1).contiguous().numpy().tobytes())
+        self.labels.append(labels.to(torch.int64).numpy())
+        self.count += len(images)
+
+    def close(self):
+        self.images.close()
+        if self.count != self.num_samples:
+            raise ValueError(f"NpzWriter({self.path}): got {self.count} images, announced {self.num_samples}")
+        with self.zip.open("arr_1.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.concatenate(self.labels))
+        self.zip.close()
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+
+    def discard(self):
+        self.images.close()
+        self.zip.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.close()
+                return
+        except BaseException:
+            self.discard()
+            raise
+        self.discard()

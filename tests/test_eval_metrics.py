@@ -1,0 +1,108 @@
+"""Fréchet distance / IS / precision-recall through torch-fidelity, with the offline digits extractor."""
+import numpy as np
+import pytest
+import torch
+import torch_fidelity
+
+from eval_fixtures import digits_tensor, eval_cache, eval_cache_dir, tiny_config, tiny_generator  # noqa: F401
+from gatscale.eval import fid
+from gatscale.eval.reference import FeatureMoments, compute_reference, load_reference, save_reference
+from gatscale.vae import build_tokenizer
+
+
+@pytest.fixture
+def digits_reference(eval_cache):
+    images, _ = digits_tensor()
+    extractor = fid.get_extractor("digits")
+    ref = compute_reference(images.split(500), lambda x: fid.extract_features(extractor, x)["feat"], 128)
+    return images, extractor, {**ref, "features": torch.from_numpy(ref["features"])}
+
+
+def test_frechet_distance_is_zero_for_the_same_set_and_large_for_a_shifted_set(digits_reference):
+    images, extractor, ref = digits_reference
+    same = fid.compute_metrics(images.split(500), "digits", extractor, ref)
+    shifted = fid.compute_metrics(torch.roll(images, 3, dims=3).split(500), "digits", extractor, ref)
+    assert abs(same["fd_digits"]) < 1e-3
+    assert shifted["fd_digits"] > 50
+
+
+def test_digits_extractor_reports_fd_digits_never_fid(digits_reference):
+    images, extractor, ref = digits_reference
+    values = fid.compute_metrics(images[:400].split(200), "digits", extractor, ref, metrics=("fid", "is", "prc"))
+    assert set(values) == {"fd_digits", "is_digits", "is_std_digits", "precision_digits", "recall_digits"}
+    assert values["is_digits"] > 5  # a trained digits classifier: confident, diverse predictions
+    assert values["precision_digits"] > 0.9
+    assert set(fid.metric_names("inception").values()) == {"fid", "is", "is_std", "precision", "recall"}
+
+
+def test_digits_extractor_is_registered_with_torch_fidelity(digits_reference):
+    images, extractor, ref = digits_reference
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, x):
+            self.x = x
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return self.x[i]
+
+    images = images[:600]
+    shifted = torch.roll(images, 2, dims=2)
+    theirs = torch_fidelity.calculate_metrics(input1=Images(shifted), input2=Images(images), fid=True, cuda=False,
+                                              feature_extractor="gatscale-digits", cache=False, save_cpu_ram=True,
+                                              verbose=False)["frechet_inception_distance"]
+    ref = compute_reference([images], lambda x: fid.extract_features(extractor, x)["feat"], 128)
+    ours = fid.compute_metrics(shifted.split(500), "digits", extractor, ref)["fd_digits"]
+    assert ours == pytest.approx(theirs, rel=1e-6)
+
+
+def test_missing_inception_weights_fail_early_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match=fid.INCEPTION_FILE) as err:
+        fid.get_extractor("inception")
+    assert str(tmp_path / "hub" / "checkpoints") in str(err.value)
+    with pytest.raises(FileNotFoundError, match="eval.inception_weights = '/nowhere/x.pth'"):
+        fid.check_feature_extractor(tiny_config(eval={"feature_extractor": "inception",
+                                                      "inception_weights": "/nowhere/x.pth"}).eval)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / fid.INCEPTION_FILE).write_bytes(b"")
+    assert fid.resolve_inception_weights(None) == str(tmp_path / "hub" / "checkpoints" / fid.INCEPTION_FILE)
+
+
+def test_streamed_reference_moments_equal_numpy_and_keep_a_bounded_subset():
+    feats = torch.randn(1000, 5, dtype=torch.float64) * torch.arange(1, 6) + 3
+    moments = FeatureMoments(5, max_kept=100)
+    for chunk in feats.split(64):
+        moments.update(chunk)
+    stats = moments.stats()
+    assert np.allclose(stats["mu"], feats.numpy().mean(0)) and np.allclose(stats["sigma"], np.cov(feats.numpy(), rowvar=False))
+    assert stats["features"].shape == (100, 5) and stats["num_images"] == 1000
+
+
+def test_reference_files_round_trip_and_adm_files_load_as_inception(tmp_path):
+    rng = np.random.default_rng(0)
+    stats = {"mu": rng.normal(size=128), "sigma": np.eye(128), "features": rng.normal(size=(10, 128)).astype(np.float32),
+             "num_images": 10}
+    save_reference(tmp_path / "ref.npz", stats, "digits", "feat", source="test")
+    loaded = load_reference(tmp_path / "ref.npz", "digits", 128)
+    assert np.array_equal(loaded["mu"], stats["mu"]) and loaded["features"].shape == (10, 128)
+    with pytest.raises(ValueError, match="'digits' feature extractor"):
+        load_reference(tmp_path / "ref.npz", "inception", 2048)
+
+    np.savez(tmp_path / "VIRTUAL_imagenet256_labeled.npz", mu=np.zeros(2048), sigma=np.eye(2048))  # ADM layout
+    adm = load_reference(tmp_path / "VIRTUAL_imagenet256_labeled.npz", "inception", 2048)
+    assert adm["mu"].shape == (2048,) and adm["features"] is None
+    with pytest.raises(ValueError, match="'inception' feature extractor"):
+        load_reference(tmp_path / "VIRTUAL_imagenet256_labeled.npz", "digits", 128)
+
+
+def test_in_training_hook_returns_fd_digits_and_is_repeatable(eval_cache):
+    cfg = tiny_config()
+    G = tiny_generator(cfg)
+    first = fid.evaluate_generator(G, cfg, build_tokenizer("pixels"), "cpu", num_samples=100)
+    second = fid.evaluate_generator(G, cfg, build_tokenizer("pixels"), "cpu", num_samples=100)
+    assert set(first) == {"fd_digits"} and first["fd_digits"] > 0
+    assert first == second  # same z and labels every call
+    assert list(eval_cache.glob("reference/reference-digits-16px-digits.npz"))  # computed once and cached
