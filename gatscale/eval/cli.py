@@ -1,0 +1,154 @@
+"""`gatscale eval RUN_DIR_OR_CHECKPOINT`: FID / IS / precision-recall of a run's EMA generator.
+
+    gatscale eval runs/b2 --num-samples 50000 --truncation-psi 0.3 --npz-out samples.npz
+
+Writes <run_dir>/eval/metrics-<step>.json (atomically) and, when the run has a tracking.json, logs
+the metrics to its tracker run at that step. `--npz-out` also streams the samples into an `.npz`
+(arr_0 NHWC uint8, arr_1 labels) for the ADM evaluator (openai/guided-diffusion/evaluations).
+The feature extractor, Inception weights and reference statistics come from the run's `eval:`
+config section, overridable here.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gatscale.config import atomic_write_text, to_dict
+
+from . import fid
+from .samples import NpzWriter, generate_images
+
+
+def add_arguments(parser):
+    parser.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder (its newest checkpoint) or a ckpt-*.pt file")
+    parser.add_argument("--num-samples", type=int, default=50_000, help="number of generated images (default 50000: FID-50K)")
+    parser.add_argument("--truncation-psi", type=float, default=None,
+                        help="0 = none, 1 = class mean (default: the run's eval.truncation_psi; official generate.py uses 0.3)")
+    parser.add_argument("--npz-out", default=None, help="also write the samples as an ADM-evaluator .npz")
+    parser.add_argument("--which", choices=("ema", "generator"), default="ema", help="generator weights to evaluate")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the run's eval.batch_size")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--metrics", default="fid,is,prc", help="comma list of fid, is, prc (precision/recall)")
+    parser.add_argument("--feature-extractor", choices=tuple(fid.EXTRACTORS), default=None,
+                        help="default: the run's eval.feature_extractor (digits: offline CNN, reported as fd_digits)")
+    parser.add_argument("--inception-weights", default=None, help="local torch-fidelity Inception weights file")
+    parser.add_argument("--reference-stats", default=None, help=".npz with mu/sigma (ours or ADM's VIRTUAL_imagenet256_labeled.npz)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def load_run(path, which: str, device):
+    """(G, cfg, run_dir, step, checkpoint path) for a run folder (newest readable checkpoint) or a file."""
+    from gatscale.train.checkpoint import CKPT_PATTERN, list_checkpoints, load_generator
+
+    path = Path(path)
+    if path.is_dir():
+        candidates = list(reversed(list_checkpoints(path)))
+        if not candidates:
+            raise FileNotFoundError(f"{path}: no checkpoints/ckpt-*.pt in this run folder")
+    elif path.is_file():
+        candidates = [path]
+    else:
+        raise FileNotFoundError(f"{path}: neither a run folder nor a checkpoint file")
+    for i, ckpt in enumerate(candidates):
+        try:
+            G, cfg = load_generator(ckpt, which=which, device=device)
+            break
+        except Exception as e:  # noqa: BLE001 - an unreadable newest checkpoint: fall back, as training does
+            if i == len(candidates) - 1:
+                raise
+            print(f"[gatscale eval] warning: {ckpt} unreadable ({type(e).__name__}: {e}); trying the previous one",
+                  file=sys.stderr)
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    m = CKPT_PATTERN.search(ckpt.name)
+    return G, cfg, run_dir, (int(m.group(1)) if m else None), ckpt
+
+
+def build_eval_tokenizer(cfg, device):
+    from gatscale.vae import build_tokenizer
+
+    return build_tokenizer(cfg.data.tokenizer, cfg.data.vae_decoder, scale=cfg.data.scale, device=device)
+
+
+def log_to_tracker(run_dir: Path, cfg, metrics: dict, step: int | None, artifact: Path):
+    """Best effort: the run's tracker run gets the metrics (at `step`) and the artifact file; any
+    failure is a warning, not an error."""
+    if not (run_dir / "tracking.json").exists():
+        return
+    try:
+        from gatscale.tracking import build_tracker
+
+        status_file = run_dir / "status.json"
+        status = json.loads(status_file.read_text()).get("status", "finished") if status_file.exists() else "finished"
+        tracker = build_tracker(cfg.tracking)
+        tracker.start(run_dir, cfg.name, {}, {})
+        if metrics and step is not None:
+            tracker.log_metrics(metrics, step)
+        tracker.log_artifact(artifact, "eval")
+        tracker.finish(status)  # leaves the run's status as it was
+    except Exception as e:  # noqa: BLE001 - tracking is optional for an evaluation
+        print(f"[gatscale eval] warning: metrics not sent to the tracker ({type(e).__name__}: {e}); "
+              f"they are in {artifact}", file=sys.stderr)
+
+
+def main(args) -> int:
+    metrics = tuple(m for m in args.metrics.split(",") if m)
+    problems = [f"--metrics {args.metrics!r}: expected a comma list of {', '.join(fid.METRICS)}"
+                if not metrics or set(metrics) - set(fid.METRICS) else None,
+                f"--num-samples {args.num_samples}: must be >= 2" if args.num_samples < 2 else None,
+                f"--truncation-psi {args.truncation_psi}: must be in [0, 1] (0 = none)"
+                if args.truncation_psi is not None and not 0 <= args.truncation_psi <= 1 else None,
+                f"--batch-size {args.batch_size}: must be >= 1" if args.batch_size is not None and args.batch_size < 1 else None]
+    if any(problems):
+        print("gatscale eval: " + "; ".join(p for p in problems if p), file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    try:
+        G, cfg, run_dir, step, ckpt = load_run(args.path, args.which, device)
+        for key, value in (("feature_extractor", args.feature_extractor), ("inception_weights", args.inception_weights),
+                           ("reference_stats", args.reference_stats), ("truncation_psi", args.truncation_psi),
+                           ("batch_size", args.batch_size)):
+            if value is not None:
+                setattr(cfg.eval, key, value)
+        fid.check_feature_extractor(cfg.eval)   # before generating anything
+        extractor = fid.get_extractor(cfg.eval.feature_extractor, cfg.eval.inception_weights, device)
+        reference = fid.get_reference(cfg, extractor, device)
+        tokenizer = build_eval_tokenizer(cfg, device)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"gatscale eval: {e}", file=sys.stderr)
+        return 2
+
+    start = time.time()
+    batches = generate_images(G, tokenizer, args.num_samples, cfg.eval.batch_size, cfg.eval.truncation_psi,
+                              seed=args.seed, device=device)
+    if args.npz_out:
+        writer = NpzWriter(args.npz_out, args.num_samples, cfg.data.resolution)
+
+        def images():
+            with writer:
+                for x, y in batches:
+                    writer.write(x, y)
+                    yield x
+    else:
+        def images():
+            for x, _ in batches:
+                yield x
+    values = fid.compute_metrics(images(), cfg.eval.feature_extractor, extractor, reference, metrics)
+
+    record = {
+        "metrics": values, "step": step, "checkpoint": str(ckpt), "which": args.which, "num_samples": args.num_samples,
+        "truncation_psi": cfg.eval.truncation_psi, "seed": args.seed, "feature_extractor": cfg.eval.feature_extractor,
+        "reference_stats": reference["path"], "reference_num_images": reference["num_images"],
+        "npz": args.npz_out, "seconds": round(time.time() - start, 2), "eval_config": to_dict(cfg.eval),
+    }
+    tag = f"{step:07d}" if step is not None else re.sub(r"[^\w.-]", "_", ckpt.stem)
+    out = run_dir / "eval" / f"metrics-{tag}.json"
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    log_to_tracker(run_dir, cfg, values, step, out)
+    print(json.dumps(values))
+    print(f"[gatscale eval] wrote {out}" + (f" and {args.npz_out}" if args.npz_out else ""))
+    return 0
