@@ -1,5 +1,15 @@
-"""Trackers: what the trainer reports to. `build_tracker` picks one from the config."""
+"""Trackers: what the trainer reports to. `build_tracker` picks one from the config.
+
+For the sweep (imported on first use, so `import gatscale.tracking` stays free of MLflow):
+`ensure_store(uri)`, `start_sweep_run(cfg, sweep_name, spec_hash, params)`, `end_sweep_run(cfg, run_id, status)`,
+`find_runs(cfg, filter)`. Replaying a run folder's buffer: `sync_run_dir(run_dir)` or `gatscale sync RUN_DIR`.
+"""
+import importlib
+
 from .base import NullTracker, Tracker
+
+_LAZY = {"ensure_store": ".store", "resolve_uri": ".store", "start_sweep_run": ".runs", "end_sweep_run": ".runs",
+         "find_runs": ".runs", "sync_run_dir": ".sync", "MlflowTracker": ".mlflow_tracker"}
 
 
 def build_tracker(cfg) -> Tracker:
@@ -10,4 +20,10 @@ def build_tracker(cfg) -> Tracker:
     return MlflowTracker(cfg)
 
 
-__all__ = ["Tracker", "NullTracker", "build_tracker"]
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Tracker", "NullTracker", "build_tracker", *_LAZY]

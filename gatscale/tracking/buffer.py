@@ -1,0 +1,130 @@
+"""A run folder's tracking buffer: every record is appended to `tracking-buffer.jsonl` before it is sent.
+
+One JSON object per line, in the order the trainer logged them:
+    {"t": ms, "step": s, "metrics": {name: value}}      {"t": ms, "tags": {name: value}}
+    {"params": {name: value}}                           {"artifact": path, "artifact_path": p, "attempt": n}
+    {"t": ms, "status": "FINISHED" | "FAILED" | "KILLED" | "RUNNING"}   (the MLflow run status)
+
+`tracking.json` (written atomically) holds the tracker run id, the store URI and `delivered`: the byte offset up
+to which the store has accepted the buffer. Delivery (sync.py) sends what lies after it and moves it forward
+after each accepted batch, so a replay never sends a record twice (and the SQL stores also drop an identical
+(key, step, timestamp, value)). Durability: each append is one write() call, so a killed or preempted process
+loses nothing; the buffer is fsync'ed before a batch is sent, so `delivered` never points past what is on disk,
+and when the whole buffer is delivered it is emptied. Delivery holds `.tracking.lock` (flock), so the live
+tracker and `gatscale sync` never send the same record.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from ..config import atomic_write_text
+from .store import file_lock
+
+log = logging.getLogger(__name__)
+
+BUFFER_FILE = "tracking-buffer.jsonl"
+STATE_FILE = "tracking.json"
+LOCK_FILE = ".tracking.lock"
+READ_CHUNK = 4 << 20  # bytes read per delivery pass
+
+
+class RunBuffer:
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / BUFFER_FILE
+        self.state_path = self.run_dir / STATE_FILE
+        self._lock = threading.RLock()  # reentrant: finish() may run in a signal handler that interrupted append()
+        self._file = None
+
+    # -- writing (the trainer's thread) --------------------------------------------------------------
+    def append(self, record: dict):
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._file is None:
+                self._open()
+            self._file.write(line)  # line-buffered: one write() per record
+
+    def _open(self):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", buffering=1, encoding="utf-8")
+        if self._file.tell() and not self._ends_with_newline():
+            self._file.write("\n")  # a crash cut the last record short: keep it from swallowing the next one
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def close(self):
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
+
+    # -- state ---------------------------------------------------------------------------------------
+    def load_state(self) -> dict:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            state = {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{self.state_path}: not valid JSON ({e}); it should hold the tracker run id "
+                             f"written by gatscale.tracking (delete it to start a new tracker run)") from None
+        state.setdefault("run_id", None)
+        state.setdefault("delivered", 0)
+        if state["delivered"] > self.size():
+            state["delivered"] = 0  # the buffer was emptied after full delivery before this file was updated
+        return state
+
+    def save_state(self, state: dict):
+        atomic_write_text(self.state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
+
+    def delivery_lock(self):
+        return file_lock(self.run_dir / LOCK_FILE)
+
+    # -- reading (delivery, under delivery_lock) -----------------------------------------------------
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def read(self, offset: int, end: int | None = None) -> list[tuple[int, dict]]:
+        """Complete records after byte `offset` (up to `end`), each with the offset just past it. Lines that are
+        not JSON objects are skipped with a warning; a last line still being written is left for later."""
+        records = []
+        if not self.path.exists():
+            return records
+        with open(self.path, "rb") as f:
+            os.fsync(f.fileno())  # what we are about to send is on disk before `delivered` can pass it
+            f.seek(offset)
+            data = f.read(min(READ_CHUNK, (end if end is not None else 1 << 62) - offset))
+        pos = offset
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            pos += len(line)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                if line.strip():
+                    log.warning("%s: skipping a damaged line at byte %d: %r", self.path, pos - len(line), line[:200])
+                record = {}
+            records.append((pos, record))
+        return records
+
+    def empty_if_delivered(self, state: dict):
+        """Truncate a fully delivered buffer (under delivery_lock, with no writer left)."""
+        with self._lock:
+            if state["delivered"] and state["delivered"] == self.size():
+                open(self.path, "w").close()
+                state["delivered"] = 0
+                self.save_state(state)

@@ -1,0 +1,154 @@
+"""The tracking store: where runs live, created safely once, and the study's experiment in it.
+
+The embedded default is a SQLite file (`sqlite:///mlflow.db`). MLflow creates and migrates its tables on first
+use without a lock, and processes doing that at once on a fresh file break each other's migration ("duplicate
+column name", "table ... already exists"). `ensure_store` therefore creates/migrates the DB under an exclusive
+`fcntl.flock` on a sibling lock file (`mlflow.db.lock`); the sweep calls it once before launching runs, every tracker calls it too
+(idempotent: milliseconds once the DB exists). A shared server (`uri: http://host:port`) owns its store:
+nothing to create here.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+from ..config import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+_ensured: set[str] = set()
+_LOCK_UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+class TrackingError(RuntimeError):
+    """The tracking configuration cannot work as given; the message names the key, value and a fix."""
+
+
+def resolve_uri(uri: str) -> str:
+    """Make a local store absolute: `sqlite:///mlflow.db` is relative to the cwd, which backends change."""
+    if uri.startswith("sqlite:///"):
+        path, _, query = uri[len("sqlite:///"):].partition("?")
+        if path and path != ":memory:":
+            uri = "sqlite:///" + os.path.abspath(path) + (f"?{query}" if query else "")
+    elif "://" not in uri and not uri.startswith("file:"):
+        uri = os.path.abspath(uri)  # a plain folder: MLflow's file store
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].partition("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """Exclusive `flock` on `path` (created if missing). Filesystems without flock get a warning, no lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in _LOCK_UNSUPPORTED:
+                raise
+            log.warning("%s: this filesystem does not support flock (%s); continuing without the lock", path, e)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def ensure_store(uri: str) -> str:
+    """Create (or migrate to this MLflow's schema) the store at `uri` exactly once; returns the absolute URI.
+
+    A `<db>.ready` file records the MLflow version that last created/migrated the DB: when it matches, opening
+    the store only reads the schema, which is safe without the lock, so runs starting together do not queue."""
+    uri = resolve_uri(uri)
+    if uri in _ensured:
+        return uri
+    db = sqlite_path(uri)
+    if db is not None:
+        ready = db.with_name(db.name + ".ready")
+        if not _is_ready(db, ready):
+            with file_lock(db.with_name(db.name + ".lock")):
+                if not _is_ready(db, ready):  # another process may have done it while we waited
+                    _create_or_migrate_sqlite(uri, db)
+                    atomic_write_text(ready, _mlflow_version())
+    elif "://" not in uri:
+        Path(uri).mkdir(parents=True, exist_ok=True)
+    _ensured.add(uri)
+    return uri
+
+
+def _mlflow_version() -> str:
+    import mlflow
+    return mlflow.__version__
+
+
+def _is_ready(db: Path, ready: Path) -> bool:
+    try:
+        return db.stat().st_size > 0 and ready.read_text() == _mlflow_version()
+    except FileNotFoundError:
+        return False
+
+
+def _create_or_migrate_sqlite(uri: str, db: Path):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.db import utils as db_utils
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:  # MLflow creates the tables of a fresh file when it first opens it (and keeps the store cached)
+        MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as e:
+        if "out-of-date database schema" not in str(e):
+            raise
+        log.warning("%s: migrating the MLflow database to the schema of MLflow %s (%s)", db, _mlflow_version(), e)
+        db_utils._upgrade_db(db_utils.create_sqlalchemy_engine_with_retry(uri))
+        MlflowClient(uri).search_experiments(max_results=1)
+
+
+def artifact_root(db: Path) -> Path:
+    """Artifacts of a SQLite store live beside the DB (MLflow's own default, ./mlruns, follows the cwd)."""
+    return db.resolve().parent / "mlruns"
+
+
+def experiment_id(client, uri: str, name: str) -> str:
+    """Find or create the experiment `name` (one per study); safe when many runs start at once."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        db = sqlite_path(uri)
+        location = str(artifact_root(db) / quote(name, safe="")) if db is not None else None
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp = client.get_experiment_by_name(name)
+    if exp.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"tracking.experiment = {name!r}: this experiment is deleted in {uri}; restore it with "
+            f"`MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id {exp.experiment_id}` "
+            f"or choose another tracking.experiment")
+    return exp.experiment_id
+
+
+def configure_http_client():
+    """The tracker retries with its own backoff and must not stall: MLflow's HTTP client otherwise retries
+    7 times over ~4 minutes and waits up to 120 s per request. User settings win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+
+def client_for(uri: str):
+    from mlflow import MlflowClient
+    return MlflowClient(tracking_uri=ensure_store(uri))

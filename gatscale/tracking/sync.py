@@ -1,0 +1,226 @@
+"""Deliver a run folder's tracking buffer to the MLflow store, and `gatscale sync RUN_DIR`.
+
+The tracker's background thread calls `deliver` every second; `gatscale sync` calls it after the run when the
+store was unreachable (server down, node offline) or `finish` ran out of time. Both send what lies after the
+buffer's `delivered` offset, in order, and move the offset after each accepted batch (see buffer.py).
+
+    gatscale sync runs/gat-b2-lr2e-4            # to the store recorded in runs/.../tracking.json
+    gatscale sync runs/* --uri http://login1:5000   # the same store, now at another address
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from .buffer import BUFFER_FILE, STATE_FILE, RunBuffer
+from .store import client_for, configure_http_client, experiment_id
+
+log = logging.getLogger(__name__)
+
+MAX_METRICS, MAX_TAGS, MAX_BYTES = 1000, 100, 400_000  # per log_batch: MLflow's limits (1 MB request)
+ARTIFACT_ATTEMPTS = 3
+PERMANENT_ERRORS = ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE")
+
+
+def is_permanent(error: Exception) -> bool:
+    """A store answer that retrying cannot change (a bad value); anything else (down, busy, locked) is retried."""
+    return getattr(error, "error_code", None) in PERMANENT_ERRORS
+
+
+def check_run(client, buf: RunBuffer) -> dict:
+    """Forget a recorded run id the store no longer has (deleted, or another store): a new run is created."""
+    from mlflow.exceptions import MlflowException
+
+    with buf.delivery_lock():
+        state = buf.load_state()
+        if state["run_id"]:
+            try:
+                gone = client.get_run(state["run_id"]).info.lifecycle_stage == "deleted"
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                gone = True
+            if gone:
+                log.warning("%s: tracker run %s is deleted or missing in %s; records not yet delivered go to a "
+                            "new run", buf.state_path, state["run_id"], state["uri"])
+                state["run_id"] = None
+                buf.save_state(state)
+    return state
+
+
+def deliver(client, buf: RunBuffer, deadline: float | None = None) -> tuple[str | None, int]:
+    """Send the records after `delivered` (those present when called). Returns (run id, bytes left).
+    Raises when the store fails: the caller retries later; nothing is lost or sent twice."""
+    with buf.delivery_lock():
+        state = buf.load_state()
+        end = buf.size()
+        if state["run_id"] is None and state["delivered"] < end:
+            state["run_id"] = _create_run(client, state)
+            buf.save_state(state)
+        while state["delivered"] < end:
+            records = buf.read(state["delivered"], end)
+            if not records:
+                break  # only a record still being written
+            for group in _groups(records):
+                _send(client, buf, state["run_id"], [r for _, r in group])
+                state["delivered"] = group[-1][0]
+                buf.save_state(state)
+                if deadline is not None and time.monotonic() > deadline:
+                    return state["run_id"], buf.size() - state["delivered"]
+        return state["run_id"], buf.size() - state["delivered"]
+
+
+def _create_run(client, state: dict) -> str:
+    tags = {"mlflow.parentRunId": state["parent_run_id"]} if state.get("parent_run_id") else None
+    exp = experiment_id(client, state["uri"], state["experiment"])
+    return client.create_run(exp, run_name=state.get("name"), tags=tags).info.run_id
+
+
+def _kind(record: dict) -> str | None:
+    return next((k for k in ("metrics", "tags", "params", "artifact", "status") if k in record), None)
+
+
+def _groups(records):
+    """Consecutive metric/tag records share one log_batch within MLflow's limits; the others go alone."""
+    group, n_metrics, tag_keys, n_bytes = [], 0, set(), 0
+    for end, record in records:
+        kind = _kind(record)
+        if kind in ("metrics", "tags"):
+            metrics, tags = record.get("metrics", {}), record.get("tags", {})
+            size = sum(len(k) + len(str(v)) for k, v in tags.items()) + 40 * len(metrics)
+            if group and (n_metrics + len(metrics) > MAX_METRICS or len(tag_keys | tags.keys()) > MAX_TAGS - 1
+                          or n_bytes + size > MAX_BYTES):
+                yield group
+                group, n_metrics, tag_keys, n_bytes = [], 0, set(), 0
+            group.append((end, record))
+            n_metrics, tag_keys, n_bytes = n_metrics + len(metrics), tag_keys | tags.keys(), n_bytes + size
+        else:
+            if group:
+                yield group
+                group, n_metrics, tag_keys, n_bytes = [], 0, set(), 0
+            yield [(end, record)]
+    if group:
+        yield group
+
+
+def _send(client, buf: RunBuffer, run_id: str, records: list[dict]):
+    from mlflow.entities import Metric, RunTag
+
+    kind = _kind(records[0])
+    if kind in ("metrics", "tags"):
+        metrics, tags = [], {}
+        for r in records:
+            if "metrics" in r:
+                metrics += [Metric(k, v, r["t"], r["step"]) for k, v in r["metrics"].items()]
+                tags["gatscale.last_step"] = str(r["step"])
+            tags.update(r.get("tags", {}))  # later records win, as if sent one by one
+        try:
+            client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+        except Exception as e:
+            if not is_permanent(e):
+                raise
+            if len(records) > 1:  # find the bad record, keep the rest
+                for r in records:
+                    _send(client, buf, run_id, [r])
+            else:
+                log.error("tracking: the store rejected a record; skipped (%s): %.300s", e, records[0])
+    elif kind == "params":
+        _send_params(client, run_id, records[0]["params"])
+    elif kind == "artifact":
+        _send_artifact(client, buf, run_id, records[0])
+    elif kind == "status":
+        r = records[0]
+        if r["status"] == "RUNNING":
+            client.update_run(run_id, status="RUNNING")
+        else:
+            client.set_terminated(run_id, status=r["status"], end_time=r["t"])
+
+
+def _send_params(client, run_id: str, params: dict):
+    """MLflow params are write-once: a requeued run re-sends only the new ones and warns about changed ones."""
+    from mlflow.entities import Param
+
+    existing = client.get_run(run_id).data.params
+    changed = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
+    if changed:
+        log.warning("tracking: params %s differ from those run %s was started with; MLflow keeps the first values",
+                    ", ".join(changed), run_id)
+    new = [Param(k, v) for k, v in params.items() if k not in existing]
+    if new:
+        client.log_batch(run_id, params=new)
+
+
+def _send_artifact(client, buf: RunBuffer, run_id: str, record: dict):
+    """An upload that fails while the store answers is re-queued at the end of the buffer (up to
+    ARTIFACT_ATTEMPTS), so it never blocks the metrics; a store that does not answer stops delivery."""
+    path = Path(record["artifact"])
+    try:
+        client.log_artifact(run_id, str(path), record.get("artifact_path"))
+        return
+    except Exception as e:
+        if not path.exists():
+            log.warning("tracking: artifact %s no longer exists; not uploaded", path)
+            return
+        client.get_run(run_id)  # raises if the store is down: then the whole delivery is retried later
+        attempt = record.get("attempt", 0) + 1
+        if attempt < ARTIFACT_ATTEMPTS:
+            log.warning("tracking: uploading artifact %s failed (%s); will retry", path, e)
+            buf.append({**record, "attempt": attempt})
+        else:
+            log.error("tracking: uploading artifact %s failed %d times (%s); giving up", path, attempt, e)
+
+
+def sync_run_dir(run_dir: str | Path, uri: str | None = None, timeout: float | None = None) -> int:
+    """Replay one run folder's buffer; returns the bytes still undelivered (0: all there)."""
+    buf = RunBuffer(run_dir)
+    if not buf.state_path.exists():
+        raise FileNotFoundError(f"{buf.state_path}: not found; RUN_DIR must be a run folder written by the "
+                                f"MLflow tracker (it holds {STATE_FILE} and {BUFFER_FILE})")
+    if uri:
+        with buf.delivery_lock():
+            state = buf.load_state()
+            state["uri"] = uri
+            buf.save_state(state)
+    state = buf.load_state()
+    client = client_for(state["uri"])
+    check_run(client, buf)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for _ in range(ARTIFACT_ATTEMPTS + 1):  # each pass also retries the artifacts the one before re-queued
+        _, left = deliver(client, buf, deadline)
+        if left == 0 or (deadline is not None and time.monotonic() > deadline):
+            break
+    return left
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) holding tracking.json")
+    parser.add_argument("--uri", help="the tracking store's URI now, if it moved (default: the one recorded "
+                                      "in tracking.json)")
+    parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds per run")
+
+
+def main(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_http_client()
+    failed = 0
+    for run_dir in args.run_dirs:
+        try:
+            left = sync_run_dir(run_dir, args.uri, args.timeout)
+        except FileNotFoundError as e:
+            print(f"error: {e}")
+            failed += 1
+            continue
+        except Exception as e:
+            print(f"{run_dir}: the tracking store did not accept the buffer ({type(e).__name__}: {e}); "
+                  f"nothing was lost, run `gatscale sync {run_dir}` again later")
+            failed += 1
+            continue
+        state = RunBuffer(run_dir).load_state()
+        if left:
+            print(f"{run_dir}: {left} bytes of {BUFFER_FILE} still undelivered (time out); run again")
+            failed += 1
+        else:
+            print(f"{run_dir}: up to date in run {state['run_id']} at {state['uri']}")
+    return 1 if failed else 0

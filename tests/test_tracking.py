@@ -1,0 +1,391 @@
+"""The MLflow tracker against a real `mlflow server` process and the embedded SQLite store."""
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from gatscale.cli import main as gatscale_main
+from gatscale.config import RunConfig, TrackingConfig, flatten, to_dict
+from gatscale.tracking import end_sweep_run, ensure_store, find_runs, start_sweep_run
+from gatscale.tracking.buffer import RunBuffer
+from gatscale.tracking.labels import job_id, valid_name
+from gatscale.tracking.mlflow_tracker import MlflowTracker
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = [f"loss/part{i}" for i in range(15)]  # ~15 metrics per logged step, as the trainer logs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 with a SQLite backend, stopped with SIGTERM to its pid's group."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self, timeout: float = 180):
+        mlflow_bin = Path(sys.executable).with_name("mlflow")
+        cmd = [str(mlflow_bin if mlflow_bin.exists() else shutil.which("mlflow")), "server", "--workers", "1",
+               "--host", "127.0.0.1", "--port", str(self.port),
+               "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
+               "--artifacts-destination", str(self.folder / "artifacts")]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        with open(self.folder / "server.log", "ab") as log_file:
+            self.proc = subprocess.Popen(cmd, cwd=self.folder, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("mlflow server exited:\n" + (self.folder / "server.log").read_text()[-3000:])
+            try:
+                urllib.request.urlopen(self.uri + "/health", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer in {timeout} s")
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    srv.start()
+    yield srv
+    if srv.proc.poll() is None:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def sqlite_uri(tmp_path_factory):
+    return ensure_store(f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("server", marks=pytest.mark.slow)])
+def store_uri(request):
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_uri")
+    return request.getfixturevalue("server").uri
+
+
+@pytest.fixture
+def experiment(request):
+    return request.node.name.replace("[", "-").rstrip("]")
+
+
+def tracker(uri, experiment, parent=None, **kw) -> MlflowTracker:
+    kw.setdefault("flush_interval", 0.2)
+    return MlflowTracker(TrackingConfig(uri=uri, experiment=experiment, parent_run_id=parent), **kw)
+
+
+def log_steps(t, steps):
+    for step in steps:
+        t.log_metrics({k: step + i / 100 for i, k in enumerate(KEYS)}, step)
+
+
+def history_steps(uri, run_id, key=KEYS[0]) -> list[int]:
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def search(uri, experiment):
+    old = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.search_runs(experiment_names=[experiment])
+    finally:
+        mlflow.set_tracking_uri(old)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Against both stores: the embedded SQLite file and a real server.
+
+def test_params_metrics_tags_and_artifacts_land(store_uri, experiment, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    params = flatten(to_dict(RunConfig()))
+    t = tracker(store_uri, experiment)
+    t.start(tmp_path / "run", "gat-s2", params, {"gatscale.config_hash": "abc123"})
+    log_steps(t, range(30))
+    (tmp_path / "run" / "final.json").write_text("{}")
+    t.log_artifact(tmp_path / "run" / "final.json", "eval")
+    t.set_tags({"gatscale.stand_in": "encoder"})
+    t.finish("finished")
+
+    row = search(store_uri, experiment).iloc[0]
+    assert row["run_id"] == t.run_id and row["status"] == "FINISHED"
+    assert all(row[f"params.{k}"] == str(v) for k, v in params.items())
+    commit = subprocess.check_output(["git", "-C", str(REPO), "rev-parse", "HEAD"], text=True).strip()
+    assert row["tags.gatscale.status"] == "finished" and row["tags.gatscale.config_hash"] == "abc123"
+    assert row["tags.gatscale.git_commit"] == commit and row["tags.gatscale.job_id"] == "4242_7"
+    assert row["tags.gatscale.run_dir"] == str(tmp_path / "run") and row["tags.gatscale.stand_in"] == "encoder"
+    history = MlflowClient(store_uri).get_metric_history(t.run_id, "loss/part3")
+    assert sorted((m.step, m.value) for m in history) == [(s, s + 0.03) for s in range(30)]
+    assert [a.path for a in MlflowClient(store_uri).list_artifacts(t.run_id, "eval")] == ["eval/final.json"]
+
+
+def test_requeued_run_continues_the_same_run(store_uri, experiment, tmp_path):
+    first = tracker(store_uri, experiment)
+    first.start(tmp_path / "run", "r", {"a": 1}, {})
+    log_steps(first, range(10))
+    first.finish("preempted")
+    assert MlflowClient(store_uri).get_run(first.run_id).info.status == "KILLED"
+
+    again = tracker(store_uri, experiment)  # a new process after the requeue: a new object, the same folder
+    again.start(tmp_path / "run", "r", {"a": 1}, {})
+    log_steps(again, range(10, 20))
+    again.finish("finished")
+
+    assert again.run_id == first.run_id
+    assert all(history_steps(store_uri, first.run_id, k) == list(range(20)) for k in KEYS)
+    run = MlflowClient(store_uri).get_run(first.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["gatscale.status"] == "finished"
+    assert len(search(store_uri, experiment)) == 1
+
+
+def test_nested_runs_under_a_sweep_parent(store_uri, experiment, tmp_path):
+    cfg = TrackingConfig(uri=store_uri, experiment=experiment)
+    parent = start_sweep_run(cfg, "lr-sweep", "spec01", {"grid.lr": "[1e-4, 2e-4]"})
+    assert start_sweep_run(cfg, "lr-sweep", "spec01", {"grid.lr": "[1e-4, 2e-4]"}) == parent  # re-launch
+    for i, status in enumerate(["finished", "diverged"]):
+        t = tracker(store_uri, experiment, parent=parent)
+        t.start(tmp_path / f"run{i}", f"run{i}", {"optim.lr": i}, {"gatscale.config_hash": f"h{i}"})
+        log_steps(t, range(5 * i + 3))
+        t.finish(status)
+    end_sweep_run(cfg, parent, "finished")
+
+    runs = find_runs(cfg, {"parent_run_id": parent}).sort_values("name")
+    assert list(runs["status"]) == ["finished", "diverged"] and list(runs["config_hash"]) == ["h0", "h1"]
+    assert list(runs["last_step"]) == [2, 7] and list(runs["mlflow_status"]) == ["FINISHED", "FAILED"]
+    assert list(find_runs(cfg, {"config_hash": "h1"})["name"]) == ["run1"]
+    sweep = find_runs(cfg, {"kind": "sweep"})
+    assert list(sweep["run_id"]) == [parent] and list(sweep["mlflow_status"]) == ["FINISHED"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A real server stopped and restarted; many runs at once.
+
+@pytest.mark.slow
+def test_server_restart_mid_run_loses_and_duplicates_nothing(server, experiment, tmp_path):
+    t = tracker(server.uri, experiment, max_backoff=1.0)
+    t.start(tmp_path / "run", "r", {}, {})
+    log_steps(t, range(20))
+    server.stop()
+    slowest = 0.0
+    for step in range(20, 40):
+        begin = time.perf_counter()
+        log_steps(t, [step])
+        slowest = max(slowest, time.perf_counter() - begin)
+        time.sleep(0.02)
+    server.start()
+    log_steps(t, range(40, 60))
+    t.finish("finished")
+    assert slowest < 0.1  # logging never waited for the dead server
+    assert all(history_steps(server.uri, t.run_id, k) == list(range(60)) for k in KEYS)
+    assert RunBuffer(tmp_path / "run").size() == 0
+
+
+@pytest.mark.slow
+def test_sync_replays_a_buffer_left_while_the_server_was_unreachable(server, experiment, tmp_path):
+    t = tracker(f"http://127.0.0.1:{free_port()}", experiment, finish_timeout=1.0)  # nothing answers there
+    t.start(tmp_path / "run", "offline", {"a": 1}, {})
+    log_steps(t, range(25))
+    t.finish("finished")
+    assert t.run_id is None
+    assert gatscale_main(["sync", str(tmp_path / "run"), "--uri", server.uri]) == 0  # the server's real address
+    assert gatscale_main(["sync", str(tmp_path / "run")]) == 0  # a second replay adds nothing
+    run_id = json.loads((tmp_path / "run" / "tracking.json").read_text())["run_id"]
+    assert all(history_steps(server.uri, run_id, k) == list(range(25)) for k in KEYS)
+    run = MlflowClient(server.uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params == {"a": "1"} and run.info.run_name == "offline"
+    assert run.data.tags["gatscale.status"] == "finished"
+
+
+@pytest.mark.slow
+def test_eight_runs_logging_at_once_to_one_server_lose_nothing(server, experiment, tmp_path):
+    trackers = [tracker(server.uri, experiment) for _ in range(8)]
+
+    def run(i):
+        trackers[i].start(tmp_path / f"run{i}", f"run{i}", {"i": i}, {})
+        log_steps(trackers[i], range(40))
+        trackers[i].finish("finished")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    [th.start() for th in threads]
+    [th.join() for th in threads]
+    assert len({t.run_id for t in trackers}) == 8
+    assert all(history_steps(server.uri, t.run_id, k) == list(range(40)) for t in trackers for k in KEYS)
+
+
+def _process_run(uri, experiment, run_dir, barrier):
+    barrier.wait()  # all eight meet a fresh file at the same moment
+    ensure_store(uri)
+    t = tracker(uri, experiment)
+    t.start(run_dir, run_dir.name, {"dir": run_dir.name}, {})
+    log_steps(t, range(20))
+    t.finish("finished")
+
+
+@pytest.mark.slow
+def test_eight_processes_create_a_fresh_sqlite_store_and_log_at_once(experiment, tmp_path):
+    uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(8)
+    procs = [ctx.Process(target=_process_run, args=(uri, experiment, tmp_path / f"run{i}", barrier))
+             for i in range(8)]
+    [p.start() for p in procs]
+    [p.join(300) for p in procs]
+    assert [p.exitcode for p in procs] == [0] * 8
+    runs = find_runs(TrackingConfig(uri=uri, experiment=experiment))
+    assert len(runs) == 8 and set(runs["status"]) == {"finished"}
+    assert all(history_steps(uri, r, k) == list(range(20)) for r in runs["run_id"] for k in KEYS)
+
+
+def test_an_old_sqlite_schema_is_migrated(sqlite_uri, tmp_path):
+    from alembic import command
+    from mlflow.store.db import utils as db_utils
+
+    old = tmp_path / "old.db"
+    shutil.copy(sqlite_uri[len("sqlite:///"):], old)
+    uri = f"sqlite:///{old}"
+    with db_utils.create_sqlalchemy_engine_with_retry(uri).begin() as connection:
+        config = db_utils._get_alembic_config(uri)
+        config.attributes["connection"] = connection
+        command.downgrade(config, "-1")  # as written by an older MLflow
+    with pytest.raises(Exception, match="out-of-date database schema"):
+        db_utils._verify_schema(db_utils.create_sqlalchemy_engine_with_retry(uri))
+    ensure_store(uri)
+    db_utils._verify_schema(db_utils.create_sqlalchemy_engine_with_retry(uri))
+    assert MlflowClient(uri).get_experiment_by_name("Default") is not None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The buffer: replay, crashes, outages.
+
+def test_replay_after_a_crash_between_acceptance_and_offset_save_adds_no_duplicates(sqlite_uri, experiment,
+                                                                                    tmp_path):
+    t = tracker(sqlite_uri, experiment)
+    t.start(tmp_path / "run", "r", {}, {})
+    log_steps(t, range(10))
+    t.finish("running")  # everything delivered, buffer emptied; now pretend it was not recorded
+    buf = RunBuffer(tmp_path / "run")
+    buf.append({"t": 1, "step": 10, "metrics": {KEYS[0]: 1.0}})
+    state = buf.load_state()
+    from gatscale.tracking.sync import deliver
+    deliver(MlflowClient(sqlite_uri), buf)
+    state["delivered"] = 0  # the process died before tracking.json was updated
+    buf.save_state(state)
+    assert gatscale_main(["sync", str(tmp_path / "run")]) == 0
+    assert history_steps(sqlite_uri, t.run_id) == list(range(11))
+
+
+def test_logging_and_finish_do_not_wait_for_an_unreachable_server(experiment, tmp_path, caplog):
+    t = tracker(f"http://127.0.0.1:{free_port()}", experiment, finish_timeout=1.0)
+    with caplog.at_level(logging.WARNING):
+        t.start(tmp_path / "run", "r", {"a": 1}, {})
+        begin = time.monotonic()
+        log_steps(t, range(200))
+        assert time.monotonic() - begin < 1.0
+        t.log_artifact(tmp_path / "missing.png")
+        t.finish("preempted")
+    assert time.monotonic() - begin < 8
+    assert "gatscale sync" in caplog.text
+    records = RunBuffer(tmp_path / "run").read(0)
+    assert sum(1 for _, r in records if "metrics" in r) == 200
+    assert records[-1][1]["status"] == "KILLED"
+
+
+def test_a_damaged_last_line_is_skipped_and_the_next_record_kept(sqlite_uri, experiment, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    t = tracker(sqlite_uri, experiment)
+    t.start(run_dir, "r", {}, {})
+    t.finish("preempted")
+    with open(run_dir / "tracking-buffer.jsonl", "a") as f:
+        f.write('{"t": 5, "step": 0, "metr')  # the process was killed mid-write
+    again = tracker(sqlite_uri, experiment)
+    with caplog.at_level(logging.WARNING):
+        again.start(run_dir, "r", {}, {})
+        log_steps(again, range(3))
+        again.finish("finished")
+    assert "damaged line" in caplog.text
+    assert history_steps(sqlite_uri, t.run_id) == [0, 1, 2]
+
+
+def test_a_failed_artifact_upload_is_retried_and_does_not_stop_training(sqlite_uri, experiment, tmp_path,
+                                                                       monkeypatch):
+    calls = []
+    real = MlflowClient.log_artifact
+
+    def flaky(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError("artifact store full")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", flaky)
+    t = tracker(sqlite_uri, experiment)
+    t.start(tmp_path / "run", "r", {}, {})
+    (tmp_path / "grid.png").write_bytes(b"png")
+    t.log_artifact(tmp_path / "grid.png", "samples")
+    log_steps(t, range(3))
+    t.finish("finished")
+    assert len(calls) == 2
+    assert [a.path for a in MlflowClient(sqlite_uri).list_artifacts(t.run_id, "samples")] == ["samples/grid.png"]
+    assert history_steps(sqlite_uri, t.run_id) == [0, 1, 2]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Labels.
+
+def test_names_and_values_are_made_valid_for_mlflow(sqlite_uri, experiment, tmp_path):
+    t = tracker(sqlite_uri, experiment)
+    t.start(tmp_path / "run", "r", {"model.generator.size": "GAT-S/2", "notes!": "x" * 7000}, {"a/../b": "1"})
+    t.log_metrics({"grad_norm/g[0]": 1.0}, 0)
+    t.finish("finished")
+    run = MlflowClient(sqlite_uri).get_run(t.run_id)
+    assert run.data.params["model.generator.size"] == "GAT-S/2" and len(run.data.params["notes_"]) == 6000
+    assert run.data.tags["a/_/b"] == "1" and run.data.metrics == {"grad_norm/g_0_": 1.0}
+    assert valid_name("loss/d") == "loss/d"
+
+
+def test_job_id_prefers_explicit_then_slurm(monkeypatch):
+    for var in ("GATSCALE_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert job_id().startswith("local-")
+    monkeypatch.setenv("SLURM_JOB_ID", "99")
+    assert job_id() == "99"
+    monkeypatch.setenv("GATSCALE_JOB_ID", "trial_00001")
+    assert job_id() == "trial_00001"
+
+
+def test_finish_rejects_an_unknown_status(sqlite_uri, experiment, tmp_path):
+    t = tracker(sqlite_uri, experiment)
+    t.start(tmp_path / "run", "r", {}, {})
+    with pytest.raises(ValueError, match="'done'.*finished"):
+        t.finish("done")
+    t.finish("finished")
