@@ -105,4 +105,4 @@ def test_in_training_hook_returns_fd_digits_and_is_repeatable(eval_cache):
     second = fid.evaluate_generator(G, cfg, build_tokenizer("pixels"), "cpu", num_samples=100)
     assert set(first) == {"fd_digits"} and first["fd_digits"] > 0
     assert first == second  # same z and labels every call
-    assert list(eval_cache.glob("reference/reference-digits-16px-digits.npz"))  # computed once and cached
+    assert list(eval_cache.glob("reference/reference-digits-16px-digits-cnn-v1.npz"))  # computed once and cached

@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
+from . import atomic_write_bytes
+
 DIGITS_EXTRACTOR = "gatscale-digits"
 INPUT_SIZE = 16          # images are resized to 16x16 before the CNN
 FEATURE_DIM = 128
@@ -27,7 +29,7 @@ VERSION = 1              # bump when the architecture or the training recipe cha
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("GATSCALE_CACHE") or Path.home() / ".cache" / "gatscale")
+    return Path(os.environ.get("GATSCALE_CACHE") or Path.home() / ".cache" / "gatscale").expanduser()
 
 
 class DigitsCNN(nn.Module):
@@ -94,23 +96,10 @@ def load_digits_cnn(path: str | os.PathLike | None = None) -> DigitsCNN:
         model, accuracy = train_digits_cnn()
         buffer = io.BytesIO()
         torch.save({"model": model.state_dict(), "train_accuracy": accuracy, "version": VERSION}, buffer)
-        _atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue())
     model = DigitsCNN()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
     return model.eval().requires_grad_(False)
-
-
-def _atomic_write_bytes(path: Path, data: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class FeatureExtractorDigits(FeatureExtractorBase):

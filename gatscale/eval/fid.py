@@ -38,11 +38,13 @@ class Extractor:
     fid_layer: str
     is_layer: str
     suffix: str          # appended to every metric name ('' only for the real Inception)
+    cache_id: str        # names (and tags) its cached reference statistics
 
 
 EXTRACTORS = {
-    "inception": Extractor("inception-v3-compat", 2048, "2048", "logits_unbiased", ""),
-    "digits": Extractor(digits_features.DIGITS_EXTRACTOR, digits_features.FEATURE_DIM, "feat", "logits", "_digits"),
+    "inception": Extractor("inception-v3-compat", 2048, "2048", "logits_unbiased", "", "inception"),
+    "digits": Extractor(digits_features.DIGITS_EXTRACTOR, digits_features.FEATURE_DIM, "feat", "logits", "_digits",
+                        f"digits-cnn-v{digits_features.VERSION}"),
 }
 METRICS = ("fid", "is", "prc")
 
@@ -58,11 +60,11 @@ def resolve_inception_weights(path: str | None) -> str:
     """The local Inception weights file: `path` if given, else the torch hub cache; else fail with
     a message naming the file and where to put it (nothing is downloaded)."""
     if path:
-        if not Path(path).is_file():
+        if not Path(path).expanduser().is_file():
             raise FileNotFoundError(
                 f"eval.inception_weights = {path!r}: file not found. It must be torch-fidelity's {INCEPTION_FILE} "
                 f"(download {URL_INCEPTION_V3}).")
-        return str(path)
+        return str(Path(path).expanduser())
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     for name in INCEPTION_FILE_NAMES:
         if (hub / name).is_file():
@@ -110,10 +112,9 @@ def get_reference(cfg, extractor, device="cpu") -> dict:
     """Reference statistics for cfg.data in the feature space of cfg.eval.feature_extractor: read from
     the cached `.npz` (or an ADM file at eval.reference_stats), else computed from the real images
     with `gatscale.data.iterate_images` and cached."""
-    kind = cfg.eval.feature_extractor
-    spec = EXTRACTORS[kind]
-    path = default_reference_path(cfg, kind)
-    key = (str(path.resolve()), kind)
+    spec = EXTRACTORS[cfg.eval.feature_extractor]
+    path = default_reference_path(cfg, spec.cache_id)
+    key = (str(path.resolve()), spec.cache_id)
     if key in _REFERENCES:
         return _REFERENCES[key]
     if not path.exists():
@@ -121,9 +122,9 @@ def get_reference(cfg, extractor, device="cpu") -> dict:
 
         stats = compute_reference(iterate_images(cfg.data, cfg.eval.batch_size),
                                   lambda images: extract_features(extractor, images)[spec.fid_layer], spec.dim)
-        save_reference(path, stats, kind, spec.fid_layer,
+        save_reference(path, stats, spec.cache_id, spec.fid_layer,
                        source=f"data.source={cfg.data.source} data.path={cfg.data.path} data.resolution={cfg.data.resolution}")
-    _REFERENCES[key] = load_reference(path, kind, spec.dim)
+    _REFERENCES[key] = load_reference(path, spec.cache_id, spec.dim)
     return _REFERENCES[key]
 
 

@@ -6,13 +6,13 @@ RGB on the token grid. One PNG: first row the generated images, then one row per
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import io
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import atomic_write_bytes
 from .samples import balanced_labels, to_uint8
 
 
@@ -60,17 +60,8 @@ def pca_grid(images: torch.Tensor, features: dict[int, torch.Tensor], cell: int 
 
 
 def save_png(array: np.ndarray, path):
-    """Atomic PNG write."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    try:
-        with open(tmp, "wb") as f:
-            Image.fromarray(array).save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())

@@ -10,12 +10,13 @@ Two kinds of file are read:
 """
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import atomic_write_bytes
 from .digits_features import cache_dir
 
 MAX_PRC_FEATURES = 10_000
@@ -58,20 +59,10 @@ def default_reference_path(cfg, extractor_kind: str) -> Path:
 
 
 def save_reference(path, stats: dict, extractor_kind: str, feature_layer: str, source: str):
-    """Atomic write (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, mu=stats["mu"], sigma=stats["sigma"], features=stats["features"],
-                     num_images=stats["num_images"], extractor=extractor_kind, feature_layer=feature_layer,
-                     source=source)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, mu=stats["mu"], sigma=stats["sigma"], features=stats["features"], num_images=stats["num_images"],
+             extractor=extractor_kind, feature_layer=feature_layer, source=source)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_reference(path, extractor_kind: str, feature_dim: int) -> dict:
