@@ -149,7 +149,7 @@ class EvalConfig:
 
 @dataclass
 class TrackingConfig:
-    backend: Literal["mlflow", "null"] = "mlflow"
+    backend: Literal["mlflow", "none"] = "mlflow"  # none: no tracker (NullTracker)
     uri: str = "sqlite:///mlflow.db"    # or http://host:port of a shared mlflow server
     experiment: str = "gatscale"
     system_metrics: bool = False

@@ -135,7 +135,7 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> torch.Tensor:
     grid_w, grid_h = np.meshgrid(np.arange(grid_size, dtype=np.float32), np.arange(grid_size, dtype=np.float32))
     # As in MAE/DiT, the first half encodes the meshgrid's first output (the column index).
     emb = np.concatenate([embed_1d(embed_dim // 2, grid_w), embed_1d(embed_dim // 2, grid_h)], axis=1)
-    return torch.from_numpy(emb).float()
+    return torch.tensor(emb, dtype=torch.float32)  # respects a torch.device(...) context (meta)
 
 
 def fourier_features_2d(embed_dim: int, grid_size: int, seed: int = 0) -> nn.Linear:
