@@ -1,0 +1,449 @@
+"""The paper's figures, each a function of the frames from `analysis.load`.
+
+Every function picks the runs it needs from whatever it is given, raises `MissingData` (saying what to
+run) when they are not there, returns the Figure (the table function: the DataFrame) and, given
+`out_dir`, writes PNG + PDF (CSV + LaTeX).
+
+    lr_crosscheck         Fig. 5b: losses, gradient norms and FID against iteration, width-aware LR vs not
+    lpips_contribution    Fig. 4b: per-block LPIPS contribution of G, with and without MNG
+    fid_curves            scaling Fig. (a)/(b): FID against iteration per model size / per patch size
+    fid_vs_compute        scaling Fig. (c): FID against GFLOPs with a fitted power law FID = a * C^b
+    ablation_table        MNG x REPA x width-aware LR -> FID at a matched iteration
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from scipy import stats
+
+from . import style
+from .load import MissingData
+
+FID_METRICS = ("fid", "fd_digits")
+SWITCHES = ["mng", "repa", "width_aware_lr"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+
+def fid_metric(histories: pd.DataFrame) -> str:
+    """'fid' (Inception) or 'fd_digits' (offline digits extractor), whichever more runs logged."""
+    counts = {m: histories.loc[histories["metric"] == m, "run_id"].nunique() for m in FID_METRICS}
+    if not any(counts.values()):
+        raise MissingData("no FID logged (metric 'fid' or 'fd_digits'): train with eval.fid_every > 0")
+    return max(FID_METRICS, key=counts.get)
+
+
+def series(histories: pd.DataFrame, run_id: str, metric: str, x: str = "step"):
+    """(x, value) of one run's metric, finite values only, in step order."""
+    h = histories[(histories["run_id"] == run_id) & (histories["metric"] == metric)]
+    h = h[np.isfinite(h["value"])].sort_values("step")
+    return h[x].to_numpy(float), h["value"].to_numpy(float)
+
+
+def diverged_step(run, histories: pd.DataFrame):
+    """Step at which a diverged run stopped (tag gatscale.diverged_step, else its last logged step); None if it did not."""
+    if run.status != "diverged":
+        return None
+    if np.isfinite(run.diverged_step):
+        return float(run.diverged_step)
+    steps = histories.loc[histories["run_id"] == run.run_id, "step"]
+    return float(steps.max()) if len(steps) else None
+
+
+def mark_divergence(ax, steps, values, at):
+    """A red x at iteration `at`, at the height of the last finite value logged at or before it."""
+    keep = steps <= at
+    if not keep.any():
+        return None
+    (line,) = ax.plot([at], [values[keep][-1]], **style.DIVERGED)
+    return line
+
+
+def main_method(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the full method (MNG-exp, REPA, width-aware LR); else of the most common switch setting."""
+    full = runs[(runs["mng"] == "exp") & runs["repa"] & runs["width_aware_lr"]]
+    if len(full) or runs.empty:
+        return full
+    combo = runs.groupby(SWITCHES).size().idxmax()
+    return runs[(runs[SWITCHES] == pd.Series(combo, index=SWITCHES)).all(axis=1)]
+
+
+def switches_of(runs: pd.DataFrame) -> str:
+    """The switch setting shared by `runs` in words (for a legend title), or '' when they differ."""
+    combos = runs[SWITCHES].drop_duplicates()
+    return style.method_label(*combos.iloc[0]) if len(combos) == 1 else ""
+
+
+def _once(seen: set, label: str) -> str:
+    """Label a line only the first time (seeds of one setting share a legend entry)."""
+    if label in seen:
+        return "_nolegend_"
+    seen.add(label)
+    return label
+
+
+def matched_fid(runs: pd.DataFrame, histories: pd.DataFrame, metric: str, step: int | None = None):
+    """FID of each run at one common iteration -> (frame run_id/at_step/value, step).
+
+    Default `step`: the last iteration every non-diverged run has a FID for. A run takes part if its
+    FID history reaches `step`; its value is the one logged at the last step <= `step` (column at_step).
+    """
+    h = histories[(histories["metric"] == metric) & histories["run_id"].isin(runs["run_id"])]
+    h = h[np.isfinite(h["value"])]
+    last = h.groupby("run_id")["step"].max()
+    if last.empty:
+        raise MissingData(f"no finite {metric} values logged by the selected runs")
+    if step is None:
+        alive = last[last.index.isin(runs.loc[runs["status"] != "diverged", "run_id"])]
+        step = int((alive if len(alive) else last).min())
+    rows = []
+    for run_id, g in h.groupby("run_id"):
+        g = g[g["step"] <= step].sort_values("step")
+        if last[run_id] >= step and len(g):
+            rows.append((run_id, int(g["step"].iloc[-1]), float(g["value"].iloc[-1])))
+    return pd.DataFrame(rows, columns=["run_id", "at_step", "value"]), step
+
+
+def _finish(fig, runs, out_dir, stem):
+    if not any(t.get_text().startswith("Stand-in") for t in fig.texts):
+        style.add_footnote(fig, runs)
+    if out_dir is not None:
+        fig.files = style.save(fig, out_dir, stem)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 5b: LR cross-check
+
+def crosscheck_runs(runs: pd.DataFrame):
+    """Runs for the LR cross-check -> (runs, wide model, narrow model, shared LR keys).
+
+    Needs, among runs with the same MNG and REPA setting, a model trained at two LRs, one of them the
+    LR of a narrower model (paper: GAT-B/2 at its width-aware LR and at GAT-S/2's LR, plus GAT-S/2).
+    """
+    key = runs["lr_g"].map(lambda v: f"{v:.6g}")
+    width = runs.groupby("model")["width"].first()
+    patch = runs.groupby("model")["patch"].first()
+    groups = sorted(runs.groupby(["mng", "repa"]), key=lambda kv: kv[0] != ("exp", True))  # full method first
+    for _, group in groups:
+        lrs = {m: set(key[group.index][group["model"] == m]) for m in group["model"].unique()}
+        for wide in sorted(lrs, key=lambda m: -width[m]):
+            narrower = [m for m in lrs if width[m] < width[wide] and lrs[m] & lrs[wide]]
+            if len(lrs[wide]) < 2 or not narrower:
+                continue
+            narrow = min(narrower, key=lambda m: (patch[m] != patch[wide], -width[m]))
+            shared = lrs[wide] & lrs[narrow]
+            keep = (group["model"] == wide) | ((group["model"] == narrow) & key[group.index].isin(shared))
+            return group[keep], wide, narrow, shared
+    found = "; ".join(f"{m} at lr_G {', '.join(sorted(set(key[runs['model'] == m])))}" for m in runs["model"].unique())
+    raise MissingData("lr_crosscheck: needs runs of two widths with the wider model trained at two learning rates, "
+                      "one of them the narrower model's (e.g. GAT-B/2 with its width-aware LR and with GAT-S/2's LR, "
+                      f"plus GAT-S/2); found {found}")
+
+
+# metric, panel title, y label, log y
+CROSSCHECK_PANELS = (("loss/d", "D loss", "loss", False), ("loss/g", "G loss", "loss", False),
+                     ("grad_norm/d", "D gradient norm", "L2 norm before clipping", True),
+                     ("grad_norm/g", "G gradient norm", "L2 norm before clipping", True))
+
+
+def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
+    """Fig. 5b: does the width-aware LR (Eq. 4) matter? Diverged runs end in a red x at their divergence step."""
+    sel, wide, narrow, shared = crosscheck_runs(runs)
+    try:
+        fid = fid_metric(histories[histories["run_id"].isin(sel["run_id"])])
+        label = style.fid_label(fid, sel)
+        panels = CROSSCHECK_PANELS + ((fid, label.split(" ")[0], label, True),)
+    except MissingData:
+        panels = CROSSCHECK_PANELS + ((None, "FID", "FID (not logged)", True),)
+    fig, axes = style.new_figure(7.0, 4.6, 2, 3)
+    axes = axes.ravel()
+    seen, any_diverged = set(), False
+    for run in sel.itertuples():
+        lr = f"{run.lr_g:.6g}"
+        on_shared = run.model == wide and lr in shared
+        note = f"{narrow}'s LR" if on_shared else ("width-aware LR" if run.width_aware_lr else "fixed LR")
+        label = _once(seen, rf"{run.model}, $\eta_G$ = {run.lr_g:.1e} ({note})")
+        stop = diverged_step(run, histories)
+        for ax, (metric, *_) in zip(axes, panels):
+            x, y = series(histories, run.run_id, metric) if metric else (np.array([]), np.array([]))
+            sparse = metric in FID_METRICS  # evaluated every fid_every steps: show the points
+            ax.plot(x, y, color=style.size_color(run.size), linestyle="--" if on_shared else "-", label=label,
+                    marker="o" if sparse else None, markersize=3)
+            if stop is not None and mark_divergence(ax, x, y, stop) is not None:
+                any_diverged = True
+    for ax, (metric, title, ylabel, log) in zip(axes, panels):
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        style.iteration_axis(ax, "iteration")
+        if log and ax.has_data():
+            style.log_axis(ax)
+        if metric is None:
+            ax.text(0.5, 0.5, "no FID logged", transform=ax.transAxes, ha="center", va="center", color="grey")
+    legend_ax = axes[-1]
+    legend_ax.axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if any_diverged:
+        handles.append(Line2D([], [], **style.DIVERGED))
+        labels.append("diverged (non-finite loss)")
+    legend_ax.legend(handles, labels, loc="center", frameon=False, title=switches_of(sel), fontsize=7.5,
+                     title_fontsize=7.5)
+    fig.suptitle("LR cross-check: width-aware LR (Eq. 4) vs a narrower model's LR")
+    return _finish(fig, sel, out_dir, "lr_crosscheck")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 4b: per-block LPIPS contribution
+
+def lpips_contribution(lpips: pd.DataFrame, runs: pd.DataFrame, column: str = "contribution", out_dir=None):
+    """Fig. 4b: how much each generator block changes the image (LPIPS), with and without MNG."""
+    if lpips is None or lpips.empty:
+        raise MissingData("no LPIPS tables: run gatscale analyze lpips-contribution "
+                          "(it logs eval/lpips_contribution.csv to each run)")
+    data = lpips.drop(columns="name", errors="ignore").merge(runs, on="run_id")
+    fig, axes = style.new_figure(6.0, 3.2)
+    ax, seen = axes[0, 0], set()
+    for _, g in data.groupby("run_id", sort=False):
+        g, run = g.sort_values("block"), g.iloc[0]
+        mng_on = run["mng"] != "off"
+        label = _once(seen, f"{run['model']}, {'MNG-' + run['mng'] if mng_on else 'no MNG'}")
+        ax.plot(g["block"], g[column], color=style.size_color(run["size"]), linestyle="-" if mng_on else "--",
+                marker="o" if mng_on else "s", markersize=4, label=label)
+    backbones = ", ".join(sorted(data["backbone"].dropna().astype(str).unique())) if "backbone" in data else ""
+    ax.set_xlabel("generator block index (0 = first)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    what = "normalized LPIPS contribution" if column == "normalized" else "LPIPS contribution"
+    ax.set_ylabel(f"{what} ({backbones})" if backbones else what)
+    ax.set_ylim(bottom=0)
+    style.legend_outside(fig, ax, "model, MNG")
+    ax.set_title("Per-block contribution to the image (block removed)")
+    return _finish(fig, data.drop_duplicates("run_id"), out_dir, "lpips_contribution")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scaling (a)/(b): FID against iteration
+
+def _epoch_per_step(runs, histories):
+    """The epochs-per-iteration ratio if all runs share it (same batch and data set), else None."""
+    e = histories[(histories["metric"] == "epoch") & (histories["step"] > 0) & histories["run_id"].isin(runs["run_id"])]
+    if e.empty:
+        return None
+    ratios = (e["value"] / e["step"]).groupby(e["run_id"]).median()
+    return float(ratios.mean()) if np.allclose(ratios, ratios.mean(), rtol=0.01) and ratios.mean() > 0 else None
+
+
+def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x: str = "step", out_dir=None):
+    """FID against iteration (x='step') or epoch, one curve per model (mean over seeds, band = min..max).
+
+    by='size': the full-method runs at patch 2 (or the commonest patch), one colour per size.
+    by='patch': every size trained at two or more patch sizes, colour = size, line style = patch.
+    """
+    metric = fid_metric(histories)
+    have = histories.loc[histories["metric"] == metric, "run_id"].unique()
+    sel = main_method(runs[runs["run_id"].isin(have)])
+    if by == "size":
+        patch = 2 if (sel["patch"] == 2).any() else sel["patch"].mode().iloc[0]
+        sel = sel[sel["patch"] == patch]
+    elif by == "patch":
+        patches = sel.groupby("size")["patch"].nunique()
+        if patches.empty or patches.max() < 2:
+            raise MissingData(f"fid_by_patch: needs one model size at two or more patch sizes (e.g. GAT-B/2 and "
+                              f"GAT-B/4) with {metric} logged; found {', '.join(sel['model'].unique()) or 'none'}")
+        sel = sel[sel["size"].isin(patches[patches >= 2].index)]
+    else:
+        raise ValueError(f"fid_curves: by = {by!r}; valid: 'size', 'patch'")
+    if x == "epoch" and histories.loc[histories["run_id"].isin(sel["run_id"]), "epoch"].isna().all():
+        raise MissingData("fid_vs_epoch: the runs logged no 'epoch' metric")
+    fig, axes = style.new_figure(6.0, 3.4)
+    ax = axes[0, 0]
+    h = histories[(histories["metric"] == metric) & np.isfinite(histories["value"])]
+    for model, group in sel.groupby("model", sort=False):
+        size, patch = group["size"].iloc[0], group["patch"].iloc[0]
+        curves = h[h["run_id"].isin(group["run_id"])].pivot_table(index="step", columns="run_id", values="value")
+        xs = curves.index.to_numpy(float)
+        if x == "epoch":
+            xs = h[h["run_id"].isin(group["run_id"])].groupby("step")["epoch"].mean().reindex(curves.index).to_numpy()
+        seeds = f" ({len(group)} seeds)" if len(group) > 1 else ""
+        color, ls = style.size_color(size), style.patch_linestyle(patch)
+        ax.plot(xs, curves.mean(axis=1), color=color, linestyle=ls, marker=style.patch_marker(patch),
+                markersize=3, label=f"{model}{seeds}")
+        if len(group) > 1:
+            ax.fill_between(xs, curves.min(axis=1), curves.max(axis=1), color=color, alpha=0.15, linewidth=0)
+        for run in group.itertuples():
+            stop = diverged_step(run, histories)
+            if stop is not None:
+                rx, ry = series(histories, run.run_id, metric, x="step")
+                mark_divergence(ax, rx, ry, stop)
+    style.log_axis(ax)
+    ax.set_ylabel(style.fid_label(metric, sel))
+    if x == "epoch":
+        ax.set_xlabel("epoch")
+    else:
+        style.iteration_axis(ax)
+        ratio = _epoch_per_step(sel, histories)
+        if ratio:
+            top = ax.secondary_xaxis("top", functions=(lambda s: s * ratio, lambda e: e / ratio))
+            top.set_xlabel("epoch")
+    style.legend_outside(fig, ax, switches_of(sel))
+    per = "model size" if by == "size" else "patch size"
+    ax.set_title(f"{style.fid_label(metric).split(' ')[0]} during training, per {per}")
+    return _finish(fig, sel, out_dir, f"fid_vs_{'iteration' if x == 'step' else 'epoch'}_by_{by}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scaling (c): FID against compute, power-law fit
+
+@dataclass
+class PowerLaw:
+    """FID = a * C^b, fitted by least squares on (log10 C, log10 FID); r is the log-log Pearson correlation."""
+    a: float
+    b: float
+    r: float
+    n: int
+    mean_log_c: float
+    sxx: float        # sum of squared deviations of log10 C
+    resid_std: float  # residual standard deviation in log10 FID (nan for n = 2)
+
+    def __call__(self, c):
+        return self.a * np.asarray(c, float) ** self.b
+
+    def band(self, c, level: float = 0.95):
+        """Pointwise confidence band of the fitted mean (t distribution, n - 2 degrees of freedom)."""
+        lc = np.log10(np.asarray(c, float))
+        se = self.resid_std * np.sqrt(1 / self.n + (lc - self.mean_log_c) ** 2 / self.sxx)
+        t = stats.t.ppf((1 + level) / 2, self.n - 2)
+        mid = np.log10(self(c))
+        return 10 ** (mid - t * se), 10 ** (mid + t * se)
+
+
+def fit_power_law(c, fid) -> PowerLaw:
+    lc, lf = np.log10(np.asarray(c, float)), np.log10(np.asarray(fid, float))
+    fit = stats.linregress(lc, lf)
+    resid = lf - (fit.intercept + fit.slope * lc)
+    n = len(lc)
+    return PowerLaw(a=10 ** fit.intercept, b=fit.slope, r=fit.rvalue, n=n, mean_log_c=lc.mean(),
+                    sxx=((lc - lc.mean()) ** 2).sum(), resid_std=np.sqrt((resid ** 2).sum() / (n - 2)) if n > 2 else np.nan)
+
+
+def _sci(v: float) -> str:
+    e = int(np.floor(np.log10(abs(v))))
+    return f"{v:.3g}" if -2 <= e <= 3 else rf"{v / 10 ** e:.2f}\times10^{{{e}}}"
+
+
+def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,
+                   out_dir=None):
+    """FID against compute, one point per full-method run at a matched iteration, with FID = a * C^b.
+
+    compute='train': C = training GFLOPs to that iteration (metric flops/train_total);
+    compute='inference': C = the generator's forward GFLOPs per image (param gflops_g).
+    """
+    metric = fid_metric(histories)
+    sel = main_method(runs[runs["run_id"].isin(histories.loc[histories["metric"] == metric, "run_id"])])
+    at, step = matched_fid(sel, histories, metric, step)
+    pts = sel.merge(at, on="run_id")
+    if compute == "train":
+        flops = histories[(histories["metric"] == "flops/train_total") & np.isfinite(histories["value"])]
+        def flops_at(row):
+            f = flops[(flops["run_id"] == row.run_id) & (flops["step"] <= row.at_step)].sort_values("step")
+            return f["value"].iloc[-1] / 1e9 if len(f) else np.nan
+        pts["c"] = [flops_at(r) for r in pts.itertuples()]
+        xlabel, stem, why = f"training compute C to iteration {step:,} (GFLOPs)", "fid_vs_train_compute", "metric flops/train_total"
+    elif compute == "inference":
+        pts["c"] = pts["gflops_g"]
+        xlabel, stem, why = "generator inference compute C (GFLOPs per image)", "fid_vs_inference_gflops", "param gflops_g"
+    else:
+        raise ValueError(f"fid_vs_compute: compute = {compute!r}; valid: 'train', 'inference'")
+    pts = pts[(pts["c"] > 0) & (pts["value"] > 0)]
+    if pts["c"].nunique() < 2:
+        raise MissingData(f"{stem}: needs {metric} at iteration {step:,} and {why} for runs of at least two "
+                          f"compute budgets; found {len(pts)} usable run(s)")
+    fit = fit_power_law(pts["c"], pts["value"])
+    fig, axes = style.new_figure(6.0, 3.6)
+    ax, seen = axes[0, 0], set()
+    for p in pts.itertuples():
+        ax.plot([p.c], [p.value], linestyle="none", marker=style.patch_marker(p.patch), markersize=6,
+                color=style.size_color(p.size), label=_once(seen, p.model))
+    lo, hi = np.log10(pts["c"].min()), np.log10(pts["c"].max())
+    cs = np.logspace(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), 100)
+    ax.plot(cs, fit(cs), color="black", linewidth=1, label="power-law fit")
+    if fit.n >= 3:
+        ax.fill_between(cs, *fit.band(cs), color="grey", alpha=0.2, linewidth=0, label="95% confidence band")
+    style.log_axis(ax, "x")
+    style.log_axis(ax, "y")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{style.fid_label(metric, sel)} at iteration {step:,}")
+    ax.text(0.97, 0.97, rf"$\mathrm{{FID}} = {_sci(fit.a)}\,C^{{{fit.b:.3f}}}$" + "\n"
+            + f"Pearson r (log C, log FID) = {fit.r:.3f}, n = {fit.n}",
+            transform=ax.transAxes, ha="right", va="top", fontsize=8,
+            bbox=dict(boxstyle="round", facecolor="white", edgecolor="#cccccc"))
+    style.legend_outside(fig, ax, switches_of(sel))
+    style.add_footnote(fig, pts)
+    style.annotate_points(ax, pts["c"], pts["value"], [m.removeprefix("GAT-") for m in pts["model"]])
+    fig.power_law = fit
+    return _finish(fig, pts, out_dir, stem)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablation table: MNG x REPA x width-aware LR
+
+def ablation_table(runs: pd.DataFrame, histories: pd.DataFrame, step: int | None = None, out_dir=None) -> pd.DataFrame:
+    """FID at a matched iteration for every (model, MNG, REPA, width-aware LR) setting; mean and std over seeds."""
+    metric = fid_metric(histories)
+    settings = runs.groupby("model")[SWITCHES].apply(lambda g: len(g.drop_duplicates()))
+    models = settings[settings >= 2].index
+    if models.empty:
+        raise MissingData("ablation: needs runs of one model that differ in method.mng, method.repa or "
+                          f"optim.width_aware_lr; every model here has a single setting ({switches_of(runs) or 'mixed'})")
+    sel = runs[runs["model"].isin(models)]
+    at, step = matched_fid(sel, histories, metric, step)
+    data = sel.merge(at, on="run_id", how="left")
+    rows = []
+    for (model, mng, repa, wa), g in data.groupby(["model"] + SWITCHES, sort=False):
+        values = g["value"].dropna()
+        rows.append({"model": model, "mng": mng, "repa": repa, "width_aware_lr": wa,
+                     f"{metric}_mean": values.mean(), f"{metric}_std": values.std(ddof=1),
+                     "runs": len(g), "evaluated": len(values), "diverged": int((g["status"] == "diverged").sum()),
+                     "iteration": step, "stand_in": ",".join(sorted({s for s in g["stand_in"] if s}))})
+    table = pd.DataFrame(rows)
+    table["_off"] = (table["mng"] == "off").astype(int) + (~table["repa"]).astype(int) + (~table["width_aware_lr"]).astype(int)
+    order = {m: i for i, m in enumerate(runs["model"].unique())}  # load_runs sorts by size, patch
+    table = table.sort_values(["model", "_off", "mng"], key=lambda c: c.map(order) if c.name == "model" else c)
+    table = table.drop(columns="_off").reset_index(drop=True)
+    if out_dir is not None:
+        from gatscale.config import atomic_write_text  # imported here: it loads torch
+        csv, tex = Path(out_dir) / "ablation.csv", Path(out_dir) / "ablation.tex"
+        atomic_write_text(csv, table.to_csv(index=False))
+        atomic_write_text(tex, ablation_latex(table, metric, runs))
+        table.attrs["files"] = [csv, tex]
+    return table
+
+
+def ablation_latex(table: pd.DataFrame, metric: str, runs=None) -> str:
+    """booktabs tabular (needs \\usepackage{booktabs,amssymb}); the best FID per model in bold."""
+    mean, std = table[f"{metric}_mean"], table[f"{metric}_std"]
+    best = mean.groupby(table["model"]).transform("min")
+    lines = [r"% generated by `gatscale figures` from MLflow; needs \usepackage{booktabs,amssymb}",
+             r"\begin{tabular}{lccc r}", r"\toprule",
+             rf"Model & MNG & REPA & Width-aware LR & {style.fid_label(metric, runs).split(' ')[0]} $\downarrow$ \\",
+             r"\midrule"]
+    yes = lambda v: r"$\checkmark$" if v else "--"
+    for i, row in table.iterrows():
+        if np.isnan(mean[i]):
+            cell = "diverged" if row["diverged"] else "--"
+        else:
+            cell = f"{mean[i]:.2f}" + (rf" $\pm$ {std[i]:.2f}" if row["evaluated"] > 1 else "")
+            cell = rf"\textbf{{{cell}}}" if mean[i] == best[i] else cell
+        mng = "--" if row["mng"] == "off" else row["mng"]
+        lines.append(f"{row['model']} & {mng} & {yes(row['repa'])} & {yes(row['width_aware_lr'])} & {cell} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              f"% {metric} at iteration {int(table['iteration'].iloc[0]):,}; mean $\\pm$ std over seeds"]
+    stand_in = sorted({p for s in table["stand_in"] for p in s.split(",") if p})
+    if stand_in:
+        lines.append(f"% STAND-IN: random weights for {', '.join(stand_in)}; not comparable to the paper")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,163 @@
+"""The figure functions on frames with planted values (no MLflow): what is drawn is what was planted."""
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_hex
+
+from analysis import figures, style
+from analysis.load import MissingData
+from analysis_fixtures import (DIVERGED_AT, FID_A, FID_B, FID_STEPS, ABLATION_FACTOR, planted_fid, study_frames,
+                               train_gflops)
+
+
+@pytest.fixture(scope="module")
+def study():
+    return study_frames()
+
+
+def line_by_label(ax, label):
+    return next(line for line in ax.get_lines() if line.get_label() == label)
+
+
+def diverged_markers(ax):
+    return [line for line in ax.get_lines() if line.get_marker() == "x" and line.get_color() == "red"]
+
+
+def test_power_law_fit_recovers_planted_exponent():
+    rng = np.random.default_rng(0)
+    c = np.logspace(5, 8, 12)
+    fid = 3.52e5 * c ** -0.456 * rng.lognormal(0, 0.03, c.size)
+    fit = figures.fit_power_law(c, fid)
+    assert fit.b == pytest.approx(-0.456, abs=0.02)
+    assert fit.a == pytest.approx(3.52e5, rel=0.5)
+    assert fit.r < -0.99
+    lo, hi = fit.band(c)
+    assert np.all(lo < fit(c)) and np.all(fit(c) < hi)
+
+
+def test_fid_vs_compute_draws_the_planted_power_law(study, tmp_path):
+    runs, histories, _ = study
+    fig = figures.fid_vs_compute(runs, histories, compute="train", out_dir=tmp_path)
+    ax = fig.axes[0]
+    fit_line = line_by_label(ax, "power-law fit")
+    x, y = fit_line.get_data()
+    slope = np.polyfit(np.log10(x), np.log10(y), 1)[0]
+    assert slope == pytest.approx(FID_B, abs=1e-6)
+    assert fig.power_law.a == pytest.approx(FID_A, rel=1e-6)
+    # one point per full-method run, at the matched iteration, at its training GFLOPs
+    full = runs[(runs["mng"] == "exp") & runs["repa"] & runs["width_aware_lr"]]
+    points = {line.get_label(): line.get_data() for line in ax.get_lines() if line.get_label().startswith("GAT-")}
+    assert set(points) == set(full["model"])
+    for model, (px, py) in points.items():
+        assert px[0] == pytest.approx(train_gflops(model, max(FID_STEPS)))
+        assert py[0] == pytest.approx(planted_fid(model, ("exp", True, True), max(FID_STEPS)))
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert "training compute" in ax.get_xlabel() and "GFLOPs" in ax.get_xlabel()
+    assert any(f"{FID_B:.3f}" in t.get_text() and "Pearson r" in t.get_text() for t in ax.texts)
+    assert all((tmp_path / f"fid_vs_train_compute.{ext}").stat().st_size > 1000 for ext in ("png", "pdf"))
+
+
+def test_fid_vs_inference_gflops_uses_the_param(study):
+    runs, histories, _ = study
+    ax = figures.fid_vs_compute(runs, histories, compute="inference").axes[0]
+    assert line_by_label(ax, "GAT-L/2").get_xdata()[0] == pytest.approx(80.7)
+    assert "inference" in ax.get_xlabel() and "per image" in ax.get_xlabel()
+
+
+def test_lr_crosscheck_marks_divergence_at_its_step(study):
+    runs, histories, _ = study
+    fig = figures.lr_crosscheck(runs, histories)
+    loss_d, grad_d = fig.axes[0], fig.axes[2]
+    for ax, metric in ((loss_d, "loss/d"), (grad_d, "grad_norm/d")):
+        (marker,) = diverged_markers(ax)
+        h = histories[(histories["name"] == "B2-lrS") & (histories["metric"] == metric)].dropna(subset=["value"])
+        assert marker.get_xdata()[0] == DIVERGED_AT
+        assert marker.get_ydata()[0] == pytest.approx(h.sort_values("step")["value"].iloc[-1])
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert labels == [r"GAT-S/2, $\eta_G$ = 4.0e-04 (width-aware LR)", r"GAT-B/2, $\eta_G$ = 2.0e-04 (width-aware LR)",
+                      r"GAT-B/2, $\eta_G$ = 4.0e-04 (GAT-S/2's LR)", "diverged (non-finite loss)"]
+    assert grad_d.get_yscale() == "log"
+
+
+def test_lr_crosscheck_needs_two_widths(study):
+    runs, histories, _ = study
+    with pytest.raises(MissingData, match="lr_crosscheck: needs runs of two widths"):
+        figures.lr_crosscheck(runs[runs["model"] == "GAT-B/2"], histories)
+
+
+def test_lpips_contribution_plots_each_table_against_block(study):
+    runs, _, lpips = study
+    ax = figures.lpips_contribution(lpips, runs).axes[0]
+    for label, run in (("GAT-B/2, MNG-exp", "B2-full"), ("GAT-B/2, no MNG", "B2-nomng")):
+        x, y = line_by_label(ax, label).get_data()
+        table = lpips[lpips["run_id"] == run]
+        np.testing.assert_array_equal(x, table["block"])
+        np.testing.assert_allclose(y, table["contribution"])
+    assert "block index" in ax.get_xlabel() and "alex" in ax.get_ylabel()
+    with pytest.raises(MissingData, match="no LPIPS tables: run gatscale analyze lpips-contribution"):
+        figures.lpips_contribution(lpips.iloc[:0], runs)
+
+
+def test_fid_curves_per_size_use_size_colours_and_log_scale(study):
+    runs, histories, _ = study
+    ax = figures.fid_curves(runs, histories, by="size").axes[0]
+    assert ax.get_yscale() == "log"
+    curves = {line.get_label(): line for line in ax.get_lines()}
+    assert set(curves) == {"GAT-S/2", "GAT-B/2", "GAT-L/2"}  # full method, patch 2 only
+    for model, line in curves.items():
+        assert to_hex(line.get_color()) == to_hex(style.SIZE_COLORS[model[4]])
+        np.testing.assert_array_equal(line.get_xdata(), FID_STEPS)
+        np.testing.assert_allclose(line.get_ydata(), [planted_fid(model, ("exp", True, True), s) for s in FID_STEPS])
+    by_epoch = figures.fid_curves(runs, histories, by="size", x="epoch").axes[0]
+    assert by_epoch.get_xlabel() == "epoch"
+    assert by_epoch.get_lines()[0].get_xdata()[-1] == pytest.approx(1000 * 64 / 1797)
+
+
+def test_fid_curves_per_patch_use_patch_linestyles(study):
+    runs, histories, _ = study
+    ax = figures.fid_curves(runs, histories, by="patch").axes[0]
+    styles = {line.get_label(): line.get_linestyle() for line in ax.get_lines()}
+    assert styles == {"GAT-S/2": "-", "GAT-B/2": "-", "GAT-S/4": "--", "GAT-B/4": "--"}
+    with pytest.raises(MissingData, match="two or more patch sizes"):
+        figures.fid_curves(runs[runs["patch"] == 2], histories, by="patch")
+
+
+def test_digits_distance_is_never_labelled_fid(study):
+    runs, histories, _ = study
+    digits = histories.replace({"metric": {"fid": "fd_digits"}})
+    label = figures.fid_curves(runs, digits).axes[0].get_ylabel()
+    assert label.startswith("FD-digits") and "not FID" in label
+
+
+def test_stand_in_runs_get_a_footnote(study):
+    runs, histories, _ = study
+    texts = [t.get_text() for t in figures.fid_curves(runs, histories).texts]
+    assert any("Stand-in" in t and "encoder, inception" in t for t in texts)
+    clean = runs.assign(stand_in="")
+    assert not figures.fid_curves(clean, histories).texts
+
+
+def test_ablation_table_reports_fid_at_the_matched_iteration(study, tmp_path):
+    runs, histories, _ = study
+    table = figures.ablation_table(runs, histories, out_dir=tmp_path)
+    assert set(table["model"]) == {"GAT-B/2"}  # the only model trained with several switch settings
+    assert list(table.iloc[0][["mng", "repa", "width_aware_lr"]]) == ["exp", True, True]  # full method first
+    assert (table["iteration"] == max(FID_STEPS)).all()
+    for row in table.itertuples():
+        switches = (row.mng, row.repa, row.width_aware_lr)
+        if row.diverged:  # B2-lrS stopped before the matched iteration
+            assert np.isnan(row.fid_mean) and row.evaluated == 0
+        else:
+            assert row.fid_mean == pytest.approx(planted_fid("GAT-B/2", switches, max(FID_STEPS)))
+    assert len(table) == len(ABLATION_FACTOR)
+    csv = pd.read_csv(tmp_path / "ablation.csv")
+    np.testing.assert_allclose(csv["fid_mean"], table["fid_mean"])
+    tex = (tmp_path / "ablation.tex").read_text()
+    best = planted_fid("GAT-B/2", ("exp", True, True), max(FID_STEPS))
+    assert r"\toprule" in tex and rf"\textbf{{{best:.2f}}}" in tex and "diverged" in tex and "STAND-IN" in tex
+
+
+def test_ablation_needs_runs_that_differ_in_a_switch(study):
+    runs, histories, _ = study
+    with pytest.raises(MissingData, match="ablation: needs runs of one model that differ"):
+        figures.ablation_table(figures.main_method(runs), histories)

@@ -1,0 +1,146 @@
+"""Loaders and `gatscale figures` against a planted study written into a temporary SQLite MLflow store."""
+import argparse
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+from analysis import cli, load_histories, load_lpips, load_runs
+from analysis.load import MissingData
+from analysis_fixtures import STUDY, study_frames, write_study
+
+TYPED = ["name", "status", "model", "size", "patch", "width", "model_d", "width_d", "mng", "repa", "width_aware_lr",
+         "lr_g", "lr_d", "seed", "batch_size", "gflops_g", "gflops_d", "diverged_step", "stand_in"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    ids = write_study(uri, "study", root / "artifacts")
+    # a run of the same experiment outside the sweep, and a one-model experiment with nothing to compare
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name("study").experiment_id
+    ids["outsider"] = client.create_run(exp_id, run_name="outsider").info.run_id
+    client.log_param(ids["outsider"], "model.generator.size", "GAT-XL/2")
+    write_study(uri, "small", root / "artifacts-small", runs=[STUDY[1]], lpips=False)
+    return uri, ids, root
+
+
+def test_load_runs_reads_params_tags_and_nesting(store):
+    uri, ids, _ = store
+    runs = load_runs("study", uri, parent_run_id=ids["parent"])
+    expected, _, _ = study_frames()
+    got = runs.set_index("name").loc[expected["name"], TYPED[1:]].reset_index()
+    pd.testing.assert_frame_equal(got, expected[TYPED], check_dtype=False)
+    assert set(runs["run_id"]) == {ids[name] for name in expected["name"]}
+    assert (runs["parent_run_id"] == ids["parent"]).all()
+    assert runs.loc[runs["name"] == "B2-lrS", "divergence_reason"].item() == "loss/d is nan"
+    assert runs["method.mng_min_info"].iloc[0] == 0.125 and runs["model.generator.hidden_size"].iloc[0] is None
+    everything = load_runs("study", uri)  # the whole experiment: the outsider too, never the sweep's parent run
+    assert set(everything["run_id"]) == set(runs["run_id"]) | {ids["outsider"]}
+
+
+def test_histories_hold_every_logged_value(store, tmp_path):
+    uri, ids, _ = store
+    runs = load_runs("study", uri, parent_run_id=ids["parent"])
+    got = load_histories(runs, uri, cache_dir=tmp_path)
+    _, expected, _ = study_frames()
+    expected = expected.assign(run_id=expected["name"].map(ids))
+    key = ["run_id", "metric", "step"]
+    got, expected = (f.sort_values(key).reset_index(drop=True) for f in (got, expected[got.columns]))
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)  # NaN of the diverged step included
+    assert set(load_histories(runs, uri, metrics=["fid"], cache_dir=tmp_path)["metric"]) == {"fid"}
+
+
+def test_finished_runs_come_from_the_cache(store, tmp_path, monkeypatch):
+    uri, ids, _ = store
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name("study").experiment_id
+    live = client.create_run(exp_id, run_name="live", tags={"gatscale.status": "running"}).info.run_id
+    client.log_param(live, "model.generator.size", "GAT-S/2")
+    client.log_batch(live, metrics=[Metric("loss/d", 1.0, 1, 10)])
+    runs = load_runs("study", uri)
+    first = load_histories(runs, uri, cache_dir=tmp_path)
+    client.log_batch(live, metrics=[Metric("loss/d", 0.5, 2, 20)])
+    fetched = []
+    original = MlflowClient.get_metric_history
+    monkeypatch.setattr(MlflowClient, "get_metric_history",
+                        lambda self, run_id, key: fetched.append(run_id) or original(self, run_id, key))
+    second = load_histories(load_runs("study", uri), uri, cache_dir=tmp_path)
+    assert set(fetched) == {live}  # only the run that changed is fetched again
+    assert list(second.loc[second["run_id"] == live, "value"]) == [1.0, 0.5]
+    assert len(second) == len(first) + 1
+    client.delete_run(live)
+
+
+def test_lpips_tables_come_from_the_run_artifacts(store):
+    uri, ids, _ = store
+    runs = load_runs("study", uri, parent_run_id=ids["parent"])
+    got = load_lpips(runs, uri)
+    _, _, expected = study_frames()
+    assert set(got["name"]) == {"B2-full", "B2-nomng"}
+    np.testing.assert_allclose(got.sort_values(["name", "block"])["contribution"],
+                               expected.sort_values(["name", "block"])["contribution"])
+
+
+def test_unknown_experiment_and_missing_store_are_explained(store, tmp_path):
+    uri, _, _ = store
+    with pytest.raises(MissingData, match="no MLflow experiment 'nope'.*experiments there: .*small, study"):
+        load_runs("nope", uri)
+    with pytest.raises(MissingData, match="does not exist; pass --tracking-uri"):
+        load_runs("study", f"sqlite:///{tmp_path / 'absent.db'}")
+    assert not (tmp_path / "absent.db").exists()
+
+
+def figures_args(**kw):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args([])
+    vars(args).update(kw)
+    return args
+
+
+def test_cli_writes_every_figure_of_a_full_study(store, tmp_path, capsys):
+    uri, ids, _ = store
+    args = figures_args(experiment="study", tracking_uri=uri, parent_run_id=ids["parent"], out=str(tmp_path / "f"),
+                        cache_dir=str(tmp_path / "cache"))
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "missing" not in out
+    for stem in ("lr_crosscheck", "lpips_contribution", "fid_vs_iteration_by_size", "fid_vs_iteration_by_patch",
+                 "fid_vs_train_compute", "fid_vs_inference_gflops"):
+        for ext in ("png", "pdf"):
+            assert f"{tmp_path / 'f' / stem}.{ext}" in out and (tmp_path / "f" / f"{stem}.{ext}").stat().st_size > 0
+    assert (tmp_path / "f" / "ablation.tex").exists()
+
+
+def test_cli_says_which_figures_are_missing_and_why(store, tmp_path, capsys):
+    uri, _, _ = store
+    args = figures_args(experiment="small", tracking_uri=uri, out=str(tmp_path), cache_dir="none")
+    assert cli.main(args) == 0  # the one-model experiment still gives its FID curve
+    out = capsys.readouterr().out
+    assert "wrote fid_vs_iteration_by_size" in out
+    assert "missing lr_crosscheck: lr_crosscheck: needs runs of two widths" in out
+    assert "missing lpips_contribution: no LPIPS tables: run gatscale analyze lpips-contribution" in out
+    assert "missing fid_vs_iteration_by_patch: fid_by_patch: needs one model size at two or more patch sizes" in out
+    assert "missing fid_vs_train_compute: fid_vs_train_compute: needs fid at iteration 1,000" in out
+    assert "missing ablation: ablation: needs runs of one model that differ" in out
+
+
+def test_cli_reads_experiment_and_uri_from_a_sweep_spec(store, tmp_path, capsys):
+    uri, _, _ = store
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(f"name: small\nbase:\n  tracking:\n    uri: {uri}\n")
+    assert cli.read_spec(spec) == ("small", uri)
+    assert cli.main(figures_args(spec=str(spec), out=str(tmp_path / "f"), cache_dir="none")) == 0
+    assert "1 runs of experiment 'small'" in capsys.readouterr().out
+    (tmp_path / "base.yaml").write_text("tracking:\n  experiment: from-base\n")
+    spec.write_text("name: ignored\nbase: base.yaml\n")
+    assert cli.read_spec(spec) == ("from-base", None)
+    assert cli.main(figures_args(spec=str(tmp_path / "absent.yaml"))) == 1
+    assert "sweep spec" in capsys.readouterr().err
+    assert cli.main(figures_args(experiment="nope", tracking_uri=uri, cache_dir="none")) == 1
+    assert "no MLflow experiment 'nope'" in capsys.readouterr().err
