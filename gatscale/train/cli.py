@@ -1,0 +1,33 @@
+"""`gatscale train CONFIG.yaml [--run-dir DIR] [--set key.path=value ...]`."""
+import sys
+from pathlib import Path
+
+from ..config import ConfigError, load_config
+from .status import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
+
+
+def add_arguments(parser):
+    parser.add_argument("config", nargs="?", help="run config YAML (default: RUN_DIR/config.yaml when resuming)")
+    parser.add_argument("--run-dir", help="run folder (default: runs/<name>); resumes if it holds a checkpoint")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config value, e.g. --set train.iterations=200 (repeatable)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="force a device (default: CUDA when available)")
+
+
+def main(args) -> int:
+    config = args.config
+    if config is None:
+        if not args.run_dir or not (Path(args.run_dir) / "config.yaml").is_file():
+            print("gatscale train: give a CONFIG.yaml, or --run-dir of an existing run to resume it", file=sys.stderr)
+            return 2
+        config = Path(args.run_dir) / "config.yaml"
+    try:
+        cfg = load_config(config, args.overrides)
+    except ConfigError as e:
+        print(f"gatscale train: config error: {e}", file=sys.stderr)
+        return 2
+    from ..tracking import build_tracker
+    from .trainer import train
+
+    result = train(cfg, args.run_dir, tracker=build_tracker(cfg.tracking), device=args.device)
+    return {"finished": EXIT_OK, "diverged": EXIT_OK, "preempted": EXIT_PREEMPTED}.get(result.status, EXIT_FAILED)

@@ -1,0 +1,193 @@
+"""The trainer: config errors, atomic checkpoints, bitwise resume, preemption, divergence, DDP."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gatscale.config import ConfigError, config_from_dict, load_config
+from gatscale.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from gatscale.train.status import EXIT_PREEMPTED, read_status
+from gatscale.train.trainer import train
+
+from train_fixtures import REPO, _digits_cache, gatscale_train, tiny_config, tiny_run_dict, wait_for, write_config  # noqa: F401
+
+
+def _tensors(state):
+    """All tensors of a checkpoint, flattened to name -> tensor."""
+    out = {}
+
+    def walk(prefix, x):
+        if isinstance(x, torch.Tensor):
+            out[prefix] = x
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(f"{prefix}.{i}", v)
+    for key in ("generator", "discriminator", "ema", "opt_g", "opt_d"):
+        walk(key, state[key])
+    return out
+
+
+def assert_bitwise_equal(a: dict, b: dict):
+    ta, tb = _tensors(a), _tensors(b)
+    assert ta.keys() == tb.keys()
+    different = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+# --- config -----------------------------------------------------------------------------------
+
+def test_config_errors_name_file_key_and_value(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    write_config(bad, train={"batch_size": "sixteen"})
+    with pytest.raises(ConfigError, match=r"bad\.yaml: train\.batch_size = 'sixteen': expected an integer"):
+        load_config(bad)
+    write_config(bad, optim={"lr": 1e-3, "learning_rate": 1e-3})
+    with pytest.raises(ConfigError, match=r"bad\.yaml: optim\.learning_rate = 0\.001: unknown key"):
+        load_config(bad)
+    write_config(bad, model={"generator": {"size": "GAT-S/4"}, "discriminator": {"size": "GAT-S/8"}}, data={"resolution": 12})
+    with pytest.raises(ConfigError, match=r"model\.discriminator\.size = 'GAT-S/8': patch size 8 does not divide the latent size 12"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"method\.mng = 'expo': must be one of 'exp', 'linear', 'vp', 'off'"):
+        load_config(write_config(bad), ["method.mng=expo"])
+    with pytest.raises(ConfigError, match=r"train\.batch_size = 8: global batch is not divisible by the world size 3"):
+        from gatscale.config import validate
+        validate(tiny_config(), "x.yaml", world_size=3)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = tiny_config()
+    from gatscale.config import config_hash, dump_config
+    dump_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg and config_hash(again) == config_hash(cfg)
+    reordered = config_from_dict(dict(reversed(list(tiny_run_dict().items()))))
+    assert config_hash(reordered) == config_hash(cfg)
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+def test_killed_checkpoint_write_leaves_previous_loadable(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, 10, {"w": torch.ones(3)}, keep=3)
+
+    def dying_save(obj, f):
+        f.write(b"partial garbage")
+        raise KeyboardInterrupt("killed mid-write")
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 20, {"w": torch.zeros(3)}, keep=3)
+    monkeypatch.undo()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-0000010.pt"]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    assert torch.equal(load_checkpoint(list_checkpoints(tmp_path)[-1])["w"], torch.ones(3))
+
+
+def test_only_last_k_checkpoints_are_kept(tmp_path):
+    for step in (10, 20, 30, 40):
+        save_checkpoint(tmp_path, step, {"step": step}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-0000030.pt", "ckpt-0000040.pt"]
+
+
+# --- training -----------------------------------------------------------------------------------
+
+def test_tiny_training_moves_losses_and_samples(tmp_path):
+    """An honest smoke test: a few hundred steps on digits change the losses and the samples."""
+    cfg = tiny_config(train={"iterations": 200, "log_every": 10, "checkpoint_every": 200})
+    from gatscale.train.checkpoint import load_generator
+    from gatscale.models import generator_from_config
+    torch.manual_seed(cfg.train.seed)
+    G0 = generator_from_config(cfg).eval()
+
+    class Recorder:
+        run_id = None
+        def __init__(self): self.metrics = []
+        def start(self, *a): pass
+        def log_metrics(self, m, step): self.metrics.append((step, m))
+        def log_artifact(self, *a, **k): pass
+        def set_tags(self, t): pass
+        def finish(self, status): self.status = status
+
+    rec = Recorder()
+    result = train(cfg, tmp_path, tracker=rec)
+    assert result.status == "finished" and rec.status == "finished"
+    first, last = rec.metrics[0][1], rec.metrics[-1][1]
+    assert abs(last["loss/d"] - first["loss/d"]) > 0.05 and abs(last["loss/g"] - first["loss/g"]) > 0.05
+    G1, _ = load_generator(tmp_path)
+    z, y = torch.randn(16, cfg.model.z_dim), torch.arange(16) % 10
+    with torch.no_grad():
+        change = (G1(z, y) - G0(z, y)).abs().mean().item()
+    assert change > 0.05
+    assert read_status(tmp_path)["status"] == "finished"
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "samples" / "step-0000001.png").is_file()
+
+
+def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
+    config = write_config(tmp_path / "c.yaml", train={"iterations": 40, "checkpoint_every": 10})
+    ref = gatscale_train(config, tmp_path / "ref")
+    assert ref.wait(timeout=300) == 0, ref.stdout.read()
+
+    proc = gatscale_train(config, tmp_path / "run")
+    wait_for(lambda: any(p.name == "ckpt-0000020.pt" for p in list_checkpoints(tmp_path / "run")) or proc.poll() is not None)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = [p.name for p in list_checkpoints(tmp_path / "run")]
+    assert "ckpt-0000040.pt" not in killed_at, "the run finished before it could be killed"
+    resumed = gatscale_train(config, tmp_path / "run")
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0 and "resumed from" in out, out
+    a = load_checkpoint(list_checkpoints(tmp_path / "ref")[-1])
+    b = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
+    assert a["step"] == b["step"] == 40
+    assert_bitwise_equal(a, b)
+
+
+def test_sigterm_checkpoints_at_step_boundary_and_exits_requeueable(tmp_path):
+    config = write_config(tmp_path / "c.yaml", train={"iterations": 100000, "checkpoint_every": 1000})
+    proc = gatscale_train(config, tmp_path / "run")
+    wait_for(lambda: (read_status(tmp_path / "run") or {}).get("status") == "running")
+    wait_for(lambda: "step 10/" in (tmp_path / "run" / "log.txt").read_text())
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == EXIT_PREEMPTED
+    status = read_status(tmp_path / "run")
+    assert status["status"] == "preempted" and status["step"] >= 10
+    ckpt = list_checkpoints(tmp_path / "run")[-1]
+    assert load_checkpoint(ckpt)["step"] == status["step"]
+
+
+def test_absurd_lr_is_marked_diverged_not_failed(tmp_path):
+    cfg = tiny_config(optim={"lr": 100.0, "width_aware_lr": False}, train={"iterations": 50, "checkpoint_every": 1})
+    result = train(cfg, tmp_path)
+    assert result.status == "diverged" and "non-finite" in result.reason
+    assert result.step > 1, "diverged before any checkpoint: pick a smaller absurd LR"
+    status = read_status(tmp_path)
+    assert status["status"] == "diverged" and status["step"] == result.step < 50
+    last = load_checkpoint(list_checkpoints(tmp_path)[-1])
+    assert last["step"] < result.step  # the bad step was never checkpointed
+    assert all(torch.isfinite(t).all() for t in _tensors(last).values())
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(tiny_config(train={"iterations": 10}), tmp_path)
+    with pytest.raises(ValueError, match="different config.*optim.lr"):
+        train(tiny_config(train={"iterations": 20}, optim={"lr": 1e-4}), tmp_path)
+
+
+def test_two_process_gloo_ddp_stays_in_sync(tmp_path):
+    config = write_config(tmp_path / "c.yaml", train={"iterations": 20, "checkpoint_every": 10})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "gatscale.cli", "train", str(config), "--run-dir", str(tmp_path / "run")]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "step 10: 2 ranks in sync" in log and "step 20: 2 ranks in sync" in log
+    state = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
+    assert state["step"] == 20 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # per-rank seeds
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
