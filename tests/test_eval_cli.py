@@ -21,6 +21,34 @@ def test_eval_writes_metrics_json_and_adm_npz(tmp_path, eval_cache):
     assert samples["arr_0"].shape == (40, 16, 16, 3) and np.bincount(samples["arr_1"]).tolist() == [4] * 10
 
 
+class RecordingTracker:
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, *args))
+
+
+def test_eval_logs_to_the_runs_tracker_with_a_protocol_suffix_and_keeps_its_status(tmp_path, eval_cache, monkeypatch):
+    import gatscale.tracking
+
+    run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
+    (run_dir / "tracking.json").write_text(json.dumps({"run_id": "abc"}))
+    (run_dir / "status.json").write_text(json.dumps({"status": "finished"}))
+    tracker = RecordingTracker()
+    monkeypatch.setattr(gatscale.tracking, "build_tracker", lambda cfg: tracker)
+    assert main(["eval", str(run_dir), "--num-samples", "40", "--metrics", "fid", "--truncation-psi", "0.5",
+                 "--device", "cpu"]) == 0
+    (logged,) = [c for c in tracker.calls if c[0] == "log_metrics"]
+    assert list(logged[1]) == ["fd_digits_40_psi0.5"] and logged[2] == 100   # not the FID-k curve of training
+    assert tracker.calls[-1] == ("finish", "finished")
+    assert (run_dir / "eval" / "metrics-0000100-psi0.5.json").exists()
+
+    monkeypatch.setattr(gatscale.tracking, "build_tracker", lambda cfg: 1 / 0)   # a broken tracker is only a warning
+    assert main(["eval", str(run_dir), "--num-samples", "200", "--metrics", "fid", "--device", "cpu"]) == 0
+    assert (run_dir / "eval" / "metrics-0000100.json").exists()
+
+
 def test_eval_without_inception_weights_fails_before_generating(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=5)

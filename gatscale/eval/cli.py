@@ -2,14 +2,18 @@
 
     gatscale eval runs/b2 --num-samples 50000 --truncation-psi 0.3 --npz-out samples.npz
 
-Writes <run_dir>/eval/metrics-<step>.json (atomically) and, when the run has a tracking.json, logs
-the metrics to its tracker run at that step. `--npz-out` also streams the samples into an `.npz`
+Writes <run_dir>/eval/metrics-<step>.json (atomically; `-psi0.3` / `-generator` appended for those
+variants) and, when the run has a tracking.json, logs the metrics to its tracker run at that step:
+as `fid`, `is`, ... for the in-training protocol (eval.fid_samples, EMA), else with a suffix such as
+`fid_50k` or `fid_50k_psi0.3`, so FID-50K never joins the FID-5K curve. `--npz-out` also streams the samples into an `.npz`
 (arr_0 NHWC uint8, arr_1 labels) for the ADM evaluator (openai/guided-diffusion/evaluations).
 The feature extractor, Inception weights and reference statistics come from the run's `eval:`
 config section, overridable here.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import re
 import sys
@@ -95,6 +99,19 @@ def log_to_tracker(run_dir: Path, cfg, metrics: dict, step: int | None, artifact
               f"they are in {artifact}", file=sys.stderr)
 
 
+def tracker_suffix(num_samples: int, psi: float, which: str, trained_eval) -> str:
+    """'' for the in-training protocol (eval.fid_samples samples, its psi, EMA weights), so that `fid` stays
+    one comparable series; otherwise e.g. '_50k', '_50k_psi0.3', '_generator' (FID-50K is not FID-5K)."""
+    parts = []
+    if num_samples != trained_eval.fid_samples:
+        parts.append(f"{num_samples // 1000}k" if num_samples % 1000 == 0 else str(num_samples))
+    if psi != trained_eval.truncation_psi:
+        parts.append(f"psi{psi:g}")
+    if which != "ema":
+        parts.append(which)
+    return "".join("_" + p for p in parts)
+
+
 def main(args) -> int:
     metrics = tuple(m for m in args.metrics.split(",") if m)
     problems = [f"--metrics {args.metrics!r}: expected a comma list of {', '.join(fid.METRICS)}"
@@ -109,6 +126,7 @@ def main(args) -> int:
     device = torch.device(args.device)
     try:
         G, cfg, run_dir, step, ckpt = load_run(args.path, args.which, device)
+        trained_eval = dataclasses.replace(cfg.eval)
         for key, value in (("feature_extractor", args.feature_extractor), ("inception_weights", args.inception_weights),
                            ("reference_stats", args.reference_stats), ("truncation_psi", args.truncation_psi),
                            ("batch_size", args.batch_size)):
@@ -125,18 +143,15 @@ def main(args) -> int:
     start = time.time()
     batches = generate_images(G, tokenizer, args.num_samples, cfg.eval.batch_size, cfg.eval.truncation_psi,
                               seed=args.seed, device=device)
-    if args.npz_out:
-        writer = NpzWriter(args.npz_out, args.num_samples, cfg.data.resolution)
+    writer = NpzWriter(args.npz_out, args.num_samples, cfg.data.resolution) if args.npz_out else None
 
-        def images():
-            with writer:
-                for x, y in batches:
+    def images():
+        with writer or contextlib.nullcontext():
+            for x, y in batches:
+                if writer:
                     writer.write(x, y)
-                    yield x
-    else:
-        def images():
-            for x, _ in batches:
                 yield x
+
     values = fid.compute_metrics(images(), cfg.eval.feature_extractor, extractor, reference, metrics)
 
     record = {
@@ -145,10 +160,13 @@ def main(args) -> int:
         "reference_stats": reference["path"], "reference_num_images": reference["num_images"],
         "npz": args.npz_out, "seconds": round(time.time() - start, 2), "eval_config": to_dict(cfg.eval),
     }
+    variant = "".join([f"-psi{cfg.eval.truncation_psi:g}" if cfg.eval.truncation_psi else "",
+                       "" if args.which == "ema" else f"-{args.which}"])
     tag = f"{step:07d}" if step is not None else re.sub(r"[^\w.-]", "_", ckpt.stem)
-    out = run_dir / "eval" / f"metrics-{tag}.json"
+    out = run_dir / "eval" / f"metrics-{tag}{variant}.json"
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
-    log_to_tracker(run_dir, cfg, values, step, out)
+    suffix = tracker_suffix(args.num_samples, cfg.eval.truncation_psi, args.which, trained_eval)
+    log_to_tracker(run_dir, cfg, {f"{k}{suffix}": v for k, v in values.items()}, step, out)
     print(json.dumps(values))
     print(f"[gatscale eval] wrote {out}" + (f" and {args.npz_out}" if args.npz_out else ""))
     return 0
