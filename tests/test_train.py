@@ -176,6 +176,18 @@ def test_resume_refuses_a_different_config(tmp_path):
     train(tiny_config(train={"iterations": 10}), tmp_path)
     with pytest.raises(ValueError, match="different config.*optim.lr"):
         train(tiny_config(train={"iterations": 20}, optim={"lr": 1e-4}), tmp_path)
+    assert read_status(tmp_path)["status"] == "finished"  # untouched
+
+
+def test_two_trainers_never_share_a_run_folder(tmp_path):
+    from gatscale.train.status import RunInProgress, RunLock, run_in_progress
+    tmp_path.mkdir(exist_ok=True)
+    assert not run_in_progress(tmp_path)
+    with RunLock(tmp_path):
+        assert run_in_progress(tmp_path)
+        with pytest.raises(RunInProgress, match="already being trained by pid"):
+            train(tiny_config(train={"iterations": 10}), tmp_path)
+    assert read_status(tmp_path) is None and not run_in_progress(tmp_path)
 
 
 def test_two_process_gloo_ddp_stays_in_sync(tmp_path):

@@ -34,3 +34,48 @@ def read_status(run_dir: Path) -> dict | None:
         return json.loads((Path(run_dir) / STATUS_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+LOCK_FILE = "run.lock"
+
+
+class RunInProgress(RuntimeError):
+    """Another process holds the run folder's lock (the run is being trained right now)."""
+
+
+class RunLock:
+    """An exclusive flock on run_dir/run.lock, held by the process that trains the run.
+
+    Two trainers can never write one run folder; `run_in_progress` lets a sweep see a live run.
+    (flock is advisory and local-node reliable; on NFS it depends on the server's lock support.)
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.path.read_text().strip() or "another process"
+            os.close(self.fd)
+            raise RunInProgress(f"{self.path.parent}: the run is already being trained by {holder}") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing releases the flock
+
+
+def run_in_progress(run_dir: Path) -> bool:
+    if not (Path(run_dir) / LOCK_FILE).exists():
+        return False
+    try:
+        with RunLock(run_dir):
+            return False
+    except RunInProgress:
+        return True

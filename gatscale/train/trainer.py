@@ -34,7 +34,7 @@ from ..vae import build_tokenizer
 from .checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_max, barrier, init_distributed
 from .sample_grid import save_sample_grid
-from .status import read_status, write_status
+from .status import RunLock, read_status, write_status
 
 log = logging.getLogger("gatscale.train")
 
@@ -117,16 +117,27 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, tracker: Tracker | 
     stop = _StopFlag()
     stop.install()
     state = {"step": 0, "iterations": cfg.train.iterations}
-    try:
-        return _train(cfg, run_dir, tracker, info, stop, state)
-    except BaseException as e:
-        reason = f"{type(e).__name__}: {e}"
-        log.exception("run failed at step %d: %s", state["step"], reason)
-        if info.is_main:
-            write_status(run_dir, "failed", state["step"], state["iterations"], reason=reason)
-            tracker.set_tags({"gatscale.failure": reason[:5000]})
-            tracker.finish("failed")
-        raise
+    with RunLock(run_dir) if info.is_main else contextlib.nullcontext():
+        try:
+            return _train(cfg, run_dir, tracker, info, stop, state)
+        except ResumeRefused:
+            raise  # the folder belongs to another config: leave its status alone
+        except BaseException as e:
+            _record_failure(e, run_dir, tracker, info, state)
+            raise
+
+
+def _record_failure(e: BaseException, run_dir: Path, tracker: Tracker, info: DistInfo, state: dict):
+    reason = f"{type(e).__name__}: {e}"
+    log.exception("run failed at step %d: %s", state["step"], reason)
+    if info.is_main:
+        write_status(run_dir, "failed", state["step"], state["iterations"], reason=reason)
+        tracker.set_tags({"gatscale.failure": reason[:5000]})
+        tracker.finish("failed")
+
+
+class ResumeRefused(ValueError):
+    """The run folder holds a checkpoint of a different config."""
 
 
 def _check_resume_config(cfg: RunConfig, run_dir: Path, saved: dict):
@@ -134,7 +145,7 @@ def _check_resume_config(cfg: RunConfig, run_dir: Path, saved: dict):
     if config_hash(old) != config_hash(cfg):
         a, b = flatten(to_dict(old)), flatten(to_dict(cfg))
         diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        raise ValueError(f"{run_dir}: the run folder holds a checkpoint of a different config; refusing to resume. "
+        raise ResumeRefused(f"{run_dir}: the run folder holds a checkpoint of a different config; refusing to resume. "
                          f"Differences: {'; '.join(diff[:10])}. Use another --run-dir to start a new run.")
 
 
