@@ -106,3 +106,11 @@ def test_in_training_hook_returns_fd_digits_and_is_repeatable(eval_cache):
     assert set(first) == {"fd_digits"} and first["fd_digits"] > 0
     assert first == second  # same z and labels every call
     assert list(eval_cache.glob("reference/reference-digits-16px-digits-cnn-v1.npz"))  # computed once and cached
+
+
+def test_features_stay_float32_inside_a_callers_autocast(digits_reference):
+    images, extractor, _ = digits_reference
+    plain = fid.extract_features(extractor, images[:64])["feat"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = fid.extract_features(extractor, images[:64])["feat"]
+    assert torch.equal(plain, inside)

@@ -102,9 +102,10 @@ def get_extractor(kind: str, inception_weights: str | None = None, device="cpu")
 
 @torch.no_grad()
 def extract_features(extractor, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """uint8 (B,3,H,W) -> {layer: float32 (B, D) on CPU}."""
+    """uint8 (B,3,H,W) -> {layer: float32 (B, D) on CPU}; always in float32, even inside a caller's autocast."""
     device = next(extractor.parameters()).device
-    features = extractor.convert_features_tuple_to_dict(extractor(images.to(device)))
+    with torch.autocast(device.type, enabled=False):
+        features = extractor.convert_features_tuple_to_dict(extractor(images.to(device)))
     return {k: v.float().cpu() for k, v in features.items()}
 
 
