@@ -1,4 +1,6 @@
 """Helpers for the evaluation tests: a tiny random generator, its run config, a run folder with a checkpoint."""
+import pytest
+
 from gatscale.config import config_from_dict, to_dict
 from gatscale.models import generator_from_config
 
@@ -41,9 +43,6 @@ def digits_tensor():
 
     images, labels = load_digits_images(resolution=16)
     return torch.from_numpy(images), torch.from_numpy(labels)
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
