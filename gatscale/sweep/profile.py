@@ -1,0 +1,239 @@
+"""Cluster profiles: what one SLURM cluster needs to run a GAT model size, loaded from YAML.
+
+A profile names the partition/account/QOS, the node shape (GPUs, CPUs and memory per GPU), how the
+cluster spells GPU requests (`gres`), setup lines, and a table of GPUs and wall time per model size.
+`resources_for(profile, 'GAT-B/2')` turns it into `submitit.AutoExecutor.update_parameters` kwargs
+(None values mean "not set"; submitit drops them), `executor_kwargs(profile)` into the constructor's:
+
+    executor = submitit.AutoExecutor(folder, **executor_kwargs(profile))
+    executor.update_parameters(**resources_for(profile, "GAT-B/2"))
+
+Shipped profiles: slurm/profiles/*.yaml; slurm/README.md explains how to write one.
+"""
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gatscale.config import ConfigError, _coerce
+from gatscale.models import GAT_SIZES, MODEL_NAMES
+
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
+
+# sbatch options a profile sets through its own keys; additional_parameters must not repeat them.
+_OWN_KEYS = {"partition": "partition", "account": "account", "qos": "qos", "constraint": "constraint",
+             "gres": "gres", "gpus-per-node": "gres or sizes.*.gpus", "gpus": "sizes.*.gpus",
+             "nodes": "sizes.*.nodes", "time": "sizes.*.time_min", "mem": "mem_per_gpu",
+             "cpus-per-task": "cpus_per_gpu", "ntasks-per-node": "sizes.*.gpus", "array": "array_parallelism",
+             "signal": "signal_delay_s"}
+
+
+@dataclass
+class SizeResources:
+    """One row of the size table; a field left out falls back to the size letter's row, then 'default'."""
+    gpus: int | None = None        # GPUs per run, over all its nodes (0: CPU only)
+    nodes: int | None = None       # None: as few as hold `gpus` (ceil(gpus / gpus_per_node))
+    time_min: int | None = None    # wall-time limit of one job; longer runs resume after a requeue
+    partition: str | None = None   # None: the profile's partition
+
+
+@dataclass
+class ClusterProfile:
+    name: str = "cluster"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None       # --constraint, node features (sinfo -o '%N %f')
+    gpus_per_node: int = 0              # GPUs one node has: the most a run takes per node
+    cpus_per_gpu: int = 8               # CPUs per task; one task per GPU (a CPU-only run is one task)
+    mem_per_gpu: float = 32.0           # GB of host memory per task
+    gres: str | None = None             # e.g. 'gpu:h100:{n}' -> --gres=gpu:h100:<GPUs per node>; None: --gpus-per-node
+    max_requeue: int = 3                # submitit requeues a timed-out checkpointable job at most this often
+    signal_delay_s: int = 90            # USR2 this long before the time limit: time to write a checkpoint
+    array_parallelism: int = 64         # array tasks running at once (sbatch --array=...%N)
+    setup: list[str] = field(default_factory=list)           # shell lines before the job (module load, activate)
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # other sbatch options, no leading '--'
+    sizes: dict[str, SizeResources] = field(default_factory=dict)  # keys: 'S', 'B', 'L', 'XL', 'GAT-B/2', 'default'
+    source: str | None = None           # the YAML file, for error messages
+
+
+def load_profile(path_or_name: str | Path) -> ClusterProfile:
+    """Load a profile from a YAML file, or by name from slurm/profiles/ ('example-h100')."""
+    path = Path(path_or_name)
+    if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+        path = PROFILES_DIR / f"{path_or_name}.yaml"
+    source = str(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        shipped = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+        raise ConfigError(None, "profile", str(path_or_name), f"file not found (shipped profiles: {shipped})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(source, "<yaml>", None, f"not valid YAML: {e}") from None
+    return profile_from_dict(data, source, default_name=path.stem)
+
+
+def profile_from_dict(data: Any, source: str | None = None, default_name: str = "cluster") -> ClusterProfile:
+    if not isinstance(data, dict):
+        raise ConfigError(source, "<root>", data, "expected a mapping of profile keys")
+    valid = set(ClusterProfile.__dataclass_fields__) - {"source"}
+    for key in data:
+        if key not in valid:
+            raise ConfigError(source, str(key), data[key], f"unknown key; valid keys: {', '.join(sorted(valid))}")
+    hints = typing.get_type_hints(ClusterProfile)
+    kwargs = {k: _coerce(v, hints[k], k, source) for k, v in data.items()
+              if k not in ("setup", "additional_parameters", "sizes")}
+    kwargs.setdefault("name", default_name)
+    kwargs["setup"] = _string_list(data.get("setup"), "setup", source)
+    kwargs["additional_parameters"] = _additional_parameters(data.get("additional_parameters"), source)
+    kwargs["sizes"] = _sizes(data.get("sizes"), source)
+    profile = ClusterProfile(**kwargs, source=source)
+    _validate(profile)
+    return profile
+
+
+def _string_list(value, key, source) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(source, key, value, "expected a list of shell lines (strings)")
+    return list(value)
+
+
+def _additional_parameters(value, source) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(source, "additional_parameters", value, "expected a mapping of sbatch option -> value")
+    for k, v in value.items():
+        key = f"additional_parameters.{k}"
+        if not isinstance(k, str) or k.startswith("-"):
+            raise ConfigError(source, key, v, "write the sbatch option without leading dashes (mail-type: FAIL)")
+        if k.replace("_", "-") in _OWN_KEYS:
+            raise ConfigError(source, key, v, f"set this with the profile key {_OWN_KEYS[k.replace('_', '-')]!r}")
+        if not isinstance(v, (str, int, float, bool)):
+            raise ConfigError(source, key, v, "expected a string, number or true")
+    return dict(value)
+
+
+def _sizes(value, source) -> dict[str, SizeResources]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(source, "sizes", value, "expected a mapping: size (S, B, L, XL, 'GAT-B/2', default) -> resources")
+    valid_keys = ("default", *GAT_SIZES, *MODEL_NAMES)
+    hints = typing.get_type_hints(SizeResources)
+    sizes = {}
+    for size, row in value.items():
+        if size not in valid_keys:
+            raise ConfigError(source, f"sizes.{size}", row,
+                              f"unknown size; valid: default, {', '.join(GAT_SIZES)} or a full name like 'GAT-B/2'")
+        if not isinstance(row, dict):
+            raise ConfigError(source, f"sizes.{size}", row, f"expected a mapping with keys {', '.join(hints)}")
+        for k in row:
+            if k not in hints:
+                raise ConfigError(source, f"sizes.{size}.{k}", row[k], f"unknown key; valid keys: {', '.join(hints)}")
+        sizes[size] = SizeResources(**{k: _coerce(v, hints[k], f"sizes.{size}.{k}", source) for k, v in row.items()})
+    return sizes
+
+
+def _validate(p: ClusterProfile):
+    def fail(key, value, msg):
+        raise ConfigError(p.source, key, value, msg)
+
+    for key in ("gpus_per_node", "max_requeue", "signal_delay_s"):
+        if getattr(p, key) < 0:
+            fail(key, getattr(p, key), "must be >= 0")
+    for key in ("cpus_per_gpu", "array_parallelism"):
+        if getattr(p, key) < 1:
+            fail(key, getattr(p, key), "must be >= 1")
+    if not p.mem_per_gpu > 0:
+        fail("mem_per_gpu", p.mem_per_gpu, "must be > 0 (GB)")
+    if p.gres is not None:
+        try:
+            p.gres.format(n=1)
+        except (KeyError, IndexError, ValueError):
+            fail("gres", p.gres, "may only use the placeholder {n} (GPUs per node), e.g. 'gpu:h100:{n}'")
+        if "{n}" not in p.gres:
+            fail("gres", p.gres, "must contain {n} for the GPUs per node, e.g. 'gpu:h100:{n}' or 'gpu:{n}'")
+    for size, row in p.sizes.items():
+        if row.gpus is not None and row.gpus < 0:
+            fail(f"sizes.{size}.gpus", row.gpus, "must be >= 0")
+        if row.nodes is not None and row.nodes < 1:
+            fail(f"sizes.{size}.nodes", row.nodes, "must be >= 1")
+        if row.time_min is not None and row.time_min < 1:
+            fail(f"sizes.{size}.time_min", row.time_min, "must be >= 1 (minutes)")
+
+
+def size_resources(profile: ClusterProfile, model_name: str) -> SizeResources:
+    """The size-table row for a model: each field from 'GAT-B/2', else 'B', else 'default'."""
+    if model_name not in MODEL_NAMES:
+        raise ConfigError(profile.source, "model", model_name, f"unknown model; valid: {', '.join(MODEL_NAMES)}")
+    letter = model_name.split("/")[0].removeprefix("GAT-")
+    rows = [profile.sizes[k] for k in (model_name, letter, "default") if k in profile.sizes]
+    resolved = SizeResources()
+    for name in SizeResources.__dataclass_fields__:
+        setattr(resolved, name, next((getattr(r, name) for r in rows if getattr(r, name) is not None), None))
+    return resolved
+
+
+def resources_for(profile: ClusterProfile, model_name: str, gpus: int | None = None) -> dict:
+    """`AutoExecutor.update_parameters` kwargs for one run of `model_name` ('GAT-B/2').
+
+    `gpus` overrides the profile's GPU count for that size. One task per GPU on each node
+    (tasks_per_node = GPUs per node; a CPU-only run is one task).
+    """
+    row = size_resources(profile, model_name)
+    letter = model_name.split("/")[0].removeprefix("GAT-")
+    where = f"sizes.{letter}"  # the key a user most likely adds
+
+    def fail(key, value, msg):
+        raise ConfigError(profile.source, key, value, f"{msg} (model {model_name})")
+
+    if gpus is None:
+        gpus = row.gpus
+        if gpus is None:
+            fail(f"{where}.gpus", None, "no GPU count for this size: set it there or in sizes.default.gpus")
+    elif isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        fail("gpus", gpus, "the gpus argument must be an integer >= 0")
+    if row.time_min is None:
+        fail(f"{where}.time_min", None, "no wall time for this size: set it there or in sizes.default.time_min")
+    if row.time_min * 60 <= profile.signal_delay_s:
+        fail("signal_delay_s", profile.signal_delay_s,
+             f"must be shorter than the time limit {row.time_min} min, or the job is signalled as it starts")
+    if gpus and profile.gpus_per_node == 0:
+        fail("gpus_per_node", 0, f"a run with {gpus} GPUs needs a GPU cluster: set gpus_per_node")
+    nodes = row.nodes or (math.ceil(gpus / profile.gpus_per_node) if gpus else 1)
+    if gpus % nodes:
+        fail(f"{where}.nodes", nodes, f"{gpus} GPUs do not split evenly over {nodes} nodes")
+    per_node = gpus // nodes
+    if per_node > profile.gpus_per_node and gpus:
+        fail(f"{where}.nodes", nodes, f"{per_node} GPUs per node exceed gpus_per_node={profile.gpus_per_node}")
+    tasks = max(per_node, 1)
+    return dict(
+        slurm_partition=row.partition or profile.partition,
+        slurm_account=profile.account,
+        slurm_qos=profile.qos,
+        slurm_constraint=profile.constraint,
+        gpus_per_node=per_node if per_node and profile.gres is None else None,
+        slurm_gres=profile.gres.format(n=per_node) if per_node and profile.gres else None,
+        tasks_per_node=tasks,
+        cpus_per_task=profile.cpus_per_gpu,
+        mem_gb=profile.mem_per_gpu * tasks,
+        timeout_min=row.time_min,
+        nodes=nodes,
+        slurm_additional_parameters=dict(profile.additional_parameters),
+        slurm_setup=list(profile.setup),
+        slurm_array_parallelism=profile.array_parallelism,
+        slurm_signal_delay_s=profile.signal_delay_s,
+    )
+
+
+def executor_kwargs(profile: ClusterProfile) -> dict:
+    """`AutoExecutor(folder, **executor_kwargs(profile))`: settings submitit takes only at construction."""
+    return dict(slurm_max_num_timeout=profile.max_requeue)
