@@ -69,8 +69,6 @@ def run_flops(cfg, encoder_arch: dict | None = None) -> RunFlops:
     + backward; D forward on reals (no grad); D forward + input-gradient backward (1x) on fakes.
     encoder_arch: dict(depth, width, patch_size, resolution) of the REPA encoder (default DINOv2 ViT-B/14).
     """
-    from .models import discriminator_from_config, generator_from_config  # noqa: F401 (documents the source of the args)
-
     mng_on = cfg.method.mng != "off"
     shapes = dict(input_size=cfg.data.latent_size, in_channels=cfg.data.latent_channels)
     g = generator_flops(**cfg.model.generator.arch(), **shapes, z_dim=cfg.model.z_dim,

@@ -7,7 +7,6 @@ are reduced every `train.log_every` steps (no host sync in the step, except the 
 checkpoint at the next step boundary and exit with status `preempted`.
 """
 import contextlib
-import copy
 import logging
 import math
 import random
@@ -21,20 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..config import RunConfig, config_from_dict, config_hash, dump_config, effective_lr, flatten, to_dict, validate
+from ..config import RunConfig, config_from_dict, config_hash, dump_config, flatten, to_dict, validate
 from ..data import build_train_loader, dataset_info, sample_latents
-from ..encoders import build_encoder
 from ..flops import run_flops
-from ..models import count_trainable, discriminator_from_config, generator_from_config
-from ..objective import GATObjective
+from ..models import count_trainable
 from ..tracking import NullTracker, Tracker
 from ..vae import build_tokenizer
 from .checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_max, barrier, init_distributed
 from .sample_grid import save_sample_grid
 from .status import RunLock, read_status, write_status
+from .step import build_state, train_step
 
 log = logging.getLogger("gatscale.train")
 
@@ -73,34 +70,6 @@ def _setup_logging(run_dir: Path, is_main: bool):
     for h in handlers:
         h.setFormatter(fmt)
         log.addHandler(h)
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
-    ema_params, params = list(ema.parameters()), list(model.parameters())
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
-
-
-def block_groups(blocks: torch.nn.ModuleList, num_groups: int) -> list[list[torch.nn.Parameter]]:
-    """Blocks split into `num_groups` consecutive groups (the MNG tap intervals), as parameter lists."""
-    per = max(len(blocks) // num_groups, 1)
-    groups = [blocks[i * per:(i + 1) * per] if i < num_groups - 1 else blocks[i * per:] for i in range(num_groups)]
-    return [[p for b in g for p in b.parameters()] for g in groups]
-
-
-def _grad_norm(params) -> torch.Tensor:
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-
-
-def _optimizer(params, lr: float, cfg: RunConfig, device: torch.device):
-    o = cfg.optim
-    return torch.optim.AdamW(params, lr=lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-                             fused=device.type == "cuda")
 
 
 def train(cfg: RunConfig, run_dir: str | Path | None = None, tracker: Tracker | None = None,
@@ -151,13 +120,6 @@ def _check_resume_config(cfg: RunConfig, run_dir: Path, saved: dict):
 
 def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop: _StopFlag, state: dict) -> RunResult:
     dev = info.device
-    use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and dev.type == "cuda")
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = cfg.train.tf32
-        torch.backends.cudnn.allow_tf32 = cfg.train.tf32
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 and dev.type == "cuda" \
-        else (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-
     data = dataset_info(cfg.data)
     if cfg.train.epochs is not None:
         cfg.train.iterations = math.ceil(cfg.train.epochs * data.num_images / cfg.train.batch_size)
@@ -165,17 +127,12 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     if data.num_classes != cfg.data.num_classes:
         raise ValueError(f"data.num_classes = {cfg.data.num_classes} but the data set has {data.num_classes} classes")
     local_batch = cfg.train.batch_size // info.world_size
+    if cfg.eval.fid_every:
+        from ..eval.fid import check_feature_extractor
+        check_feature_extractor(cfg.eval)  # a missing Inception file fails now, not 2,500 steps in
 
-    # Models, EMA, encoder, objective, optimisers.
-    torch.manual_seed(cfg.train.seed)  # identical init on every rank
-    encoder = build_encoder(cfg.encoder).to(dev) if cfg.method.repa else None
-    G = generator_from_config(cfg).to(dev)
-    D = discriminator_from_config(cfg, encoder.dim if encoder else 0).to(dev)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    lr_g, lr_d = effective_lr(cfg, "generator"), effective_lr(cfg, "discriminator")
-    opt_g, opt_d = _optimizer(G.parameters(), lr_g, cfg, dev), _optimizer(D.parameters(), lr_d, cfg, dev)
-    objective = GATObjective.from_config(cfg, encoder, d_grid_size=D.input_size // D.patch_size)
-    g_groups, d_groups = block_groups(G.blocks, cfg.model.num_levels), block_groups(D.blocks, cfg.model.num_levels)
+    st = build_state(cfg, dev, distributed=info.enabled)
+    G, D, G_ema = st.G, st.D, st.G_ema
 
     # Resume.
     start_step, stand_ins = 0, []
@@ -183,7 +140,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     if ckpt is not None:
         _check_resume_config(cfg, run_dir, ckpt["config"])
         G.load_state_dict(ckpt["generator"]), D.load_state_dict(ckpt["discriminator"]), G_ema.load_state_dict(ckpt["ema"])
-        opt_g.load_state_dict(ckpt["opt_g"]), opt_d.load_state_dict(ckpt["opt_d"])
+        st.opt_g.load_state_dict(ckpt["opt_g"]), st.opt_d.load_state_dict(ckpt["opt_d"])
         start_step = state["step"] = ckpt["step"]
         log.info("resumed from %s (step %d)", ckpt_path, start_step)
     for seed_fn in (torch.manual_seed, np.random.seed, random.seed):  # seed + rank, as the official code
@@ -193,7 +150,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
         set_rng_state(rng)
     del ckpt
 
-    if encoder is not None and encoder.stand_in:
+    if st.encoder is not None and st.encoder.stand_in:
         stand_ins.append("repa_encoder")
     tokenizer = build_tokenizer(cfg.data.tokenizer, cfg.data.vae_decoder, scale=cfg.data.scale, device=dev) \
         if info.is_main else None
@@ -201,7 +158,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
 
     if info.is_main:
         dump_config(cfg, run_dir / "config.yaml")
-        params = {**flatten(to_dict(cfg)), "lr_g": lr_g, "lr_d": lr_d, "world_size": info.world_size,
+        params = {**flatten(to_dict(cfg)), "lr_g": st.lr_g, "lr_d": st.lr_d, "world_size": info.world_size,
                   "params_g": count_trainable(G), "params_d": count_trainable(D),
                   "gflops_g": round(flops.g_paper_gflops, 4), "gflops_d": round(flops.d_paper_gflops, 4),
                   "dataset_images": data.num_images}
@@ -212,18 +169,8 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
         write_status(run_dir, "running", start_step, iterations)
         log.info("run %s (%s): G %s %.1fM params, D %s %.1fM params, lr G %.3g D %.3g, %d images, %d iterations, %s%s",
                  cfg.name, config_hash(cfg), cfg.model.generator.size, count_trainable(G) / 1e6, cfg.model.discriminator.size,
-                 count_trainable(D) / 1e6, lr_g, lr_d, data.num_images, iterations, dev, ", bf16" if use_bf16 else "")
-
-    # DDP: D is trained through its wrapper in the D step; in the G step D is frozen and called
-    # directly (no gradient sync needed). G's unused heads with MNG off need find_unused_parameters.
-    G_train, D_train = G, D
-    if info.enabled:
-        ids = [dev.index] if dev.type == "cuda" else None
-        G_train = DDP(G, device_ids=ids, broadcast_buffers=False, find_unused_parameters=cfg.method.mng == "off")
-        D_train = DDP(D, device_ids=ids, broadcast_buffers=False)
-    if cfg.model.compile:
-        G_train, D_train = torch.compile(G_train), torch.compile(D_train)
-    G_fwd, D_fwd = (torch.compile(G) if cfg.model.compile else G), (torch.compile(D) if cfg.model.compile else D)
+                 count_trainable(D) / 1e6, st.lr_g, st.lr_d, data.num_images, iterations, dev,
+                 ", bf16" if st.autocast is not contextlib.nullcontext else "")
 
     # The loader must not consume the training RNG (bitwise resume): isolate it.
     cpu_rng = torch.get_rng_state()
@@ -251,29 +198,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
         z = torch.randn(local_batch, G.z_dim, device=dev)
         log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == iterations
 
-        # D step.
-        D.requires_grad_(True)
-        with autocast():
-            loss_d, stats = objective.discriminator_loss(G_fwd, D_train, x, y, z, raw)
-        loss_d.backward()
-        if log_now:
-            stats.update({f"grad_norm/d_group{i}": _grad_norm(g) for i, g in enumerate(d_groups)})
-        stats["grad_norm/d"] = torch.nn.utils.clip_grad_norm_(D.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
-        opt_d.step()
-        opt_d.zero_grad(set_to_none=True)
-        D.requires_grad_(False)
-
-        # G step (same x, y, z).
-        with autocast():
-            loss_g, g_stats = objective.generator_loss(G_train, D_fwd, x, y, z)
-        loss_g.backward()
-        stats.update(g_stats)
-        if log_now:
-            stats.update({f"grad_norm/g_group{i}": _grad_norm(g) for i, g in enumerate(g_groups)})
-        stats["grad_norm/g"] = torch.nn.utils.clip_grad_norm_(G.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
-        opt_g.step()
-        opt_g.zero_grad(set_to_none=True)
-        update_ema(G_ema, G, cfg.optim.ema_decay)
+        stats = train_step(st, x, y, z, raw, group_norms=log_now)
         step += 1
         state["step"] = step
 
@@ -283,12 +208,17 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             sums[k] = sums.get(k, 0.0) + v.float()
         n_sum += 1
 
-        # Divergence: stop within one step (default), keep the last good checkpoint.
-        if step % cfg.train.divergence_check_every == 0 or log_now or step == iterations:
-            if all_reduce_max(nonfinite.clone(), info).item() > 0:
-                bad = [k for k in ("loss/d", "loss/g", "grad_norm/d", "grad_norm/g") if not torch.isfinite(stats[k]).all()]
-                result = RunResult("diverged", step, f"non-finite {', '.join(bad) or 'value'} at step {step}")
-                break
+        # Divergence (stop within one step by default, keep the last good checkpoint) and preemption
+        # signals, agreed on by all ranks in one small all-reduce at a step-deterministic cadence.
+        diverged = preempted = False
+        if step % cfg.train.divergence_check_every == 0 or log_now or step == iterations or \
+                (not info.enabled and stop.signum is not None):
+            flags = torch.stack([nonfinite, torch.tensor(float(stop.signum is not None), device=dev)])
+            diverged, preempted = (all_reduce_max(flags, info) > 0).tolist()
+        if diverged:
+            bad = [k for k in ("loss/d", "loss/g", "grad_norm/d", "grad_norm/g") if not torch.isfinite(stats[k]).all()]
+            result = RunResult("diverged", step, f"non-finite {', '.join(bad) or 'value'} at step {step}")
+            break
 
         if log_now:
             now = time.perf_counter()
@@ -300,7 +230,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             metrics = dict(zip(values, torch.stack([v.reshape(()) for v in values.values()]).tolist()))
             dt = (now - t_last) / max(step - step_last, 1)
             metrics.update({
-                "lr/g": lr_g, "lr/d": lr_d, "epoch": step * cfg.train.batch_size / data.num_images,
+                "lr/g": st.lr_g, "lr/d": st.lr_d, "epoch": step * cfg.train.batch_size / data.num_images,
                 "perf/step_ms": dt * 1e3, "perf/images_per_s": cfg.train.batch_size / dt,
                 "flops/train_total": float(flops.iteration) * step,
             })
@@ -312,20 +242,18 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             sums, n_sum, t_last, step_last = {}, 0, time.perf_counter(), step
 
         if info.is_main and (step % cfg.train.sample_every == 0 or step == 1):
-            save_sample_grid(G_ema, vis_z, vis_y, tokenizer, run_dir / "samples" / f"step-{step:07d}.png", tracker, autocast)
+            save_sample_grid(G_ema, vis_z, vis_y, tokenizer, run_dir / "samples" / f"step-{step:07d}.png", tracker, st.autocast)
 
         if cfg.eval.fid_every and step % cfg.eval.fid_every == 0:
-            fid = _evaluate(G_ema, cfg, tokenizer, dev, info, autocast)
+            fid = _evaluate(G_ema, cfg, tokenizer, dev, info, st.autocast)
             if fid:
                 fid["epoch"] = step * cfg.train.batch_size / data.num_images
                 tracker.log_metrics(fid, step)
                 last_metrics.update(fid)
                 log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in fid.items()))
 
-        preempted = all_reduce_max(torch.tensor(float(stop.signum is not None), device=dev), info).item() > 0 \
-            if (info.enabled or stop.signum is not None) else False
         if step % cfg.train.checkpoint_every == 0 or step == iterations or preempted:
-            _save(run_dir, step, G, D, G_ema, opt_g, opt_d, cfg, info)
+            _save(run_dir, step, st, info)
             if info.is_main:
                 write_status(run_dir, "running", step, iterations, metrics=last_metrics)
         if preempted:
@@ -345,14 +273,14 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     return result
 
 
-def _save(run_dir, step, G, D, G_ema, opt_g, opt_d, cfg, info: DistInfo):
+def _save(run_dir, step, st, info: DistInfo):
     """Rank 0 writes; every rank contributes its RNG state. Verifies that replicas are in sync."""
     rng = rng_state()
     rngs = [rng]
     if info.enabled:
         rngs = [None] * info.world_size
         dist.all_gather_object(rngs, rng)
-        checksum = torch.stack([p.detach().double().sum() for p in list(G.parameters()) + list(D.parameters())]).sum()
+        checksum = torch.stack([p.detach().double().sum() for p in list(st.G.parameters()) + list(st.D.parameters())]).sum()
         all_sums = [torch.zeros_like(checksum) for _ in range(info.world_size)]
         dist.all_gather(all_sums, checksum)
         if len({s.item() for s in all_sums}) != 1:
@@ -360,11 +288,11 @@ def _save(run_dir, step, G, D, G_ema, opt_g, opt_d, cfg, info: DistInfo):
         log.info("step %d: %d ranks in sync (parameter checksum %.6f)", step, info.world_size, checksum.item())
     if info.is_main:
         state = {
-            "step": step, "config": to_dict(cfg), "rng": rngs,
-            "generator": G.state_dict(), "discriminator": D.state_dict(), "ema": G_ema.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "step": step, "config": to_dict(st.cfg), "rng": rngs,
+            "generator": st.G.state_dict(), "discriminator": st.D.state_dict(), "ema": st.G_ema.state_dict(),
+            "opt_g": st.opt_g.state_dict(), "opt_d": st.opt_d.state_dict(),
         }
-        save_checkpoint(run_dir, step, state, keep=cfg.train.keep_checkpoints)
+        save_checkpoint(run_dir, step, state, keep=st.cfg.train.keep_checkpoints)
     barrier(info)
 
 
@@ -409,4 +337,4 @@ def train_from_folder(run_dir: Path) -> RunResult:
     return train(load_config(Path(run_dir) / "config.yaml"), run_dir)
 
 
-__all__ = ["train", "train_from_folder", "RunResult", "update_ema", "read_status"]
+__all__ = ["train", "train_from_folder", "RunResult", "read_status"]
