@@ -18,6 +18,8 @@ def add_arguments(parser):
     parser.add_argument("--out", default="figures", help="output folder (default: figures)")
     parser.add_argument("--step", type=int, help="iteration at which FIDs are compared (default: the last one all "
                                                  "non-diverged runs reached)")
+    parser.add_argument("--metric", help="Frechet-distance metric to plot (default: fid, else fd_digits; e.g. "
+                                          "fid_50k_psi0.3 as logged by gatscale eval)")
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="metric-history cache (default: %(default)s)")
     parser.add_argument("--refresh", action="store_true", help="fetch every history again, ignoring the cache")
 
@@ -49,23 +51,23 @@ def read_spec(path) -> tuple[str | None, str | None]:
     return tracking.get("experiment") or spec.get("name"), tracking.get("uri")
 
 
-def regenerate(runs, histories, lpips, out_dir, step=None):
+def regenerate(runs, histories, lpips, out_dir, step=None, metric=None):
     """Make every figure and table -> (written {name: [paths]}, missing {name: reason})."""
     jobs = {
         "lr_crosscheck": lambda: figures.lr_crosscheck(runs, histories, out_dir),
         "lpips_contribution": lambda: figures.lpips_contribution(lpips, runs, out_dir=out_dir),
-        "fid_vs_iteration_by_size": lambda: figures.fid_curves(runs, histories, "size", out_dir=out_dir),
-        "fid_vs_iteration_by_patch": lambda: figures.fid_curves(runs, histories, "patch", out_dir=out_dir),
-        "fid_vs_train_compute": lambda: figures.fid_vs_compute(runs, histories, "train", step, out_dir),
-        "fid_vs_inference_gflops": lambda: figures.fid_vs_compute(runs, histories, "inference", step, out_dir),
-        "ablation": lambda: figures.ablation_table(runs, histories, step, out_dir),
+        "fid_vs_iteration_by_size": lambda: figures.fid_curves(runs, histories, "size", out_dir=out_dir, metric=metric),
+        "fid_vs_iteration_by_patch": lambda: figures.fid_curves(runs, histories, "patch", out_dir=out_dir, metric=metric),
+        "fid_vs_train_compute": lambda: figures.fid_vs_compute(runs, histories, "train", step, out_dir, metric),
+        "fid_vs_inference_gflops": lambda: figures.fid_vs_compute(runs, histories, "inference", step, out_dir, metric),
+        "ablation": lambda: figures.ablation_table(runs, histories, step, out_dir, metric),
     }
     written, missing = {}, {}
     for name, make in jobs.items():
         try:
             result = make()
         except MissingData as e:
-            missing[name] = str(e)
+            missing[name] = str(e).removeprefix(f"{name}: ")
             continue
         written[name] = result.attrs["files"] if name == "ablation" else result.files
     return written, missing
@@ -88,7 +90,7 @@ def main(args) -> int:
         return 1
     print(f"{len(runs)} runs of experiment {experiment!r} at {uri}"
           + (f" (sweep {args.parent_run_id})" if args.parent_run_id else ""))
-    written, missing = regenerate(runs, histories, lpips, args.out, args.step)
+    written, missing = regenerate(runs, histories, lpips, args.out, args.step, args.metric)
     for name, paths in written.items():
         print(f"wrote {name}: {', '.join(map(str, paths))}")
     for name, reason in missing.items():

@@ -31,8 +31,13 @@ SWITCHES = ["mng", "repa", "width_aware_lr"]
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
 
-def fid_metric(histories: pd.DataFrame) -> str:
-    """'fid' (Inception) or 'fd_digits' (offline digits extractor), whichever more runs logged."""
+def fid_metric(histories: pd.DataFrame, metric: str | None = None) -> str:
+    """`metric` if logged; by default 'fid' (Inception) or 'fd_digits' (digits extractor), whichever more runs logged."""
+    if metric is not None:
+        if not (histories["metric"] == metric).any():
+            logged = sorted(m for m in histories["metric"].unique() if m.startswith(("fid", "fd_")))
+            raise MissingData(f"no metric {metric!r} logged; Frechet-distance metrics logged: {', '.join(logged) or 'none'}")
+        return metric
     counts = {m: histories.loc[histories["metric"] == m, "run_id"].nunique() for m in FID_METRICS}
     if not any(counts.values()):
         raise MissingData("no FID logged (metric 'fid' or 'fd_digits'): train with eval.fid_every > 0")
@@ -238,13 +243,14 @@ def _epoch_per_step(runs, histories):
     return float(ratios.mean()) if np.allclose(ratios, ratios.mean(), rtol=0.01) and ratios.mean() > 0 else None
 
 
-def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x: str = "step", out_dir=None):
+def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x: str = "step", out_dir=None,
+               metric: str | None = None):
     """FID against iteration (x='step') or epoch, one curve per model (mean over seeds, band = min..max).
 
     by='size': the full-method runs at patch 2 (or the commonest patch), one colour per size.
     by='patch': every size trained at two or more patch sizes, colour = size, line style = patch.
     """
-    metric = fid_metric(histories)
+    metric = fid_metric(histories, metric)
     have = histories.loc[histories["metric"] == metric, "run_id"].unique()
     sel = main_method(runs[runs["run_id"].isin(have)])
     if by == "size":
@@ -253,13 +259,13 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
     elif by == "patch":
         patches = sel.groupby("size")["patch"].nunique()
         if patches.empty or patches.max() < 2:
-            raise MissingData(f"fid_by_patch: needs one model size at two or more patch sizes (e.g. GAT-B/2 and "
+            raise MissingData(f"fid_vs_{'iteration' if x == 'step' else 'epoch'}_by_patch: needs one model size at two or more patch sizes (e.g. GAT-B/2 and "
                               f"GAT-B/4) with {metric} logged; found {', '.join(sel['model'].unique()) or 'none'}")
         sel = sel[sel["size"].isin(patches[patches >= 2].index)]
     else:
         raise ValueError(f"fid_curves: by = {by!r}; valid: 'size', 'patch'")
     if x == "epoch" and histories.loc[histories["run_id"].isin(sel["run_id"]), "epoch"].isna().all():
-        raise MissingData("fid_vs_epoch: the runs logged no 'epoch' metric")
+        raise MissingData(f"fid_vs_epoch_by_{by}: the runs logged no 'epoch' metric")
     fig, axes = style.new_figure(6.0, 3.4)
     ax = axes[0, 0]
     h = histories[(histories["metric"] == metric) & np.isfinite(histories["value"])]
@@ -337,13 +343,13 @@ def _sci(v: float) -> str:
 
 
 def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,
-                   out_dir=None):
+                   out_dir=None, metric: str | None = None):
     """FID against compute, one point per full-method run at a matched iteration, with FID = a * C^b.
 
     compute='train': C = training GFLOPs to that iteration (metric flops/train_total);
     compute='inference': C = the generator's forward GFLOPs per image (param gflops_g).
     """
-    metric = fid_metric(histories)
+    metric = fid_metric(histories, metric)
     sel = main_method(runs[runs["run_id"].isin(histories.loc[histories["metric"] == metric, "run_id"])])
     at, step = matched_fid(sel, histories, metric, step)
     pts = sel.merge(at, on="run_id")
@@ -392,9 +398,10 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
 # ---------------------------------------------------------------------------------------------
 # Ablation table: MNG x REPA x width-aware LR
 
-def ablation_table(runs: pd.DataFrame, histories: pd.DataFrame, step: int | None = None, out_dir=None) -> pd.DataFrame:
-    """FID at a matched iteration for every (model, MNG, REPA, width-aware LR) setting; mean and std over seeds."""
-    metric = fid_metric(histories)
+def ablation_table(runs: pd.DataFrame, histories: pd.DataFrame, step: int | None = None, out_dir=None,
+                   metric: str | None = None) -> pd.DataFrame:
+    """FID at a matched iteration for every (model, MNG, REPA, width-aware LR, LR) setting; mean and std over seeds."""
+    metric = fid_metric(histories, metric)
     settings = runs.groupby("model")[SWITCHES].apply(lambda g: len(g.drop_duplicates()))
     models = settings[settings >= 2].index
     if models.empty:
@@ -404,12 +411,15 @@ def ablation_table(runs: pd.DataFrame, histories: pd.DataFrame, step: int | None
     at, step = matched_fid(sel, histories, metric, step)
     data = sel.merge(at, on="run_id", how="left")
     rows = []
-    for (model, mng, repa, wa), g in data.groupby(["model"] + SWITCHES, sort=False):
+    data["lr_g"] = data["lr_g"].round(12)  # 2e-4 * 768 / 384 and 4e-4 are one LR
+    for (model, mng, repa, wa, lr_g), g in data.groupby(["model"] + SWITCHES + ["lr_g"], sort=False):
         values = g["value"].dropna()
-        rows.append({"model": model, "mng": mng, "repa": repa, "width_aware_lr": wa,
+        diverged = g[g["status"] == "diverged"]
+        rows.append({"model": model, "mng": mng, "repa": repa, "width_aware_lr": wa, "lr_g": lr_g,
                      f"{metric}_mean": values.mean(), f"{metric}_std": values.std(ddof=1),
-                     "runs": len(g), "evaluated": len(values), "diverged": int((g["status"] == "diverged").sum()),
-                     "iteration": step, "stand_in": ",".join(sorted({s for s in g["stand_in"] if s}))})
+                     "runs": len(g), "evaluated": len(values), "diverged": len(diverged),
+                     "first_diverged_step": diverged["diverged_step"].min(), "iteration": step,
+                     "stand_in": ",".join(sorted({s for s in g["stand_in"] if s}))})
     table = pd.DataFrame(rows)
     table["_off"] = (table["mng"] == "off").astype(int) + (~table["repa"]).astype(int) + (~table["width_aware_lr"]).astype(int)
     order = {m: i for i, m in enumerate(runs["model"].unique())}  # load_runs sorts by size, patch
@@ -429,20 +439,23 @@ def ablation_latex(table: pd.DataFrame, metric: str, runs=None) -> str:
     mean, std = table[f"{metric}_mean"], table[f"{metric}_std"]
     best = mean.groupby(table["model"]).transform("min")
     lines = [r"% generated by `gatscale figures` from MLflow; needs \usepackage{booktabs,amssymb}",
-             r"\begin{tabular}{lccc r}", r"\toprule",
-             rf"Model & MNG & REPA & Width-aware LR & {style.fid_label(metric, runs).split(' ')[0]} $\downarrow$ \\",
+             r"\begin{tabular}{lcccc r}", r"\toprule",
+             rf"Model & MNG & REPA & Width-aware LR & $\eta_G$ & {style.fid_label(metric, runs).split(' ')[0]} $\downarrow$ \\",
              r"\midrule"]
     yes = lambda v: r"$\checkmark$" if v else "--"
     for i, row in table.iterrows():
         if np.isnan(mean[i]):
-            cell = "diverged" if row["diverged"] else "--"
+            at = row["first_diverged_step"]
+            cell = ("diverged" + (f" (it. {at:,.0f})" if np.isfinite(at) else "")) if row["diverged"] else "--"
         else:
             cell = f"{mean[i]:.2f}" + (rf" $\pm$ {std[i]:.2f}" if row["evaluated"] > 1 else "")
             cell = rf"\textbf{{{cell}}}" if mean[i] == best[i] else cell
         mng = "--" if row["mng"] == "off" else row["mng"]
-        lines.append(f"{row['model']} & {mng} & {yes(row['repa'])} & {yes(row['width_aware_lr'])} & {cell} \\\\")
+        lr = f"{row['lr_g']:.1e}".replace("e-0", "e-")
+        lines.append(f"{row['model']} & {mng} & {yes(row['repa'])} & {yes(row['width_aware_lr'])} & {lr} & {cell} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}",
-              f"% {metric} at iteration {int(table['iteration'].iloc[0]):,}; mean $\\pm$ std over seeds"]
+              f"% {style.fid_label(metric, runs)} at iteration {int(table['iteration'].iloc[0]):,}; "
+              "mean $\\pm$ std over seeds; bold: best per model"]
     stand_in = sorted({p for s in table["stand_in"] for p in s.split(",") if p})
     if stand_in:
         lines.append(f"% STAND-IN: random weights for {', '.join(stand_in)}; not comparable to the paper")

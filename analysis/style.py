@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 SIZE_ORDER = ("S", "B", "L", "XL")
 # Okabe-Ito colour-blind-safe colours; red is kept free for the divergence marker.
@@ -53,6 +53,7 @@ def new_figure(width: float = 6.5, height: float = 3.2, nrows: int = 1, ncols: i
 def iteration_axis(ax, label: str = "training iteration"):
     """x axis in iterations, ticks as 10k, 20k, ..."""
     ax.set_xlabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}"))
 
 
@@ -116,14 +117,25 @@ def method_label(mng: str, repa: bool, width_aware_lr: bool) -> str:
 
 
 def fid_label(metric: str, runs=None) -> str:
-    """Axis label of the FID metric: 'FID-5K' (Inception) or the digits Frechet distance, never called FID."""
-    k = ""
-    samples = runs["eval.fid_samples"].dropna().unique() if runs is not None and "eval.fid_samples" in runs else []
-    if len(samples) == 1 and isinstance(samples[0], (int, float, np.integer, np.floating)):
-        k = f"-{samples[0] / 1000:g}K"
-    if metric == "fd_digits":
-        return f"FD-digits{k} (digits features, not FID)"
-    return f"FID{k}"
+    """Axis label of a Frechet-distance metric, never calling the digits distance FID.
+
+    'fid' -> 'FID-5K' (sample count from param eval.fid_samples); 'fd_digits' -> 'FD-digits-5K (digits
+    features, not FID)'; `gatscale eval` protocol names: 'fid_50k_psi0.3' -> 'FID-50K (psi = 0.3)'.
+    """
+    base = "fd_digits" if metric.startswith("fd_digits") else "fid"
+    parts = [p for p in metric[len(base):].split("_") if p]
+    samples = [p for p in parts if p[:-1].isdigit() and p.endswith("k")]
+    if samples:
+        k = f"-{samples[0][:-1]}K"
+    else:
+        n = runs["eval.fid_samples"].dropna().unique() if runs is not None and "eval.fid_samples" in runs else []
+        ok = len(n) == 1 and isinstance(n[0], (int, float, np.integer, np.floating))
+        k = "" if not ok else f"-{n[0] / 1000:g}K" if n[0] >= 1000 else f"-{int(n[0])}"
+    notes = [f"ψ = {p[3:]}" for p in parts if p.startswith("psi")] + [p for p in parts if p not in samples
+                                                                       and not p.startswith("psi")]
+    if base == "fd_digits":
+        notes.append("digits features, not FID")
+    return f"{'FD-digits' if base == 'fd_digits' else 'FID'}{k}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def add_footnote(fig: Figure, runs) -> str | None:

@@ -126,7 +126,16 @@ def test_digits_distance_is_never_labelled_fid(study):
     runs, histories, _ = study
     digits = histories.replace({"metric": {"fid": "fd_digits"}})
     label = figures.fid_curves(runs, digits).axes[0].get_ylabel()
-    assert label.startswith("FD-digits") and "not FID" in label
+    assert label == "FD-digits-5K (digits features, not FID)"
+
+
+def test_an_eval_protocol_metric_can_be_chosen(study):
+    runs, histories, _ = study
+    fid50k = histories.replace({"metric": {"fid": "fid_50k_psi0.3"}})
+    ax = figures.fid_curves(runs, fid50k, metric="fid_50k_psi0.3").axes[0]
+    assert ax.get_ylabel() == "FID-50K (ψ = 0.3)"
+    with pytest.raises(MissingData, match="no metric 'fid_50k' logged; .* logged: fid_50k_psi0.3"):
+        figures.fid_vs_compute(runs, fid50k, metric="fid_50k")
 
 
 def test_stand_in_runs_get_a_footnote(study):

@@ -103,6 +103,7 @@ def figures_args(**kw):
     return args
 
 
+@pytest.mark.slow  # ~10-25 s: renders and writes all 12 PNG/PDF files
 def test_cli_writes_every_figure_of_a_full_study(store, tmp_path, capsys):
     uri, ids, _ = store
     args = figures_args(experiment="study", tracking_uri=uri, parent_run_id=ids["parent"], out=str(tmp_path / "f"),
@@ -123,11 +124,11 @@ def test_cli_says_which_figures_are_missing_and_why(store, tmp_path, capsys):
     assert cli.main(args) == 0  # the one-model experiment still gives its FID curve
     out = capsys.readouterr().out
     assert "wrote fid_vs_iteration_by_size" in out
-    assert "missing lr_crosscheck: lr_crosscheck: needs runs of two widths" in out
+    assert "missing lr_crosscheck: needs runs of two widths" in out
     assert "missing lpips_contribution: no LPIPS tables: run gatscale analyze lpips-contribution" in out
-    assert "missing fid_vs_iteration_by_patch: fid_by_patch: needs one model size at two or more patch sizes" in out
-    assert "missing fid_vs_train_compute: fid_vs_train_compute: needs fid at iteration 1,000" in out
-    assert "missing ablation: ablation: needs runs of one model that differ" in out
+    assert "missing fid_vs_iteration_by_patch: needs one model size at two or more patch sizes" in out
+    assert "missing fid_vs_train_compute: needs fid at iteration 1,000" in out
+    assert "missing ablation: needs runs of one model that differ" in out
 
 
 def test_cli_reads_experiment_and_uri_from_a_sweep_spec(store, tmp_path, capsys):
