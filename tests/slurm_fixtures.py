@@ -35,8 +35,8 @@ def run(*cmd: str, timeout: float = 30) -> str:
 def cluster_problem() -> str | None:
     """Why the cluster is not usable, or None when sinfo shows a usable node and sacct answers."""
     try:
-        states = run("sinfo", "-h", "-o", "%t", timeout=15).split()
-        run("sacct", "-n", "-X", "--starttime=now", timeout=15)
+        run("sacct", "-n", "-X", "--starttime=now", timeout=15)  # fails at once when slurmdbd is down
+        states = run("sinfo", "-h", "-o", "%t", timeout=15).split()  # retries ~10 s when slurmctld is down
     except FileNotFoundError as e:
         return f"SLURM client not installed ({e.filename})"
     except (RuntimeError, subprocess.TimeoutExpired) as e:

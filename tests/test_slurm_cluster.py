@@ -48,6 +48,7 @@ def test_submitit_array_completes_and_states_come_from_the_scheduler(slurm_clust
     assert all(sacct_state(job.job_id) == "COMPLETED" for job in jobs)
 
 
+@pytest.mark.slow  # slurmctld checks time limits every 30 s
 def test_job_past_its_time_limit_ends_timeout(slurm_cluster, tmp_path):
     job_id = sbatch("--time=1", f"--output={tmp_path}/%j.out", "--wrap", "sleep 300")
     wait_for(lambda: sacct_state(job_id) == "RUNNING", 30, f"job {job_id} starts")
@@ -79,6 +80,7 @@ def test_signalled_checkpointable_job_requeues_and_resumes_from_its_checkpoint(s
     assert scontrol_field(job.job_id, "Restarts") == "1"
 
 
+@pytest.mark.slow
 def test_plain_scontrol_requeue_restarts_from_the_submitted_state(slurm_cluster, tmp_path):
     """An admin's `scontrol requeue` sends SIGTERM (which submitit ignores), not USR2: no checkpoint is
     taken and the job reruns from what was submitted. Only state on disk survives this, so runs must

@@ -32,13 +32,15 @@ die() { say "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------------------------------------
 # Pid records: $DIR/pids/<daemon>.pid holds the pid `up` started; a pid counts only while
-# /proc/<pid>/comm still names that daemon (a recycled pid is never signalled).
+# /proc/<pid>/comm still names that daemon (a recycled pid is never signalled) and it is no zombie.
 
 pid_of() {  # print the recorded pid of daemon $1 if that process still runs, else nothing
     local file=$DIR/pids/$1.pid pid
     [[ -s $file ]] || return 0
     pid=$(<"$file")
-    if [[ -r /proc/$pid/comm && $(</proc/"$pid"/comm) == "$1" ]]; then echo "$pid"; fi
+    [[ -r /proc/$pid/comm && $(</proc/"$pid"/comm) == "$1" ]] || return 0
+    [[ $(cut -d' ' -f3 /proc/"$pid"/stat 2>/dev/null) == Z ]] && return 0   # exited, not yet reaped
+    echo "$pid"
 }
 
 start_daemon() {  # start_daemon NAME CMD...: run CMD in its own session, record its pid
@@ -53,10 +55,12 @@ $(tail -n 15 "$DIR/log/$name.out")"
     say "started $name (pid $pid)"
 }
 
-wait_until() {  # wait_until WHAT LOGFILE CMD...: poll CMD for up to $TIMEOUT s
-    local what=$1 log=$2; shift 2
-    local deadline=$((SECONDS + TIMEOUT))
+wait_until() {  # wait_until DAEMON WHAT CMD...: poll CMD for up to $TIMEOUT s while DAEMON runs
+    local daemon=$1 what=$2; shift 2
+    local log=$DIR/log/$daemon.out deadline=$((SECONDS + TIMEOUT))
     until "$@" >/dev/null 2>&1; do
+        [[ -n $(pid_of "$daemon") ]] || die "$daemon exited; last lines of $log:
+$(tail -n 15 "$log" 2>/dev/null)"
         if ((SECONDS >= deadline)); then
             die "$what not ready after ${TIMEOUT}s (GATSCALE_SLURM_TIMEOUT); last lines of $log:
 $(tail -n 15 "$log" 2>/dev/null)"
@@ -181,7 +185,7 @@ start_munged() {
     start_daemon munged setpriv --reuid=munge --regid=munge --init-groups \
         munged --foreground --key-file="$DIR/munge/munge.key" --socket="$MUNGE_SOCKET" \
         --pid-file="$DIR/munge/munged.pid" --seed-file="$DIR/munge/munged.seed"
-    wait_until munged "$DIR/log/munged.out" test -S "$MUNGE_SOCKET"
+    wait_until munged "munged socket" test -S "$MUNGE_SOCKET"
 }
 
 mariadb_sql() { mariadb --no-defaults --protocol=socket --socket="$MYSQL_SOCKET" -u root "$@"; }
@@ -196,7 +200,7 @@ start_mariadbd() {
     start_daemon mariadbd mariadbd --no-defaults --user=mysql --datadir="$DIR/mariadb" \
         --socket="$MYSQL_SOCKET" --port=$((PORT + 3)) --bind-address=127.0.0.1 --skip-name-resolve \
         --pid-file="$DIR/mariadb/mariadbd.pid" --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900
-    wait_until mariadbd "$DIR/log/mariadbd.out" mariadb_sql -e 'SELECT 1'
+    wait_until mariadbd "mariadb" mariadb_sql -e 'SELECT 1'
     local password
     password=$(sed -n 's/^StoragePass=//p' "$DIR/etc/slurmdbd.conf")
     mariadb_sql -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
@@ -207,7 +211,7 @@ start_mariadbd() {
 
 start_slurmdbd() {
     start_daemon slurmdbd slurmdbd -D
-    wait_until slurmdbd "$DIR/log/slurmdbd.log" sacctmgr -n list cluster
+    wait_until slurmdbd "slurmdbd (sacctmgr)" sacctmgr -n list cluster
     # The association tree the local-test profile names: cluster -> account -> user.
     if [[ -z $(sacctmgr -n -P list cluster "$CLUSTER" format=cluster) ]]; then
         sacctmgr -i add cluster "$CLUSTER" >/dev/null
@@ -224,32 +228,34 @@ start_slurmdbd() {
 
 start_slurmctld() {
     start_daemon slurmctld slurmctld -D -i
-    wait_until slurmctld "$DIR/log/slurmctld.log" scontrol ping
+    wait_until slurmctld "slurmctld (scontrol ping)" scontrol ping
 }
 
 node_usable() { [[ $(sinfo -h -n "$NODE" -o %t 2>/dev/null) =~ ^(idle|mix|alloc|comp)$ ]]; }
 
 start_slurmd() {
     start_daemon slurmd slurmd -D -N "$NODE"
-    wait_until "node $NODE (sinfo idle)" "$DIR/log/slurmd.log" node_usable
+    wait_until slurmd "node $NODE idle in sinfo" node_usable
 }
 
 cluster_answers() { node_usable && sacct -n -X --starttime=now >/dev/null 2>&1; }
 
 up() {
     mkdir -p "$DIR"/{etc,log,pids,run,state/slurmctld,state/slurmd}
+    chmod go+rx "$DIR"   # munged and mariadbd run as their own users and must reach their subfolders
     local name all_up=1
     for name in "${DAEMONS[@]}"; do [[ -n $(pid_of "$name") ]] || all_up=0; done
     if ((all_up)) && cluster_answers; then
         say "already up ($DIR); export SLURM_CONF=$SLURM_CONF"
         return 0
     fi
+    [[ $(id -u) == 0 ]] || die "run as root: the daemons run as root, munge and mysql"
     install_packages
     [[ -n $(pid_of slurmctld) ]] || write_configs
     for name in "${DAEMONS[@]}"; do
         if [[ -z $(pid_of "$name") ]]; then "start_$name"; fi
     done
-    wait_until "sacct" "$DIR/log/slurmdbd.log" sacct -n -X --starttime=now
+    wait_until slurmdbd "sacct" sacct -n -X --starttime=now
     say "up: node $NODE, $(nproc) CPUs, partitions: $(sinfo -h -o %P | paste -sd ' ')"
     say "export SLURM_CONF=$SLURM_CONF"
 }
