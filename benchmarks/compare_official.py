@@ -1,0 +1,158 @@
+"""Time our training iteration against the official GAT code's, same settings, in one process, alternating.
+
+    git clone https://github.com/hse1032/GAT /path/to/GAT     # outside this repository; never copied in
+    pip install einops                                          # the official code's import of its RoPE
+    python benchmarks/compare_official.py --official /path/to/GAT --size GAT-S/2 --batch 2     # CPU, fp32
+    python benchmarks/compare_official.py --official /path/to/GAT --size GAT-XL/2 --batch 32 --device cuda --precision bf16
+
+One iteration on each side = a D step and a G step as in the official train.py (R1/R2 approximated every
+step, MNG, REPA on D with the same random-weight DINOv2 ViT-B/14 encoder, AdamW, grad clipping, EMA),
+on the same synthetic batch. The official side runs its own RpGANPTLoss and models (which checkpoint
+every block); ours runs `gatscale.train.step.train_step` with our defaults (no checkpointing unless
+--our-grad-ckpt). The last line is the figure we steer by: `ratio ours/official time: X.XX`.
+"""
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import benchmark_config, synthetic_batch, sync  # noqa: E402
+
+from gatscale.train.step import build_state, train_step  # noqa: E402
+
+
+class OfficialEncoderShim(torch.nn.Module):
+    """Our timm DINOv2 in the torch.hub interface the official loss expects (dict of normed tokens)."""
+
+    def __init__(self, timm_model):
+        super().__init__()
+        self.model = timm_model
+
+    def forward_features(self, x):
+        tokens = self.model.forward_features(x)
+        n = getattr(self.model, "num_prefix_tokens", 1)
+        return {"x_norm_clstoken": tokens[:, 0], "x_norm_patchtokens": tokens[:, n:]}
+
+
+class Wrapped(torch.nn.Module):
+    """The official loss reads `.module` (it expects accelerate/DDP-wrapped models)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+def build_official(path: Path, cfg, encoder, device, autocast):
+    sys.path.insert(0, str(path))
+    try:
+        from models.discriminator import GATD_models
+        from models.generator import GAT_models
+        from losses.Rp_PT_loss import RpGANPTLoss
+    except ImportError as e:
+        raise SystemExit(f"--official {path}: cannot import the official code ({e}); it needs `pip install einops`")
+    kwargs = dict(input_size=cfg.data.latent_size, num_classes=cfg.data.num_classes, z_dims=[encoder.dim],
+                  fused_attn=True, qk_norm=True)
+    torch.manual_seed(cfg.train.seed)
+    G = GAT_models[cfg.model.generator.size](**kwargs).to(device)
+    D = GATD_models[cfg.model.discriminator.size](**kwargs).to(device)
+    ema = GAT_models[cfg.model.generator.size](**kwargs).to(device).requires_grad_(False)
+    ema.load_state_dict(G.state_dict())
+    lr_g, lr_d = cfg.optim.lr * 768 / G.hidden_size, cfg.optim.lr * 768 / D.hidden_size
+    opt_g = torch.optim.AdamW(G.parameters(), lr=lr_g, betas=(0.0, 0.99), weight_decay=0.0, eps=1e-8)
+    opt_d = torch.optim.AdamW(D.parameters(), lr=lr_d, betas=(0.0, 0.99), weight_decay=0.0, eps=1e-8)
+    loss = RpGANPTLoss(encoders=[OfficialEncoderShim(encoder.model)], encoder_types=["dinov2"], architectures=["vit"],
+                       accelerator=types.SimpleNamespace(autocast=autocast), r1_gamma=cfg.method.r1_gamma,
+                       r1_every=1, r2_gamma=cfg.method.r2_gamma, r2_every=1, proj_coeff=cfg.method.repa_weight,
+                       approximate=True)
+    Gw, Dw = Wrapped(G), Wrapped(D)
+
+    @torch.no_grad()
+    def update_ema(decay=0.999):
+        for p_ema, p in zip(ema.parameters(), G.parameters()):
+            p_ema.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        for b_ema, b in zip(ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
+
+    def step(x, y, z, raw, global_step=0):
+        kwargs = dict(y=y, z=z)
+        D.requires_grad_(True)
+        with autocast():
+            l, _, _ = loss.step_disc(Gw, Dw, None, x, raw, global_step, kwargs)
+        l.mean().backward()
+        torch.nn.utils.clip_grad_norm_(D.parameters(), cfg.optim.grad_clip)
+        opt_d.step()
+        opt_d.zero_grad(set_to_none=True)
+        D.requires_grad_(False)
+        G.requires_grad_(True)
+        with autocast():
+            l, _, _ = loss.step_gen(Gw, Dw, None, x, raw, global_step, kwargs)
+        l.mean().backward()
+        torch.nn.utils.clip_grad_norm_(G.parameters(), cfg.optim.grad_clip)
+        opt_g.step()
+        opt_g.zero_grad(set_to_none=True)
+        update_ema()
+        G.requires_grad_(False)
+    return step
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--official", required=True, type=Path, help="a checkout of github.com/hse1032/GAT")
+    p.add_argument("--size", default="GAT-S/2")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--our-grad-ckpt", action="store_true", help="also checkpoint every block on our side")
+    p.add_argument("--compile", action="store_true", help="torch.compile on our side")
+    p.add_argument("--rounds", type=int, default=5, help="timed (ours, official) pairs after one warm-up pair")
+    args = p.parse_args()
+    if not (args.official / "models" / "generator.py").is_file():
+        raise SystemExit(f"--official {args.official}: not a checkout of the official GAT code (no models/generator.py)")
+
+    device = torch.device(args.device)
+    bench_args = argparse.Namespace(size=args.size, d_size=None, grad_ckpt=args.our_grad_ckpt, compile=args.compile,
+                                    latent_size=32, num_classes=1000, batch=args.batch, precision=args.precision,
+                                    no_repa=False, encoder="vit_base_patch14_dinov2.lvd142m", mng="exp",
+                                    depth=None, hidden_size=None, num_heads=None)
+    cfg = benchmark_config(bench_args)
+    ours = build_state(cfg, device)
+    autocast = ours.autocast if args.precision == "bf16" else contextlib.nullcontext
+    official = build_official(args.official, cfg, ours.encoder, device, autocast)
+    x, y, raw = synthetic_batch(cfg, device)
+    z = torch.randn(cfg.train.batch_size, cfg.model.z_dim, device=device)
+
+    def timed(fn):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - t
+
+    run_ours = lambda: train_step(ours, x, y, z, raw)  # noqa: E731
+    run_official = lambda: official(x, y, z, raw)  # noqa: E731
+    timed(run_ours), timed(run_official)  # warm-up (the official RoPE is torch.compile'd on first use)
+    t_ours, t_official = [], []
+    for i in range(args.rounds):  # alternate, and alternate who goes first
+        pair = [(t_ours, run_ours), (t_official, run_official)]
+        for times, fn in (pair if i % 2 == 0 else pair[::-1]):
+            times.append(timed(fn))
+    m_ours, m_official = statistics.median(t_ours), statistics.median(t_official)
+    print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} ({torch.get_num_threads()} threads);"
+          f" {args.size} batch {args.batch} {args.precision}; ours grad_ckpt={args.our_grad_ckpt} compile={args.compile};"
+          f" official checkpoints every block")
+    print(f"ours     {m_ours * 1e3:9.1f} ms/iteration  {args.batch / m_ours:8.2f} images/s  (all: {', '.join(f'{t:.2f}' for t in t_ours)} s)")
+    print(f"official {m_official * 1e3:9.1f} ms/iteration  {args.batch / m_official:8.2f} images/s  (all: {', '.join(f'{t:.2f}' for t in t_official)} s)")
+    print(f"ratio ours/official time: {m_ours / m_official:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Throughput of the full GAT training iteration (D step + G step + EMA), exactly as the trainer runs it.
+
+    python benchmarks/train_step.py --size GAT-S/2 --batch 8                       # CPU, float32
+    python benchmarks/train_step.py --size GAT-XL/2 --batch 64 --device cuda --precision bf16 [--compile] [--grad-ckpt]
+
+Prints ms per iteration (median of timed iterations after warm-up, CUDA-synchronised), images/s,
+achieved TFLOP/s (FLOPs from gatscale.flops.run_flops: D step with both approximated-penalty passes and
+the REPA encoder, G step) and MFU when the device's peak is known (H100/H200 bf16 dense ~790 TFLOP/s,
+as measured on such a machine) or given with --peak-tflops. Synthetic data of ImageNet-256 shapes
+(SD-VAE latents 4x32x32, uint8 images 3x256x256); random weights (timing only).
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+from gatscale.config import RunConfig, replace
+from gatscale.flops import run_flops
+from gatscale.train.step import build_state, train_step
+
+KNOWN_PEAK_TFLOPS = {"H100": 790.0, "H200": 790.0}  # bf16 dense, measured on such machines
+
+
+def benchmark_config(args) -> RunConfig:
+    changes = {
+        "model.generator.size": args.size, "model.discriminator.size": args.d_size or args.size,
+        "model.grad_checkpointing": args.grad_ckpt, "model.compile": args.compile,
+        "data.tokenizer": "sd-vae", "data.resolution": args.latent_size * 8, "data.num_classes": args.num_classes,
+        "train.batch_size": args.batch, "train.precision": args.precision,
+        "method.repa": not args.no_repa, "encoder.pretrained": False, "encoder.name": args.encoder,
+        "method.mng": args.mng,
+    }
+    for key in ("depth", "hidden_size", "num_heads"):
+        if getattr(args, key) is not None:
+            changes[f"model.generator.{key}"] = changes[f"model.discriminator.{key}"] = getattr(args, key)
+    return replace(RunConfig(), **changes)
+
+
+def peak_tflops(device: torch.device, given: float | None) -> float | None:
+    if given:
+        return given
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((v for k, v in KNOWN_PEAK_TFLOPS.items() if k in name), None)
+    return None
+
+
+def synthetic_batch(cfg: RunConfig, device: torch.device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    B, C, S = cfg.train.batch_size, cfg.data.latent_channels, cfg.data.latent_size
+    x = torch.randn(B, C, S, S, generator=g).to(device)
+    y = torch.randint(0, cfg.data.num_classes, (B,), generator=g).to(device)
+    raw = torch.randint(0, 256, (B, 3, cfg.data.resolution, cfg.data.resolution), dtype=torch.uint8, generator=g).to(device)
+    return x, y, raw
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_iterations(step_fn, device, warmup: int, iters: int) -> list[float]:
+    for _ in range(warmup):
+        step_fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        step_fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="GAT-S/2")
+    p.add_argument("--d-size", help="discriminator size (default: --size)")
+    p.add_argument("--depth", type=int), p.add_argument("--hidden-size", type=int), p.add_argument("--num-heads", type=int)
+    p.add_argument("--batch", type=int, default=8, help="batch on this device")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--grad-ckpt", action="store_true", help="checkpoint every block (the official code always does)")
+    p.add_argument("--no-repa", action="store_true")
+    p.add_argument("--mng", default="exp", choices=["exp", "linear", "vp", "off"])
+    p.add_argument("--encoder", default="vit_base_patch14_dinov2.lvd142m")
+    p.add_argument("--latent-size", type=int, default=32)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--peak-tflops", type=float)
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    cfg = benchmark_config(args)
+    state = build_state(cfg, device)
+    x, y, raw = synthetic_batch(cfg, device)
+    z = torch.randn(cfg.train.batch_size, cfg.model.z_dim, device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = time_iterations(lambda: train_step(state, x, y, z, raw if cfg.method.repa else None), device,
+                            args.warmup, args.iters)
+    ms = statistics.median(times) * 1e3
+    flops = run_flops(cfg).iteration
+    tflops = flops / (ms / 1e3) / 1e12
+    peak = peak_tflops(device, args.peak_tflops)
+    print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} ({torch.get_num_threads()} threads)")
+    print(f"G {cfg.model.generator.size} D {cfg.model.discriminator.size} batch {cfg.train.batch_size} {args.precision}"
+          f" compile={args.compile} grad_ckpt={args.grad_ckpt} repa={cfg.method.repa} mng={cfg.method.mng}")
+    print(f"ms/iteration {ms:.1f} (median of {args.iters}; min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})")
+    print(f"iterations/s {1e3 / ms:.3f}  images/s {cfg.train.batch_size * 1e3 / ms:.2f}")
+    print(f"TFLOP/s {tflops:.3f} (iteration = {flops / 1e12:.3f} TFLOP)" + (f"  MFU {tflops / peak:.1%} of {peak:.0f}" if peak else ""))
+    if device.type == "cuda":
+        print(f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
