@@ -164,15 +164,10 @@ def run_shards(plan: dict, work: dict[int, tuple[list[str], list[int]]], device:
     if tokenizer is None:
         tokenizer = build_tokenizer(plan["tokenizer"]["kind"], plan["tokenizer"]["source"], device=device)
     with tqdm(total=sum(len(f) for f, _ in work.values()), unit="img", position=position,
-              desc=f"extract {device}", dynamic_ncols=True, disable=None) as progress:
+              desc=f"extract {device}", dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30) as progress:
         for k, (files, labels) in work.items():
             if not shard_done(Path(args.dest), k):
                 extract_shard(plan, k, files, labels, tokenizer, args, progress)
-
-
-def _device_process(plan, work, device, args, position):
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    run_shards(plan, work, device, args, position)
 
 
 def make_plan(args, files: list[str], labels: list[int], class_names: list[str], ignored: int,
@@ -254,7 +249,7 @@ def extract(args) -> dict | None:
         run_shards(plan, work[0], devices[0], args, tokenizer=tokenizer)
     else:
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_device_process, args=(plan, w, d, args, i))
+        procs = [ctx.Process(target=run_shards, args=(plan, w, d, args, i))
                  for i, (w, d) in enumerate(zip(work, devices)) if w]
         for p in procs:
             p.start()

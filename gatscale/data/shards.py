@@ -146,15 +146,12 @@ class ShardSet:
         return self._arrays[key]
 
     def gather(self, field: str, indices: np.ndarray, dtype=None, out: np.ndarray | None = None) -> np.ndarray:
-        """Rows `indices` (global, any order) of `field`, read shard by shard in sorted order (into `out`)."""
+        """Rows `indices` (global, any order) of `field`, each copied once from its memory map into `out`
+        (a gather-then-scatter by fancy indexing copies twice: ~2x slower for 196 KB image rows)."""
         spec = self.fields[field]
         if out is None:
             out = np.empty((len(indices), *spec["shape"]), dtype=dtype or spec["dtype"])
-        order = np.argsort(indices, kind="stable")
-        sorted_idx = indices[order]
-        shard_of = np.searchsorted(self.offsets, sorted_idx, side="right") - 1
-        bounds = np.flatnonzero(np.diff(shard_of)) + 1
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(sorted_idx)]):
-            k = shard_of[lo]
-            out[order[lo:hi]] = self.array(field, k)[sorted_idx[lo:hi] - self.offsets[k]]
+        shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
+        for j, (k, i) in enumerate(zip(shard_of.tolist(), (indices - self.offsets[shard_of]).tolist())):
+            out[j] = self.array(field, k)[i]
         return out
