@@ -133,28 +133,27 @@ class ImageFiles(torch.utils.data.Dataset):
 
 def extract_shard(plan: dict, k: int, files: list[str], labels: list[int], tokenizer, args, progress) -> None:
     """Decode, crop and encode one shard's images, then write it atomically (shards.write_shard)."""
-    src = Path(plan["source"])
+    src, fields = Path(plan["source"]), plan["fields"]
     loader = torch.utils.data.DataLoader(ImageFiles(src, files, plan["resolution"]), batch_size=args.batch_size,
                                          num_workers=args.num_workers, collate_fn=list)
-    latents, images, kept, skipped = [], [], [], []
+    arrays = {name: np.empty((len(files), *spec["shape"]), spec["dtype"]) for name, spec in fields.items()}
+    kept, skipped = [], []
     for batch in loader:
-        good = [(i, arr) for i, arr, err in batch if arr is not None]
         for i, _, err in batch:
             if err is not None:
                 skipped.append({"path": str(src / files[i]), "error": err})
                 progress.write(f"skipped unreadable image {src / files[i]}: {err}")
+        good = [(i, arr) for i, arr, _ in batch if arr is not None]
         if good:
             x = torch.from_numpy(np.stack([arr for _, arr in good])).permute(0, 3, 1, 2).contiguous()
-            latents.append(tokenizer.encode_moments(x).cpu().numpy().astype(plan["latent_dtype"]))
-            images.append(x.numpy())
+            rows = slice(len(kept), len(kept) + len(good))
+            arrays["latent"][rows] = tokenizer.encode_moments(x).cpu().numpy()
+            arrays["label"][rows] = [labels[i] for i, _ in good]
+            if "image" in arrays:
+                arrays["image"][rows] = x.numpy()
             kept += [i for i, _ in good]
         progress.update(len(batch))
-    shape = plan["fields"]["latent"]["shape"]
-    arrays = {"latent": np.concatenate(latents) if latents else np.zeros((0, *shape), plan["latent_dtype"]),
-              "label": np.asarray([labels[i] for i in kept], dtype=np.int64)}
-    if plan["images"]:
-        res = plan["resolution"]
-        arrays["image"] = np.concatenate(images) if images else np.zeros((0, 3, res, res), np.uint8)
+    arrays = {name: a[:len(kept)] for name, a in arrays.items()}
     write_shard(Path(args.dest), k, arrays, {"count": len(kept), "files": [files[i] for i in kept], "skipped": skipped})
 
 
@@ -249,13 +248,13 @@ def extract(args) -> dict | None:
         run_shards(plan, work[0], devices[0], args, tokenizer=tokenizer)
     else:
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=run_shards, args=(plan, w, d, args, i))
+        procs = [(d, ctx.Process(target=run_shards, args=(plan, w, d, args, i)))
                  for i, (w, d) in enumerate(zip(work, devices)) if w]
-        for p in procs:
+        for _, p in procs:
             p.start()
-        for p in procs:
+        for _, p in procs:
             p.join()
-        failed = [d for p, d in zip(procs, devices) if p.exitcode != 0]
+        failed = [d for d, p in procs if p.exitcode != 0]
         if failed:
             raise RuntimeError(f"extraction failed on {', '.join(failed)}; finished shards are kept, run the same "
                                "command again to resume")
