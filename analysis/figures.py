@@ -228,6 +228,8 @@ def lpips_contribution(lpips: pd.DataFrame, runs: pd.DataFrame, column: str = "c
     ax.set_ylim(bottom=0)
     style.legend_outside(fig, ax, "model, MNG")
     ax.set_title("Per-block contribution to the image (block removed)")
+    random_backbones = [f"LPIPS backbone {b}" for b in backbones.split(", ") if "stand-in" in b or "random" in b]
+    style.add_footnote(fig, data.drop_duplicates("run_id"), random_backbones)
     return _finish(fig, data.drop_duplicates("run_id"), out_dir, "lpips_contribution")
 
 
@@ -370,24 +372,25 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
         raise MissingData(f"{stem}: needs {metric} at iteration {step:,} and {why} for runs of at least two "
                           f"compute budgets; found {len(pts)} usable run(s)")
     fit = fit_power_law(pts["c"], pts["value"])
-    fig, axes = style.new_figure(6.0, 3.6)
+    fd = "FD" if metric.startswith("fd_") else "FID"
+    fig, axes = style.new_figure(6.4, 3.6)
     ax, seen = axes[0, 0], set()
     for p in pts.itertuples():
         ax.plot([p.c], [p.value], linestyle="none", marker=style.patch_marker(p.patch), markersize=6,
                 color=style.size_color(p.size), label=_once(seen, p.model))
     lo, hi = np.log10(pts["c"].min()), np.log10(pts["c"].max())
     cs = np.logspace(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), 100)
-    ax.plot(cs, fit(cs), color="black", linewidth=1, label="power-law fit")
+    # the fit and its correlation go in the legend (outside the axes), so they never cover a point
+    ax.plot(cs, fit(cs), color="black", linewidth=1,
+            label=rf"fit: $\mathrm{{{fd}}} = {_sci(fit.a)}\,C^{{{fit.b:.3f}}}$" + "\n"
+                  + f"Pearson r (log C, log {fd}) = {fit.r:.3f}, n = {fit.n}")
     if fit.n >= 3:
         ax.fill_between(cs, *fit.band(cs), color="grey", alpha=0.2, linewidth=0, label="95% confidence band")
     style.log_axis(ax, "x")
     style.log_axis(ax, "y")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"{style.fid_label(metric, sel)} at iteration {step:,}")
-    ax.text(0.97, 0.97, rf"$\mathrm{{FID}} = {_sci(fit.a)}\,C^{{{fit.b:.3f}}}$" + "\n"
-            + f"Pearson r (log C, log FID) = {fit.r:.3f}, n = {fit.n}",
-            transform=ax.transAxes, ha="right", va="top", fontsize=8,
-            bbox=dict(boxstyle="round", facecolor="white", edgecolor="#cccccc"))
+    ax.set_ylabel(style.fid_label(metric, sel))
+    ax.set_title(f"{style.fid_label(metric).split(' ')[0]} at iteration {step:,} against compute")
     style.legend_outside(fig, ax, switches_of(sel))
     style.add_footnote(fig, pts)
     style.annotate_points(ax, pts["c"], pts["value"], [m.removeprefix("GAT-") for m in pts["model"]])

@@ -79,8 +79,8 @@ def _run_row(run) -> dict:
         "name": tags.get("gatscale.name") or run.info.run_name,
         "status": status,
         "parent_run_id": tags.get("mlflow.parentRunId"),
-        "model": g, "size": size, "patch": patch, "width": width,
-        "model_d": d, "width_d": width_d,
+        "model": model_label(g, params, "generator"), "size": size, "patch": patch, "width": width,
+        "model_d": model_label(d, params, "discriminator"), "width_d": width_d,
         "mng": str(params.get("method.mng", "exp")),
         "repa": bool(params.get("method.repa", True)),
         "width_aware_lr": width_aware,
@@ -119,6 +119,13 @@ def split_model_name(name) -> tuple[str, float]:
     """'GAT-XL/2' -> ('XL', 2); anything else -> (name, nan)."""
     m = re.fullmatch(r"GAT-(\w+)/(\d+)", str(name))
     return (m.group(1), int(m.group(2))) if m else (str(name), np.nan)
+
+
+def model_label(name, params: dict, net: str) -> str:
+    """The paper's size name, plus the overrides a shrunk run logged: 'GAT-S/2 (d=4, C=32)'."""
+    overrides = [f"{short}={params[f'model.{net}.{key}']}" for key, short in (("depth", "d"), ("hidden_size", "C"))
+                 if params.get(f"model.{net}.{key}") is not None]
+    return f"{name} ({', '.join(overrides)})" if overrides else str(name)
 
 
 def model_width(name, hidden_size=None):

@@ -138,14 +138,14 @@ def fid_label(metric: str, runs=None) -> str:
     return f"{'FD-digits' if base == 'fd_digits' else 'FID'}{k}" + (f" ({', '.join(notes)})" if notes else "")
 
 
-def add_footnote(fig: Figure, runs) -> str | None:
-    """Say on the figure when any plotted run used random stand-in weights (tag gatscale.stand_in)."""
-    if runs is None or "stand_in" not in runs:
-        return None
-    parts = sorted({p.strip() for s in runs["stand_in"].dropna() for p in str(s).split(",") if p.strip()})
+def add_footnote(fig: Figure, runs, extra=()) -> str | None:
+    """Say on the figure when any plotted run used random stand-in weights (tag gatscale.stand_in, or `extra`
+    parts such as an LPIPS backbone labelled '<net>-random-stand-in')."""
+    tagged = runs["stand_in"].dropna() if runs is not None and "stand_in" in runs else []
+    parts = sorted({p.strip() for s in tagged for p in str(s).split(",") if p.strip()} | set(extra))
     if not parts:
         return None
-    text = (f"Stand-in: random weights for {', '.join(parts)} (tag gatscale.stand_in); "
+    text = (f"Stand-in: random weights for {', '.join(parts)}; "
             "values are not comparable to the paper's.")
     width, height = fig.get_size_inches()
     text = textwrap.fill(text, width=int(width * 17))  # ~17 characters per inch at 7 pt

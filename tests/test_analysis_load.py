@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from analysis import cli, load_histories, load_lpips, load_runs
+from analysis import cli, load, load_histories, load_lpips, load_runs
 from analysis.load import MissingData
 from analysis_fixtures import STUDY, study_frames, write_study
 
@@ -145,3 +145,10 @@ def test_cli_reads_experiment_and_uri_from_a_sweep_spec(store, tmp_path, capsys)
     assert "sweep spec" in capsys.readouterr().err
     assert cli.main(figures_args(experiment="nope", tracking_uri=uri, cache_dir="none")) == 1
     assert "no MLflow experiment 'nope'" in capsys.readouterr().err
+
+
+def test_shrunk_models_are_named_with_their_overrides():
+    params = {"model.generator.depth": 4, "model.generator.hidden_size": 32, "model.discriminator.depth": None}
+    assert load.model_label("GAT-S/2", params, "generator") == "GAT-S/2 (d=4, C=32)"
+    assert load.model_label("GAT-S/2", params, "discriminator") == "GAT-S/2"
+    assert load.model_width("GAT-S/2", 32) == 32 and load.model_width("GAT-XL/2") == 1152
