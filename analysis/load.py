@@ -22,6 +22,8 @@ import pandas as pd
 warnings.filterwarnings("ignore", message="IProgress not found")  # mlflow's tqdm.auto in a notebook without ipywidgets
 from mlflow import MlflowClient  # noqa: E402
 
+from .files import atomic_save  # noqa: E402
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_CACHE_DIR = Path(os.environ.get("GATSCALE_CACHE", Path.home() / ".cache" / "gatscale" / "histories"))
 TERMINAL = ("finished", "diverged")  # a sweep never touches these again
@@ -216,20 +218,9 @@ def _read_cache(cache_dir, tracking_uri, run):
 
 
 def _write_cache(cache_dir, tracking_uri, run, frame):
-    if cache_dir is None:
-        return
-    path = _cache_path(cache_dir, tracking_uri, run.run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pd.to_pickle({"fingerprint": run.fingerprint, "frame": frame}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if cache_dir is not None:
+        entry = {"fingerprint": run.fingerprint, "frame": frame}
+        atomic_save(_cache_path(cache_dir, tracking_uri, run.run_id), lambda f: pd.to_pickle(entry, f))
 
 
 # ---------------------------------------------------------------------------------------------

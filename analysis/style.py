@@ -5,8 +5,6 @@ Figures are built on `matplotlib.figure.Figure` directly (no pyplot state), so t
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -14,6 +12,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from .files import atomic_save
 
 SIZE_ORDER = ("S", "B", "L", "XL")
 # Okabe-Ito colour-blind-safe colours; red is kept free for the divergence marker.
@@ -156,21 +156,5 @@ def add_footnote(fig: Figure, runs, extra=()) -> str | None:
 
 
 def save(fig: Figure, out_dir, stem: str) -> list[Path]:
-    """Write `stem`.png and `stem`.pdf atomically (temp file, fsync, rename); returns the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in ("png", "pdf"):
-        path = out_dir / f"{stem}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format=fmt)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths.append(path)
-    return paths
+    """Write `stem`.png and `stem`.pdf atomically; returns the paths."""
+    return [atomic_save(Path(out_dir) / f"{stem}.{fmt}", lambda f: fig.savefig(f, format=fmt)) for fmt in ("png", "pdf")]
