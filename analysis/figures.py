@@ -335,8 +335,9 @@ def fit_power_law(c, fid) -> PowerLaw:
     fit = stats.linregress(lc, lf)
     resid = lf - (fit.intercept + fit.slope * lc)
     n = len(lc)
-    return PowerLaw(a=10 ** fit.intercept, b=fit.slope, r=fit.rvalue, n=n, mean_log_c=lc.mean(),
-                    sxx=((lc - lc.mean()) ** 2).sum(), resid_std=np.sqrt((resid ** 2).sum() / (n - 2)) if n > 2 else np.nan)
+    return PowerLaw(a=float(10 ** fit.intercept), b=float(fit.slope), r=float(fit.rvalue), n=n,
+                    mean_log_c=float(lc.mean()), sxx=float(((lc - lc.mean()) ** 2).sum()),
+                    resid_std=float(np.sqrt((resid ** 2).sum() / (n - 2))) if n > 2 else float("nan"))
 
 
 def _sci(v: float) -> str:
