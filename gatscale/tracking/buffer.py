@@ -19,10 +19,10 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
-from ..config import atomic_write_text
-from .store import file_lock
+from .files import atomic_write, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ LOCK_FILE = ".tracking.lock"
 READ_CHUNK = 4 << 20  # bytes read per delivery pass
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class RunBuffer:
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
@@ -39,6 +43,7 @@ class RunBuffer:
         self.state_path = self.run_dir / STATE_FILE
         self._lock = threading.RLock()  # reentrant: finish() may run in a signal handler that interrupted append()
         self._file = None
+        self.last_step = 0  # of the last metrics logged or delivered (system metrics are logged at it)
 
     # -- writing (the trainer's thread) --------------------------------------------------------------
     def append(self, record: dict):
@@ -83,7 +88,7 @@ class RunBuffer:
         return state
 
     def save_state(self, state: dict):
-        atomic_write_text(self.state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
+        atomic_write(self.state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
 
     def delivery_lock(self):
         return file_lock(self.run_dir / LOCK_FILE)

@@ -1,24 +1,27 @@
 """The MLflow tracker: what the trainer (rank 0) reports to.
 
-`log_metrics` appends one line to the run folder's buffer (tracking-buffer.jsonl) and returns; a background
-thread sends the buffer with `MlflowClient.log_batch` every second and marks what the store accepted
-(buffer.py, sync.py). If the store is unreachable training goes on: the thread retries with backoff, and what
-`finish` could not deliver in `finish_timeout` seconds stays in the buffer for `gatscale sync RUN_DIR`.
-A requeued run finds its run id in tracking.json and continues the same MLflow run.
+`log_metrics` appends one line to the run folder's buffer (tracking-buffer.jsonl) and returns (~15 us); a sender
+(sender.py: a small process by default) sends the buffer with `MlflowClient.log_batch` every second and marks
+what the store accepted (buffer.py, sync.py). If the store is unreachable training goes on: the sender retries
+with backoff, and what `finish` could not deliver in `finish_timeout` seconds stays in the buffer for
+`gatscale sync RUN_DIR`. A requeued run finds its run id in tracking.json and continues the same MLflow run.
 """
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
-import time
+import weakref
 from pathlib import Path
 
 from .base import STATUSES
-from .buffer import RunBuffer
+from .buffer import RunBuffer, now_ms
 from .labels import clean_params, clean_tags, run_tags, valid_name
+from .sender import send_loop, start_system_metrics
 from .store import client_for, configure_http_client, resolve_uri
 from .sync import check_run, deliver
-from .system_metrics import SystemMetricsSampler
 
 log = logging.getLogger(__name__)
 
@@ -27,33 +30,35 @@ MLFLOW_STATUS = {"running": "RUNNING", "finished": "FINISHED", "diverged": "FAIL
                  "preempted": "KILLED"}
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class MlflowTracker:
-    def __init__(self, cfg, flush_interval: float = 1.0, finish_timeout: float = 30.0, max_backoff: float = 60.0,
-                 system_metrics_interval: float = 10.0):
-        """cfg: TrackingConfig. flush_interval: seconds between deliveries; finish_timeout: how long finish()
-        waits for the store before leaving the rest to `gatscale sync`; max_backoff: longest retry wait."""
-        self.cfg = cfg
+    def __init__(self, cfg, sender: str = "process", flush_interval: float = 1.0, finish_timeout: float = 30.0,
+                 max_backoff: float = 60.0, system_metrics_interval: float = 10.0):
+        """cfg: TrackingConfig. sender: 'process' (default) or 'thread' runs the delivery loop; flush_interval:
+        seconds between deliveries; finish_timeout: how long finish() lets the sender drain the buffer before
+        leaving the rest to `gatscale sync`; max_backoff: the longest wait between retries."""
+        if sender not in ("process", "thread"):
+            raise ValueError(f"MlflowTracker(sender={sender!r}): expected 'process' or 'thread'")
+        self.cfg, self.sender = cfg, sender
         self.flush_interval, self.finish_timeout, self.max_backoff = flush_interval, finish_timeout, max_backoff
-        self.system_metrics_interval = system_metrics_interval
-        self.run_id: str | None = None
+        self.system_metrics_interval = system_metrics_interval if cfg.system_metrics else 0.0
+        self.uri = resolve_uri(cfg.uri)
         self.buffer: RunBuffer | None = None
-        self.last_step = 0
-        self._client = None
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._deadline = float("inf")
-        self._thread = self._sampler = None
-        self._outage_since = None
+        self._run_id = None
+        self._proc = self._thread = self._sampler = None
+        self._stop = threading.Event()
         self._finished = False
         configure_http_client()
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run id; None until the store has been reached once."""
+        if self._run_id is None and self.buffer is not None:
+            self._run_id = self.buffer.load_state()["run_id"]
+        return self._run_id
 
     # -- the trainer's calls -------------------------------------------------------------------------
     def start(self, run_dir, name: str, params: dict, tags: dict):
         run_dir = Path(run_dir).resolve()
-        self.uri = resolve_uri(self.cfg.uri)
         self.buffer = RunBuffer(run_dir)
         with self.buffer.delivery_lock():
             state = self.buffer.load_state()
@@ -71,22 +76,26 @@ class MlflowTracker:
         self.buffer.append({"params": clean_params(params)})
         if resumed:
             self.buffer.append({"t": started, "status": "RUNNING"})
-        try:  # deliver now, so the run id is known from the start; else the thread keeps trying
-            check_run(self._get_client(), self.buffer)
-            self.run_id, _ = deliver(self._get_client(), self.buffer)
+        try:  # create or reopen the run now, so its id is known from the start; else the sender keeps trying
+            client = client_for(self.uri)
+            check_run(client, self.buffer)
+            self._run_id, _ = deliver(client, self.buffer)
         except Exception as e:
-            self._report_outage(e)
-        self._thread = threading.Thread(target=self._send_loop, name="gatscale-tracker", daemon=True)
-        self._thread.start()
-        if self.cfg.system_metrics:
-            self._sampler = SystemMetricsSampler(lambda m: self.log_metrics(m, self.last_step),
-                                                 self.system_metrics_interval)
-            self._sampler.start()
+            log.warning("tracking: the store %s is not reachable (%s: %.300s); training continues, metrics are "
+                        "kept in %s and sent when it is back", self.uri, type(e).__name__, e, self.buffer.path)
+        if self.sender == "process":
+            self._start_process()
+        else:
+            self._thread = threading.Thread(target=send_loop, name="gatscale-tracker", daemon=True, args=(
+                self.buffer, self._stop, self.flush_interval, self.finish_timeout, self.max_backoff))
+            self._thread.start()
+            if self.system_metrics_interval:
+                self._sampler = start_system_metrics(self.buffer, self.system_metrics_interval)
 
     def log_metrics(self, metrics: dict, step: int):
         self.buffer.append({"t": now_ms(), "step": int(step),
                             "metrics": {valid_name(k): float(v) for k, v in metrics.items()}})
-        self.last_step = step
+        self.buffer.last_step = int(step)
 
     def log_artifact(self, path, artifact_path: str | None = None):
         self.buffer.append({"artifact": str(Path(path).resolve()), "artifact_path": artifact_path})
@@ -95,7 +104,7 @@ class MlflowTracker:
         self.buffer.append({"t": now_ms(), "tags": clean_tags(tags)})
 
     def finish(self, status: str):
-        """Safe from a signal handler; returns within ~finish_timeout even when the store is down."""
+        """Safe from a signal handler; returns within about finish_timeout even when the store is down."""
         if status not in STATUSES:
             raise ValueError(f"finish(status={status!r}): expected one of {', '.join(STATUSES)}")
         if self._finished or self.buffer is None:
@@ -106,58 +115,37 @@ class MlflowTracker:
         self.buffer.append({"t": now_ms(), "tags": {"gatscale.status": status}})
         if status != "running":
             self.buffer.append({"t": now_ms(), "status": MLFLOW_STATUS[status]})
-        self._deadline = time.monotonic() + self.finish_timeout
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(self.finish_timeout + 5)
-        self.buffer.close()
+        self.buffer.close()  # fsync'ed
+        if self._proc is not None:
+            self._proc.stdin.close()  # EOF: the sender drains the buffer and exits
+            try:
+                self._proc.wait(self.finish_timeout + 10)
+            except subprocess.TimeoutExpired:
+                pass  # it gives up by itself at its own deadline
+        else:
+            self._stop.set()
+            self._thread.join(self.finish_timeout + 5)
+        self._run_id = None  # re-read: the sender may have created the run
         left = self.buffer.size() - self.buffer.load_state()["delivered"]
         if left:
             log.warning("tracking: %d bytes of metrics/tags are not in the store %s yet; they are kept in %s: "
                         "run `gatscale sync %s` when the store is reachable", left, self.uri,
                         self.buffer.path, self.buffer.run_dir)
 
-    # -- the background thread -------------------------------------------------------------------------
-    def _get_client(self):
-        if self._client is None:
-            self._client = client_for(self.uri)
-        return self._client
+    # -- the sender process ------------------------------------------------------------------------------
+    def _start_process(self):
+        cmd = [sys.executable, "-m", "gatscale.tracking.sender", str(self.buffer.run_dir),
+               "--flush-interval", str(self.flush_interval), "--finish-timeout", str(self.finish_timeout),
+               "--max-backoff", str(self.max_backoff), "--system-metrics", str(self.system_metrics_interval)]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+        # Processes forked from the trainer (data loader workers) must not keep the pipe open: the sender's EOF
+        # has to mean "the trainer finished or died".
+        os.register_at_fork(after_in_child=_close_pipe_in_child(weakref.ref(self)))
 
-    def _send_loop(self):
-        delay = self.flush_interval
-        while True:
-            stopping = self._stop.is_set()
-            if not stopping:
-                self._wake.wait(delay)  # finish() wakes it at once
-                self._wake.clear()
-                stopping = self._stop.is_set()
-            try:
-                self.run_id, left = deliver(self._get_client(), self.buffer, self._deadline if stopping else None)
-            except Exception as e:
-                self._report_outage(e)
-                delay, left = min(delay * 2, self.max_backoff), None
-            else:
-                self._report_recovery()
-                delay = self.flush_interval
-            if stopping:
-                if left == 0:
-                    with self.buffer.delivery_lock():
-                        self.buffer.empty_if_delivered(self.buffer.load_state())
-                    return
-                if time.monotonic() + 0.5 > self._deadline:
-                    return
-                if left is None:
-                    time.sleep(0.5)  # left > 0 without an error: artifacts re-queued for another pass
 
-    def _report_outage(self, error: Exception):
-        if self._outage_since is None:
-            self._outage_since = time.monotonic()
-            log.warning("tracking: the store %s did not accept the metrics (%s: %.300s); training continues, "
-                        "metrics are kept in %s and sent when it is back", self.uri, type(error).__name__,
-                        error, self.buffer.path)
-
-    def _report_recovery(self):
-        if self._outage_since is not None:
-            log.warning("tracking: the store %s is back after %.0f s; buffered metrics delivered",
-                        self.uri, time.monotonic() - self._outage_since)
-            self._outage_since = None
+def _close_pipe_in_child(tracker_ref):
+    def close():
+        tracker = tracker_ref()
+        if tracker is not None and tracker._proc is not None and not tracker._proc.stdin.closed:
+            tracker._proc.stdin.close()
+    return close

@@ -3,26 +3,21 @@
 The embedded default is a SQLite file (`sqlite:///mlflow.db`). MLflow creates and migrates its tables on first
 use without a lock, and processes doing that at once on a fresh file break each other's migration ("duplicate
 column name", "table ... already exists"). `ensure_store` therefore creates/migrates the DB under an exclusive
-`fcntl.flock` on a sibling lock file (`mlflow.db.lock`); the sweep calls it once before launching runs, every tracker calls it too
-(idempotent: milliseconds once the DB exists). A shared server (`uri: http://host:port`) owns its store:
-nothing to create here.
+`fcntl.flock` on a sibling lock file (`mlflow.db.lock`); the sweep calls it once before launching runs, every
+tracker calls it too (idempotent). A shared server (`uri: http://host:port`) owns its store: nothing to create.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import logging
 import os
 from pathlib import Path
 from urllib.parse import quote
 
-from ..config import atomic_write_text
+from .files import atomic_write, file_lock
 
 log = logging.getLogger(__name__)
 
 _ensured: set[str] = set()
-_LOCK_UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
 class TrackingError(RuntimeError):
@@ -47,24 +42,6 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """Exclusive `flock` on `path` (created if missing). Filesystems without flock get a warning, no lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        except OSError as e:
-            if e.errno not in _LOCK_UNSUPPORTED:
-                raise
-            log.warning("%s: this filesystem does not support flock (%s); continuing without the lock", path, e)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def ensure_store(uri: str) -> str:
     """Create (or migrate to this MLflow's schema) the store at `uri` exactly once; returns the absolute URI.
 
@@ -80,7 +57,7 @@ def ensure_store(uri: str) -> str:
             with file_lock(db.with_name(db.name + ".lock")):
                 if not _is_ready(db, ready):  # another process may have done it while we waited
                     _create_or_migrate_sqlite(uri, db)
-                    atomic_write_text(ready, _mlflow_version())
+                    atomic_write(ready, _mlflow_version())
     elif "://" not in uri:
         Path(uri).mkdir(parents=True, exist_ok=True)
     _ensured.add(uri)

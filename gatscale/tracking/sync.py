@@ -115,6 +115,7 @@ def _send(client, buf: RunBuffer, run_id: str, records: list[dict]):
             if "metrics" in r:
                 metrics += [Metric(k, v, r["t"], r["step"]) for k, v in r["metrics"].items()]
                 tags["gatscale.last_step"] = str(r["step"])
+                buf.last_step = r["step"]
             tags.update(r.get("tags", {}))  # later records win, as if sent one by one
         try:
             client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
