@@ -57,38 +57,26 @@ class StepBatches:
             step += 1
 
 
-PREFETCH = 4  # batches in flight per worker
-
-
 class ShardBatches(torch.utils.data.Dataset):
     """dataset[indices] -> one batch dict, read from the shards (float32 moments, int64 labels, uint8 images).
 
-    In a worker, batches are written into a ring of RING shared-memory buffers that is reused: a fresh shared
-    buffer per batch costs a page fault per 4 KiB, which capped throughput at about half. Reuse is safe because
-    the DataLoader keeps at most PREFETCH tasks per worker in flight, so a worker is handed the task that
-    reuses a slot only after the main process has taken the batch RING - PREFETCH of that worker's batches
-    later; `batch_loader` copies every batch out of the ring as it is taken (pinning copies it on CUDA).
+    In a DataLoader worker the large fields are written straight into shared memory (as torch's
+    default_collate does), so handing them to the main process costs no further copy.
     """
-    RING = PREFETCH + 2
 
     def __init__(self, shards: ShardSet, load_images: bool):
         self.shards, self.load_images = shards, load_images
-        self._ring: dict[str, list[torch.Tensor]] = {}
-        self._calls = 0
 
     def __len__(self):
         return len(self.shards)
 
-    def _buffer(self, field: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
-        if torch.utils.data.get_worker_info() is None:
-            return torch.empty(shape, dtype=dtype)
-        ring = self._ring.get(field)
-        if ring is None or ring[0].shape != shape:
-            ring = self._ring[field] = [torch.empty(shape, dtype=dtype).share_memory_() for _ in range(self.RING)]
-        return ring[self._calls % self.RING]
-
     def _read(self, field: str, indices: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        out = self._buffer(field, (len(indices), *self.shards.fields[field]["shape"]), dtype)
+        shape = (len(indices), *self.shards.fields[field]["shape"])
+        if torch.utils.data.get_worker_info() is None:
+            out = torch.empty(shape, dtype=dtype)
+        else:
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            out = torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape)
         self.shards.gather(field, indices, out=out.numpy())
         return out
 
@@ -97,16 +85,12 @@ class ShardBatches(torch.utils.data.Dataset):
                  "label": self._read("label", indices, torch.int64)}
         if self.load_images:
             batch["image"] = self._read("image", indices, torch.uint8)
-        self._calls += 1
         return batch
 
 
 def batch_loader(shards: ShardSet, sampler: StepBatches, load_images: bool, num_workers: int):
-    """Whole batches in step order from a torch DataLoader (workers take steps round-robin)."""
-    loader = torch.utils.data.DataLoader(
+    """A torch DataLoader yielding whole batches in step order (workers take steps round-robin)."""
+    return torch.utils.data.DataLoader(
         ShardBatches(shards, load_images), batch_size=None, sampler=sampler, num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(), prefetch_factor=PREFETCH if num_workers > 0 else None,
+        pin_memory=torch.cuda.is_available(), prefetch_factor=4 if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(sampler.seed))  # leaves the global torch RNG untouched
-    own_copy = num_workers == 0 or loader.pin_memory  # else the batch lives in a worker's ring buffer
-    for batch in loader:
-        yield batch if own_copy else {k: v.clone() for k, v in batch.items()}
