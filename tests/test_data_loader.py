@@ -83,3 +83,9 @@ def test_config_that_does_not_match_the_shards_is_a_clear_error(digits_cfg):
         dataset_info(DataConfig(source="shards", path="/nonexistent/shards"))
     with pytest.raises(ValueError, match="rank"):
         build_train_loader(digits_cfg, 8, rank=2, world_size=2, seed=0)
+
+
+def test_the_loader_leaves_the_global_torch_rng_alone(digits_cfg):
+    state = torch.get_rng_state()
+    take(build_train_loader(digits_cfg, 16, 0, 1, seed=0), 3)
+    assert torch.equal(state, torch.get_rng_state())
