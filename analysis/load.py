@@ -134,7 +134,7 @@ def model_width(name, hidden_size=None):
     """The width C of a network: the override when logged, else the paper's size table."""
     if hidden_size is not None:
         return int(hidden_size)
-    from gatscale.models import parse_model_name  # imported here: it loads torch
+    from gatscale.sizes import parse_model_name
     try:
         return parse_model_name(str(name))["hidden_size"]
     except ValueError:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .models import parse_model_name
+from .sizes import parse_model_name
 
 
 class ConfigError(ValueError):

@@ -1,35 +1,12 @@
 """The GAT model family, named as the paper writes it ('GAT-S/2' ... 'GAT-XL/8').
 
-Sizes are data: one table of (depth, width, heads) shared by G and D (they follow DiT), crossed
+Sizes are data: one table of (depth, width, heads) shared by G and D (`gatscale/sizes.py`), crossed
 with patch sizes 2, 4, 8. `build_generator` / `build_discriminator` take a name and overrides of
 any constructor argument (tiny test configs override depth/hidden_size/num_heads).
 """
+from ..sizes import GAT_SIZES, MODEL_NAMES, PATCH_SIZES, parse_model_name
 from .discriminator import Discriminator
 from .generator import Generator
-
-# name -> (depth, hidden_size, num_heads); official `GAT_models` / `GATD_models`.
-GAT_SIZES = {
-    "S": (12, 384, 6),
-    "B": (12, 768, 12),
-    "L": (24, 1024, 16),
-    "XL": (28, 1152, 16),
-}
-PATCH_SIZES = (2, 4, 8)
-MODEL_NAMES = tuple(f"GAT-{s}/{p}" for s in GAT_SIZES for p in PATCH_SIZES)
-
-
-def parse_model_name(name: str) -> dict:
-    """'GAT-B/2' -> dict(depth=12, hidden_size=768, num_heads=12, patch_size=2)."""
-    try:
-        prefix, patch = name.split("/")
-        size = prefix.removeprefix("GAT-")
-        depth, hidden_size, num_heads = GAT_SIZES[size]
-        patch_size = int(patch)
-        if not prefix.startswith("GAT-") or patch_size not in PATCH_SIZES:
-            raise ValueError
-    except (ValueError, KeyError):
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}") from None
-    return dict(depth=depth, hidden_size=hidden_size, num_heads=num_heads, patch_size=patch_size)
 
 
 def build_generator(name: str, **overrides) -> Generator:

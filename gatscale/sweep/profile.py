@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from gatscale.config import ConfigError, _coerce
-from gatscale.models import GAT_SIZES, MODEL_NAMES
+from gatscale.sizes import GAT_SIZES, MODEL_NAMES
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 

@@ -1,0 +1,27 @@
+"""The GAT size table (torch-free, so configs, sweeps and analysis can use it without loading torch).
+
+G and D share names and sizes; they follow DiT: name -> (depth, hidden_size, num_heads), crossed with
+patch sizes 2, 4, 8 (official `GAT_models` / `GATD_models`).
+"""
+GAT_SIZES = {
+    "S": (12, 384, 6),
+    "B": (12, 768, 12),
+    "L": (24, 1024, 16),
+    "XL": (28, 1152, 16),
+}
+PATCH_SIZES = (2, 4, 8)
+MODEL_NAMES = tuple(f"GAT-{s}/{p}" for s in GAT_SIZES for p in PATCH_SIZES)
+
+
+def parse_model_name(name: str) -> dict:
+    """'GAT-B/2' -> dict(depth=12, hidden_size=768, num_heads=12, patch_size=2)."""
+    try:
+        prefix, patch = name.split("/")
+        size = prefix.removeprefix("GAT-")
+        depth, hidden_size, num_heads = GAT_SIZES[size]
+        patch_size = int(patch)
+        if not prefix.startswith("GAT-") or patch_size not in PATCH_SIZES:
+            raise ValueError
+    except (ValueError, KeyError, AttributeError):
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}") from None
+    return dict(depth=depth, hidden_size=hidden_size, num_heads=num_heads, patch_size=patch_size)
