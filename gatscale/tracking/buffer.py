@@ -32,6 +32,9 @@ LOCK_FILE = ".tracking.lock"
 READ_CHUNK = 4 << 20  # bytes read per delivery pass
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -42,35 +45,35 @@ class RunBuffer:
         self.path = self.run_dir / BUFFER_FILE
         self.state_path = self.run_dir / STATE_FILE
         self._lock = threading.RLock()  # reentrant: finish() may run in a signal handler that interrupted append()
-        self._file = None
+        self._fd, self._appending = None, False
         self.last_step = 0  # of the last metrics logged or delivered (system metrics are logged at it)
 
     # -- writing (the trainer's thread) --------------------------------------------------------------
     def append(self, record: dict):
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+        data = (_encode(record) + "\n").encode()
         with self._lock:
-            if self._file is None:
+            if self._fd is None:
                 self._open()
-            self._file.write(line)  # line-buffered: one write() per record
+            self._appending = True  # see close()
+            while data:  # one write() of the whole line (O_APPEND): lines of concurrent writers never mix
+                data = data[os.write(self._fd, data):]
+            self._appending = False
 
     def _open(self):
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", buffering=1, encoding="utf-8")
-        if self._file.tell() and not self._ends_with_newline():
-            self._file.write("\n")  # a crash cut the last record short: keep it from swallowing the next one
-
-    def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            os.write(self._fd, b"\n")  # a crash cut the last record short: keep it from swallowing the next one
 
     def close(self):
+        """Flush to disk and close; a close from a signal handler that interrupted append() only flushes."""
         with self._lock:
-            if self._file is not None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
-                self._file = None
+            if self._fd is not None:
+                os.fsync(self._fd)
+                if not self._appending:
+                    os.close(self._fd)
+                    self._fd = None
 
     # -- state ---------------------------------------------------------------------------------------
     def load_state(self) -> dict:

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -31,7 +32,9 @@ MLFLOW_STATUS = {"running": "RUNNING", "finished": "FINISHED", "diverged": "FAIL
 
 
 class MlflowTracker:
-    def __init__(self, cfg, sender: str = "process", flush_interval: float = 1.0, finish_timeout: float = 30.0,
+    sender_check_ms = 30_000  # how often log_metrics checks that the sender process is alive
+
+    def __init__(self, cfg, sender: str = "process", flush_interval: float = 1.0, finish_timeout: float = 20.0,
                  max_backoff: float = 60.0, system_metrics_interval: float = 10.0):
         """cfg: TrackingConfig. sender: 'process' (default) or 'thread' runs the delivery loop; flush_interval:
         seconds between deliveries; finish_timeout: how long finish() lets the sender drain the buffer before
@@ -47,6 +50,7 @@ class MlflowTracker:
         self._proc = self._thread = self._sampler = None
         self._stop = threading.Event()
         self._finished = False
+        self._next_check, self._restarts = 0, 0
         configure_http_client()
 
     @property
@@ -79,7 +83,7 @@ class MlflowTracker:
         try:  # create or reopen the run now, so its id is known from the start; else the sender keeps trying
             client = client_for(self.uri)
             check_run(client, self.buffer)
-            self._run_id, _ = deliver(client, self.buffer)
+            self._run_id, _ = deliver(client, self.buffer, deadline=time.monotonic() + 10)
         except Exception as e:
             log.warning("tracking: the store %s is not reachable (%s: %.300s); training continues, metrics are "
                         "kept in %s and sent when it is back", self.uri, type(e).__name__, e, self.buffer.path)
@@ -93,9 +97,12 @@ class MlflowTracker:
                 self._sampler = start_system_metrics(self.buffer, self.system_metrics_interval)
 
     def log_metrics(self, metrics: dict, step: int):
-        self.buffer.append({"t": now_ms(), "step": int(step),
-                            "metrics": {valid_name(k): float(v) for k, v in metrics.items()}})
+        t = now_ms()
+        values = {valid_name(k): float(v) for k, v in metrics.items()}
+        self.buffer.append({"t": t, "step": int(step), "metrics": values})
         self.buffer.last_step = int(step)
+        if self._proc is not None and t > self._next_check:
+            self._check_sender(t)
 
     def log_artifact(self, path, artifact_path: str | None = None):
         self.buffer.append({"artifact": str(Path(path).resolve()), "artifact_path": artifact_path})
@@ -119,7 +126,7 @@ class MlflowTracker:
         if self._proc is not None:
             self._proc.stdin.close()  # EOF: the sender drains the buffer and exits
             try:
-                self._proc.wait(self.finish_timeout + 10)
+                self._proc.wait(self.finish_timeout + 5)
             except subprocess.TimeoutExpired:
                 pass  # it gives up by itself at its own deadline
         else:
@@ -133,6 +140,15 @@ class MlflowTracker:
                         self.buffer.path, self.buffer.run_dir)
 
     # -- the sender process ------------------------------------------------------------------------------
+    def _check_sender(self, t: int):
+        """A sender that died (killed, out of memory) is restarted, up to 3 times."""
+        self._next_check = t + self.sender_check_ms
+        if self._proc.poll() is not None and self._restarts < 3:
+            self._restarts += 1
+            log.warning("tracking: the sender process exited (code %s); restarting it", self._proc.returncode)
+            self._proc.stdin.close()
+            self._start_process()
+
     def _start_process(self):
         cmd = [sys.executable, "-m", "gatscale.tracking.sender", str(self.buffer.run_dir),
                "--flush-interval", str(self.flush_interval), "--finish-timeout", str(self.finish_timeout),
@@ -140,7 +156,8 @@ class MlflowTracker:
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
         # Processes forked from the trainer (data loader workers) must not keep the pipe open: the sender's EOF
         # has to mean "the trainer finished or died".
-        os.register_at_fork(after_in_child=_close_pipe_in_child(weakref.ref(self)))
+        if not self._restarts:
+            os.register_at_fork(after_in_child=_close_pipe_in_child(weakref.ref(self)))
 
 
 def _close_pipe_in_child(tracker_ref):

@@ -25,7 +25,7 @@ from .store import client_for, configure_http_client
 log = logging.getLogger(__name__)
 
 
-def send_loop(buf: RunBuffer, stop: threading.Event, flush_interval: float = 1.0, finish_timeout: float = 30.0,
+def send_loop(buf: RunBuffer, stop: threading.Event, flush_interval: float = 1.0, finish_timeout: float = 20.0,
               max_backoff: float = 60.0) -> int:
     """Deliver every `flush_interval` s, backing off (up to `max_backoff`) while the store fails; once `stop` is
     set, drain for at most `finish_timeout` s. Returns the bytes left undelivered."""
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gatscale.tracking.sender", description=__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--flush-interval", type=float, default=1.0)
-    parser.add_argument("--finish-timeout", type=float, default=30.0)
+    parser.add_argument("--finish-timeout", type=float, default=20.0)
     parser.add_argument("--max-backoff", type=float, default=60.0)
     parser.add_argument("--system-metrics", type=float, default=0.0, help="sampling interval in s (0: off)")
     args = parser.parse_args(argv)

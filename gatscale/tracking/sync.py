@@ -1,6 +1,6 @@
 """Deliver a run folder's tracking buffer to the MLflow store, and `gatscale sync RUN_DIR`.
 
-The tracker's background thread calls `deliver` every second; `gatscale sync` calls it after the run when the
+The tracker's sender (sender.py) calls `deliver` every second; `gatscale sync` calls it after the run when the
 store was unreachable (server down, node offline) or `finish` ran out of time. Both send what lies after the
 buffer's `delivered` offset, in order, and move the offset after each accepted batch (see buffer.py).
 
@@ -25,8 +25,12 @@ PERMANENT_ERRORS = ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE")
 
 
 def is_permanent(error: Exception) -> bool:
-    """A store answer that retrying cannot change (a bad value); anything else (down, busy, locked) is retried."""
+    """The store rejects a value: retrying cannot change that. Anything else (down, busy, locked) is retried."""
     return getattr(error, "error_code", None) in PERMANENT_ERRORS
+
+
+class MalformedRecord(ValueError):
+    error_code = "INVALID_PARAMETER_VALUE"  # handled like a value the store rejects
 
 
 def check_run(client, buf: RunBuffer) -> dict:
@@ -106,18 +110,12 @@ def _groups(records):
 
 
 def _send(client, buf: RunBuffer, run_id: str, records: list[dict]):
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import RunTag
 
     kind = _kind(records[0])
     if kind in ("metrics", "tags"):
-        metrics, tags = [], {}
-        for r in records:
-            if "metrics" in r:
-                metrics += [Metric(k, v, r["t"], r["step"]) for k, v in r["metrics"].items()]
-                tags["gatscale.last_step"] = str(r["step"])
-                buf.last_step = r["step"]
-            tags.update(r.get("tags", {}))  # later records win, as if sent one by one
         try:
+            metrics, tags = _entities(buf, records)
             client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
         except Exception as e:
             if not is_permanent(e):
@@ -126,7 +124,7 @@ def _send(client, buf: RunBuffer, run_id: str, records: list[dict]):
                 for r in records:
                     _send(client, buf, run_id, [r])
             else:
-                log.error("tracking: the store rejected a record; skipped (%s): %.300s", e, records[0])
+                log.error("tracking: a record was not accepted; skipped (%s): %.300s", e, records[0])
     elif kind == "params":
         _send_params(client, run_id, records[0]["params"])
     elif kind == "artifact":
@@ -137,6 +135,22 @@ def _send(client, buf: RunBuffer, run_id: str, records: list[dict]):
             client.update_run(run_id, status="RUNNING")
         else:
             client.set_terminated(run_id, status=r["status"], end_time=r["t"])
+
+
+def _entities(buf: RunBuffer, records: list[dict]):
+    from mlflow.entities import Metric
+
+    metrics, tags = [], {}
+    try:
+        for r in records:
+            if "metrics" in r:
+                metrics += [Metric(k, float(v), int(r["t"]), int(r["step"])) for k, v in r["metrics"].items()]
+                tags["gatscale.last_step"] = str(r["step"])
+                buf.last_step = int(r["step"])
+            tags.update({k: str(v) for k, v in r.get("tags", {}).items()})  # later records win, as sent one by one
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise MalformedRecord(f"malformed record ({type(e).__name__}: {e})") from None
+    return metrics, tags
 
 
 def _send_params(client, run_id: str, params: dict):

@@ -61,3 +61,5 @@ class SystemMetricsSampler(threading.Thread):
 
     def stop(self):
         self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
