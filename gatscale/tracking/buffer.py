@@ -11,10 +11,12 @@ after each accepted batch, so a replay never sends a record twice (and the SQL s
 (key, step, timestamp, value)). Durability: each append is one write() call, so a killed or preempted process
 loses nothing; the buffer is fsync'ed before a batch is sent, so `delivered` never points past what is on disk,
 and when the whole buffer is delivered it is emptied. Delivery holds `.tracking.lock` (flock), so the live
-tracker and `gatscale sync` never send the same record.
+tracker and `gatscale sync` never send the same record; several writers (a trainer and `gatscale eval`) may append
+to one buffer at once.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -22,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from .files import atomic_write, file_lock
+from .files import atomic_write, file_lock, flock
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class RunBuffer:
         self.path = self.run_dir / BUFFER_FILE
         self.state_path = self.run_dir / STATE_FILE
         self._lock = threading.RLock()  # reentrant: finish() may run in a signal handler that interrupted append()
-        self._fd, self._appending = None, False
+        self._fd, self._appending, self._can_lock = None, False, True
         self.last_step = 0  # of the last metrics logged or delivered (system metrics are logged at it)
 
     # -- writing (the trainer's thread) --------------------------------------------------------------
@@ -55,8 +57,12 @@ class RunBuffer:
             if self._fd is None:
                 self._open()
             self._appending = True  # see close()
+            if self._can_lock:  # other writers may append too; only emptying the buffer excludes them
+                self._can_lock = flock(self._fd, fcntl.LOCK_SH, self.path)
             while data:  # one write() of the whole line (O_APPEND): lines of concurrent writers never mix
                 data = data[os.write(self._fd, data):]
+            if self._can_lock:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
             self._appending = False
 
     def _open(self):
@@ -130,9 +136,14 @@ class RunBuffer:
         return records
 
     def empty_if_delivered(self, state: dict):
-        """Truncate a fully delivered buffer (under delivery_lock, with no writer left)."""
-        with self._lock:
-            if state["delivered"] and state["delivered"] == self.size():
-                open(self.path, "w").close()
+        """Truncate a fully delivered buffer (under delivery_lock). Appends hold a shared flock on the buffer file,
+        this an exclusive one, so no record can land between the size check and the truncation."""
+        if not state["delivered"] or not self.path.exists():
+            return
+        with self._lock, open(self.path, "r+b") as f:
+            if not flock(f.fileno(), fcntl.LOCK_EX, self.path):
+                return  # without locks another writer could append unseen: keep the delivered lines
+            if state["delivered"] == os.fstat(f.fileno()).st_size:
+                f.truncate(0)
                 state["delivered"] = 0
                 self.save_state(state)
