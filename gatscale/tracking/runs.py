@@ -48,6 +48,7 @@ def start_sweep_run(cfg, sweep_name: str, spec_hash: str, params: dict) -> str:
     if found:
         run_id = found[0].info.run_id
         client.set_tag(run_id, "gatscale.status", "running")
+        client.update_run(run_id, status="RUNNING")
         return run_id
     from mlflow.entities import Param
 
