@@ -24,7 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-from .files import atomic_write, file_lock, flock
+from ..config import atomic_write_text
+from .files import file_lock, flock
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class RunBuffer:
         return state
 
     def save_state(self, state: dict):
-        atomic_write(self.state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(self.state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
 
     def delivery_lock(self):
         return file_lock(self.run_dir / LOCK_FILE)

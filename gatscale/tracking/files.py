@@ -1,16 +1,10 @@
-"""File helpers of the tracking layer: an exclusive flock, and atomic writes.
-
-`atomic_write` is `gatscale.config.atomic_write_text` again: importing gatscale.config imports torch (through
-gatscale.models), which the tracker's sender process does not otherwise need (~2 s and ~300 MB per run).
-"""
+"""flock for the tracking layer: run-folder and store locks, tolerant of filesystems without flock."""
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -42,19 +36,3 @@ def file_lock(path: Path):
             if locked:
                 with contextlib.suppress(OSError):
                     fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def atomic_write(path: str | os.PathLike, text: str):
-    """Write via a temporary file in the same folder, fsync, rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from .files import atomic_write, file_lock
+from ..config import atomic_write_text
+from .files import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def ensure_store(uri: str) -> str:
             with file_lock(db.with_name(db.name + ".lock")):
                 if not _is_ready(db, ready):  # another process may have done it while we waited
                     _create_or_migrate_sqlite(uri, db)
-                    atomic_write(ready, _mlflow_version())
+                    atomic_write_text(ready, _mlflow_version())
     elif "://" not in uri:
         Path(uri).mkdir(parents=True, exist_ok=True)
     _ensured.add(uri)
