@@ -1,0 +1,102 @@
+"""Backends: how the runs of a sweep get trained. One interface, one module each (like submitit's executors):
+
+    launch(runs: list[Run], options: Options) -> list[Outcome]
+
+`runs` are prepared: each run folder holds the resolved `config.yaml` and `sweep.json`. A backend trains
+`gatscale train RUN_DIR/config.yaml --run-dir RUN_DIR` (as a process, a torchrun, a submitit job or a Ray
+trial); the trainer resumes from the folder's checkpoint by itself. The Outcome says what became of each
+run (finished, diverged, preempted, failed) or, for a cluster, that it was submitted.
+
+    local     this machine, --max-parallel at a time, each run its own process (torchrun for several GPUs)
+    submitit  SLURM job arrays (one per resource class), requeued on timeout/preemption
+    ray       Ray Tune trials with per-size resources, retried on failure
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...train.status import EXIT_PREEMPTED, TERMINAL, read_status
+from ..plan import note_failure
+from ..profile import ClusterProfile
+from ..spec import Run
+
+BACKENDS = {"local": ".local", "submitit": ".submitit_backend", "ray": ".ray_backend"}
+
+
+@dataclass
+class Options:
+    max_parallel: int | None = None     # runs at once (local, ray); None: as many as CPUs / GPUs allow
+    max_attempts: int = 3               # launches of a run that keeps failing
+    profile: ClusterProfile | None = None
+    cluster: str | None = None          # submitit: None = auto (SLURM when sbatch exists), 'local', 'debug'
+    ray_address: str | None = None      # ray: 'auto', 'ray://host:10001', host:port; None = RAY_ADDRESS or a local Ray
+    wait: bool = False                  # submitit: wait for the jobs to end instead of returning once submitted
+    study_dir: Path = Path("runs")
+    cwd: Path = field(default_factory=Path.cwd)
+
+
+@dataclass
+class Outcome:
+    name: str
+    state: str                          # finished | diverged | preempted | failed | submitted | not-started
+    step: int | None = None
+    job_id: str | None = None
+    detail: str = ""
+
+
+def launch(backend: str, runs: list[Run], options: Options) -> list[Outcome]:
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r}: valid backends: {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[backend], __name__).launch(runs, options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared by the process-based backends (local, ray)
+
+def train_command(run: Run) -> list[str]:
+    """`gatscale train` for one run: a plain process, torchrun for several GPUs, `--device cpu` for none."""
+    train = ["-m", "gatscale.cli", "train", str(run.run_dir / "config.yaml"), "--run-dir", str(run.run_dir)]
+    if run.gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={run.gpus}", *train]
+    return [sys.executable, *train, *(["--device", "cpu"] if run.gpus == 0 else [])]
+
+
+def child_env(threads: int | None = None, gpu_ids: list[int] | None = None) -> dict:
+    env = dict(os.environ)
+    if threads and "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(threads)
+    if gpu_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
+    return env
+
+
+def outcome_of(run: Run, returncode: int | None = None) -> Outcome:
+    """What the run folder says after a process ended; an exit without a terminal status is a failure."""
+    status = read_status(run.run_dir) or {}
+    state, step = status.get("status"), status.get("step")
+    if returncode == EXIT_PREEMPTED or state == "preempted":
+        return Outcome(run.name, "preempted", step, detail="checkpointed; re-run the sweep to resume")
+    if state in TERMINAL and returncode in (0, None):
+        return Outcome(run.name, state, step, detail=status.get("reason") or "")
+    reason = status.get("reason") if state == "failed" else f"exit code {returncode}, status {state or 'none'}"
+    return Outcome(run.name, "failed", step, detail=(reason or "")[:200])
+
+
+def count_failure(run: Run, returncode: int | None, started: float) -> int:
+    """Record the failure of the launch made at time `started`: its status.json entry if the trainer wrote one
+    since, else the exit code. Returns the run's number of failures."""
+    status = read_status(run.run_dir)
+    if status and status.get("status") == "failed" and status.get("updated", 0) >= started:
+        return note_failure(run.run_dir, f"status@{status.get('updated')}")
+    return note_failure(run.run_dir, f"exit{returncode}@{time.time():.3f}")
+
+
+def run_cost(run: Run) -> float:
+    """Training FLOPs of the whole run (for longest-first ordering)."""
+    from ...flops import run_flops
+    return float(run_flops(run.config).iteration) * run.config.train.iterations

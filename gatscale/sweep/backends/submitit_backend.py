@@ -1,0 +1,142 @@
+"""submitit backend: one SLURM job array per resource class (runs of one size share GPUs and wall time).
+
+Jobs go to a fresh folder per launch, `<study>/.submitit/<timestamp>/` (SLURM reuses job ids after a state
+wipe; old logs stay). The cluster settings come from a profile (`slurm/profiles/*.yaml`): `resources_for`
+gives the update_parameters of each size, `--profile`/spec `profile` picks it. `submitit.AutoExecutor` picks
+SLURM when `sbatch` exists; `cluster='local'` (LocalExecutor) and `'debug'` run on this machine.
+
+The job (`TrainJob`, a `Checkpointable`) trains in-process: `tasks_per_node` = GPUs per node, one rank per
+task, the trainer joins the process group from submitit's environment (gatscale/train/distributed.py).
+
+Preemption and time limits. submitit's job process handles SIGUSR2 by pickling the job and requeueing it
+(`scontrol requeue`), and ignores SIGTERM; the trainer, started after, installs its own SIGUSR2/SIGTERM
+handlers, which win. So:
+  1. SLURM sends USR2 `signal_delay_s` before the limit (or at preemption when the site sends USR2): the
+     trainer sets a flag, checkpoints at the next step boundary, returns `preempted`.
+  2. TrainJob sees that the signal was USR2 and calls submitit's saved handler itself: it checkpoints the job
+     (same arguments), requeues it (at most `max_requeue` timeouts) and exits. The requeued job starts
+     TrainJob again, and the trainer resumes from its checkpoint in the run folder.
+  3. SIGTERM (scancel, or preemption that cancels): the trainer checkpoints and stops; no requeue. The run is
+     `preempted` and the next `gatscale sweep` resumes it.
+The job's result is {'name', 'status', 'step', 'reason'}: finished and diverged are normal results (a
+diverged run must not be retried); a failure raises, so the job ends FAILED.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import submitit
+
+from . import Options, Outcome, outcome_of
+from ..plan import read_record, update_record
+from ..profile import executor_kwargs, resources_for
+from ..spec import Run
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """`gatscale train CONFIG --run-dir RUN_DIR` as a submitit job (every rank calls it)."""
+
+    def __call__(self, config_path: str, run_dir: str) -> dict:
+        from ...config import load_config
+        from ...tracking import build_tracker
+        from ...train.trainer import train
+
+        submitit_usr2 = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint-and-requeue handler
+        cfg = load_config(config_path)
+        result = train(cfg, run_dir, tracker=build_tracker(cfg.tracking))
+        if result.status == "preempted" and re.search(rf"\bsignal {int(signal.SIGUSR2)}\b", result.reason or "") \
+                and callable(submitit_usr2):
+            submitit_usr2(signal.SIGUSR2, None)  # requeues and exits on rank 0; returns on the others
+        return {"name": cfg.name, "status": result.status, "step": result.step, "reason": result.reason}
+
+
+def _resources(run: Run, options: Options) -> dict:
+    """update_parameters kwargs of one run: its size row (profile + spec overrides) through resources_for."""
+    if options.profile is None:
+        return dict(timeout_min=run.resources.time_min or 60, nodes=run.resources.nodes or 1,
+                    tasks_per_node=max(run.gpus, 1), gpus_per_node=run.gpus or None, cpus_per_task=1)
+    profile = replace(options.profile, sizes={**options.profile.sizes, run.model: run.resources})
+    return resources_for(profile, run.model)
+
+
+def launch(runs: list[Run], options: Options) -> list[Outcome]:
+    folder = options.study_dir / ".submitit" / time.strftime("%Y%m%d-%H%M%S")
+    folder = Path(f"{folder}-{time.time_ns() % 10**6:06d}")
+    executor = submitit.AutoExecutor(folder=folder, cluster=options.cluster,
+                                     **(executor_kwargs(options.profile) if options.profile else {}))
+    classes: dict[str, list[Run]] = {}
+    for run in runs:
+        classes.setdefault(json.dumps(_resources(run, options), sort_keys=True, default=str), []).append(run)
+    jobs = []
+    for key, members in classes.items():
+        executor.update_parameters(name=f"{options.study_dir.name}", **json.loads(key))
+        with executor.batch():
+            submitted = [executor.submit(TrainJob(), str(r.run_dir / "config.yaml"), str(r.run_dir)) for r in members]
+        for run, job in zip(members, submitted):
+            jobs.append((run, job))
+            record = read_record(run.run_dir)
+            update_record(run.run_dir, jobs=(record.get("jobs") or []) + [
+                {"backend": "submitit", "cluster": executor.cluster, "job_id": str(job.job_id),
+                 "folder": str(folder), "submitted": time.time()}])
+        print(f"  submitted {len(members)} run(s) as {executor.cluster} job(s) "
+              f"{', '.join(str(j.job_id) for _, j in jobs[-len(members):])}", flush=True)
+    if not options.wait:
+        return [Outcome(r.name, "submitted", job_id=str(j.job_id), detail=f"logs in {folder}") for r, j in jobs]
+    outcomes = []
+    for run, job in jobs:
+        try:
+            job.result()
+            outcomes.append(outcome_of(run))
+        except Exception as e:  # noqa: BLE001 - the job failed: its run folder says how far it got
+            outcome = outcome_of(run)
+            outcome.detail = outcome.detail or str(e).strip().splitlines()[-1][:200]
+            outcomes.append(outcome)
+        outcomes[-1].job_id = str(job.job_id)
+    return outcomes
+
+
+def active_jobs(jobs: list[dict]) -> dict[str, str]:
+    """{job id: state} of the given job records that are still queued or running (SLURM: squeue; local
+    executor: the job's process is alive). Unknown when the scheduler cannot be asked: treated as ended."""
+    active = {}
+    slurm = [j for j in jobs if j.get("cluster") == "slurm"]
+    if slurm and shutil.which("squeue"):
+        try:
+            out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "--me"], capture_output=True, text=True,
+                                 timeout=30, check=True).stdout
+            listed = dict(line.split("|", 1) for line in out.split() if "|" in line)
+            active.update({j["job_id"]: listed[j["job_id"]] for j in slurm if j["job_id"] in listed})
+        except (subprocess.SubprocessError, OSError) as e:
+            print(f"gatscale sweep: warning: squeue failed ({e}); submitted jobs are taken as ended", flush=True)
+    for j in jobs:
+        if j.get("cluster") == "local" and j.get("job_id", "").isdigit():
+            try:
+                os.kill(int(j["job_id"]), 0)
+                active[j["job_id"]] = "RUNNING (local)"
+            except (ProcessLookupError, PermissionError):
+                pass
+    return active
+
+
+
+def job_states(jobs: list[dict]) -> dict[str, str]:
+    """{job id: state} for `gatscale status`: active jobs (squeue / local pid) and, where SLURM accounting
+    answers, the final state of ended jobs (sacct: COMPLETED, FAILED, TIMEOUT, CANCELLED, ...)."""
+    states = active_jobs(jobs)
+    ended = [j["job_id"] for j in jobs if j.get("cluster") == "slurm" and j["job_id"] not in states]
+    if ended and shutil.which("sacct"):
+        try:
+            out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ended)],
+                                 capture_output=True, text=True, timeout=30, check=True).stdout
+            states.update(dict(line.split("|", 1) for line in out.split() if "|" in line and line.split("|")[0] in ended))
+        except (subprocess.SubprocessError, OSError):
+            pass  # no accounting: the run folders still say how far each run got
+    return states

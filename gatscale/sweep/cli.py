@@ -1,0 +1,121 @@
+"""`gatscale sweep SPEC.yaml [--backend local|submitit|ray] [--dry-run] [--max-parallel N] [--profile P.yaml]`.
+
+Expands the spec, asks the run folders, the scheduler and the tracker what already happened, prints the run
+table, and launches what is missing: new runs start, preempted or interrupted ones resume from their
+checkpoint, failed ones are retried up to max_attempts, finished and diverged ones are skipped. Re-running the
+same command after a crash launches exactly what is missing. `--dry-run` prints the table and does nothing
+else: no folder, no tracker store, no job.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from ..config import ConfigError, effective_lr
+from ..train.status import EXIT_PREEMPTED, TERMINAL
+from .backends import BACKENDS, Options, launch
+from .plan import plan, prepare
+from .spec import Spec, load_spec, size_tag
+from .status import format_table
+from .throughput import estimate, load_table
+
+
+def add_arguments(parser):
+    parser.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml; docs/sweeps.md)")
+    parser.add_argument("--backend", choices=list(BACKENDS), default="local",
+                        help="local: this machine; submitit: SLURM job arrays; ray: Ray Tune trials (default: local)")
+    parser.add_argument("--dry-run", action="store_true", help="print the run table and what would happen; change nothing")
+    parser.add_argument("--max-parallel", type=int, help="runs at once (local, ray; default: CPUs, or GPUs)")
+    parser.add_argument("--profile", help="cluster profile YAML or name in slurm/profiles (default: the spec's profile)")
+    parser.add_argument("--runs-dir", help="folder holding <study>/<run> (default: the spec's runs_dir, else runs)")
+    parser.add_argument("--cluster", choices=["auto", "slurm", "local", "debug"], default="auto",
+                        help="submitit executor (default auto: SLURM when sbatch exists, else local)")
+    parser.add_argument("--wait", action="store_true", help="submitit: wait for the jobs to end and report them")
+    parser.add_argument("--ray-address", help="ray: an existing cluster ('auto', 'ray://head:10001'; default: "
+                                              "RAY_ADDRESS, else a local Ray on this machine's CPUs)")
+
+
+def _model(net) -> str:
+    tag = size_tag(net.size)
+    return tag if net.depth is None and net.hidden_size is None else f"{tag}({net.arch()['depth']}x{net.arch()['hidden_size']})"
+
+
+def run_table(spec: Spec, planned, device: str) -> str:
+    from ..flops import run_flops
+    table = load_table(spec.throughput)
+    rows, hours, labels, devices = [], 0.0, set(), set()
+    for p in planned:
+        r, cfg = p.run, p.run.config
+        est = estimate(r, device, table)
+        if est.hours is not None:
+            hours += est.hours
+        labels.add(est.how)
+        devices.add(device if r.gpus else "cpu")
+        g, d = _model(cfg.model.generator), _model(cfg.model.discriminator)
+        rows.append([r.name, r.config_hash, g if g == d else f"{g}/{d}", cfg.method.mng,
+                     "on" if cfg.method.repa else "off",
+                     f"{effective_lr(cfg, 'generator'):.3g}{' (A)' if cfg.optim.width_aware_lr else ''}",
+                     cfg.train.iterations, cfg.train.batch_size, r.gpus or "cpu",
+                     f"{run_flops(cfg).g_paper_gflops:.3g}", "" if est.hours is None else f"{est.hours:.3g}",
+                     p.state, p.action + (f": {p.detail}" if p.detail and p.action != "refuse" else "")])
+    headers = ["run", "hash", "G/D", "MNG", "REPA", "lr_G", "iters", "batch", "GPUs", "GFLOPs", "GPU-h", "state", "action"]
+    notes = (f"GFLOPs: G forward per image, multiply-accumulates (paper convention). GPU-h: device-hours on "
+             f"{', '.join(sorted(devices))}, {', '.join(sorted(labels))} "
+             f"({'configs/throughput.yaml' if spec.throughput is None else spec.throughput}); total {hours:.4g} "
+             f"(an estimate unless every row says measured). (A): width-aware LR.")
+    return format_table(headers, rows) + "\n" + notes
+
+
+def main(args) -> int:
+    try:
+        spec = load_spec(args.spec, args.runs_dir, args.profile)
+    except ConfigError as e:
+        print(f"gatscale sweep: {e}", file=sys.stderr)
+        return 2
+    planned = plan(spec, read_only=args.dry_run)
+    print(f"study {spec.name} ({spec.path}): {len(spec.runs)} runs in {spec.study_dir}, experiment {spec.name!r} "
+          f"at {spec.tracking.uri}")
+    print(run_table(spec, planned, spec.device))
+    counts = {}
+    for p in planned:
+        counts[p.action] = counts.get(p.action, 0) + 1
+    print("plan: " + ", ".join(f"{n} {a}" for a, n in sorted(counts.items())))
+    conflicts = [p for p in planned if p.action == "refuse"]
+    for p in conflicts:
+        print(f"gatscale sweep: {p.detail}", file=sys.stderr)
+    if conflicts:
+        return 2
+    if args.dry_run:
+        return 0
+    todo = [p for p in planned if p.launch]
+    if not todo:
+        print("nothing to launch")
+        return 1 if any(p.action == "give-up" for p in planned) else 0
+
+    uri, parent = spec.tracking.uri, None
+    if spec.tracking.backend != "none":
+        from ..tracking import ensure_store, end_sweep_run, start_sweep_run
+        uri = ensure_store(spec.tracking.uri)  # once, before fanning out
+        tracking = dataclasses.replace(spec.tracking, uri=uri)
+        parent = start_sweep_run(tracking, spec.name, spec.spec_hash,
+                                 {"spec": str(spec.path), "runs": len(spec.runs), "backend": args.backend})
+    for p in todo:
+        prepare(p, spec, parent, uri)
+    options = Options(max_parallel=args.max_parallel, max_attempts=spec.max_attempts, profile=spec.profile,
+                      cluster=None if args.cluster == "auto" else args.cluster, ray_address=args.ray_address,
+                      wait=args.wait, study_dir=spec.study_dir)
+    outcomes = launch(args.backend, [p.run for p in todo], options)
+
+    states = [o.state for o in outcomes] + [p.state for p in planned if not p.launch]
+    summary = {}
+    for s in states:
+        summary[s] = summary.get(s, 0) + 1
+    print("summary: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.items())))
+    interrupted = any(o.state == "preempted" for o in outcomes)
+    if parent is not None and not set(states) & {"submitted", "running", "queued"}:
+        final = "finished" if all(s in TERMINAL for s in states) else "preempted" if interrupted else "failed"
+        end_sweep_run(tracking, parent, final)
+    if interrupted:
+        print(f"re-run `gatscale sweep {args.spec}` to resume the stopped runs from their checkpoints")
+        return EXIT_PREEMPTED
+    return 0 if all(s in (*TERMINAL, "submitted", "running", "queued") for s in states) else 1

@@ -1,0 +1,446 @@
+"""Sweep specs: one YAML file per study -> its runs, each a validated RunConfig with a stable name and hash.
+
+    name: lr_crosscheck                  # the study: one MLflow experiment, runs in <runs_dir>/<name>/
+    base_config: ../configs/imagenet256.yaml
+    base: {train.iterations: 50000}      # overrides on top (dotted or nested keys)
+    settings:                            # named values: one name sets several keys together
+      lr:
+        lrA: {optim.width_aware_lr: true}
+        lrS: {optim.width_aware_lr: false, optim.lr: 4.0e-4}
+    grid:                                # Cartesian product of the axes
+      lr: [lrA, lrS]
+    zip:                                 # paired lists: the i-th values go together
+      model.generator.size: [GAT-S/2, GAT-B/2]
+      model.discriminator.size: [GAT-S/2, GAT-B/2]
+    seeds: [0]
+    per_size:                            # keyed by the generator size: letter ('B') or name ('GAT-B/2')
+      B: {train.batch_size: 512, resources: {gpus: 2, time_min: 2880}}
+
+`groups: [{grid, zip, seeds}, ...]` unions several such run sets (duplicates by hash are one run).
+docs/sweeps.md is the full reference. Errors name the spec file and the key path in it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import hashlib
+import itertools
+import json
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError, RunConfig, _coerce, _from_dict, config_hash, validate
+from ..models import GAT_SIZES, MODEL_NAMES
+from .profile import ClusterProfile, SizeResources, load_profile, size_resources
+
+TOP_KEYS = ("name", "description", "base_config", "base", "settings", "grid", "zip", "seeds", "groups", "per_size",
+            "resources", "runs_dir", "profile", "max_attempts", "device", "throughput")
+GROUP_KEYS = ("grid", "zip", "seeds")
+SIZE_KEYS = ("model.generator.size", "model.discriminator.size")
+LR_KEYS = ("optim.lr", "optim.width_aware_lr")
+SWITCH_KEYS = ("method.mng", "method.repa", *LR_KEYS)  # already spelled out in every run name
+MNG_TAGS = {"exp": "mng", "linear": "mnglin", "vp": "mngvp", "off": "nomng"}
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+_hints = functools.cache(typing.get_type_hints)  # string annotations: evaluating them dominates a 256-run expansion
+
+
+@dataclass
+class Run:
+    """One expanded run: what every backend gets."""
+    name: str
+    config: RunConfig            # validated; tracking.experiment = the study
+    config_hash: str
+    run_dir: Path
+    model: str                   # generator size name, e.g. 'GAT-B/2' (resource class, throughput key)
+    resources: SizeResources     # GPUs, nodes, wall time: the profile's size row under the spec's overrides
+    labels: dict = field(default_factory=dict)  # axis -> value name, for tables
+
+    @property
+    def gpus(self) -> int:
+        return self.resources.gpus or 0
+
+
+@dataclass
+class Spec:
+    path: Path
+    name: str
+    runs_dir: Path               # the study's runs live in runs_dir / name
+    runs: list[Run]
+    profile: ClusterProfile | None
+    max_attempts: int
+    device: str                  # GPU type for the GPU-hour estimate (throughput table key)
+    throughput: Path | None
+    description: str = ""
+
+    @property
+    def study_dir(self) -> Path:
+        return self.runs_dir / self.name
+
+    @property
+    def tracking(self):
+        return self.runs[0].config.tracking
+
+    @property
+    def spec_hash(self) -> str:
+        """Identity of the study: its name and the set of its run hashes (a cosmetic edit keeps it)."""
+        text = json.dumps([self.name, sorted(r.config_hash for r in self.runs)])
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys: dotted paths into RunConfig, checked against its dataclasses.
+
+def check_key(source: str, where: str, key: str, value: Any = None):
+    """Raise a ConfigError naming the spec file and the spec key path if `key` is not a RunConfig field."""
+    node = RunConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        if part not in fields:
+            prefix = ".".join(parts[:i])
+            section = f"in {prefix}" if prefix else "at the top level"
+            raise ConfigError(source, where, value, f"unknown config key {key!r}; valid keys {section}: "
+                                                    f"{', '.join(sorted(fields))}")
+        tp = _hints(node)[part]
+        if dataclasses.is_dataclass(tp):
+            node = tp
+        elif i < len(parts) - 1 and not (tp is dict or typing.get_origin(tp) is dict):
+            raise ConfigError(source, where, value, f"{'.'.join(parts[:i + 1])} is a value, not a section "
+                                                    f"(in config key {key!r})")
+        else:
+            return
+    raise ConfigError(source, where, value, f"{key!r} is a whole config section; name one of its keys")
+
+
+def flat_settings(source: str, where: str, mapping: Any) -> dict[str, Any]:
+    """{a: {b: 1}, 'c.d': 2} -> {'a.b': 1, 'c.d': 2}, every key checked; dict-typed fields stay whole."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(source, where, mapping, "expected a mapping of config keys to values")
+    out = {}
+
+    def walk(prefix: str, node: dict, at: str):
+        for k, v in node.items():
+            key, spot = f"{prefix}{k}", f"{at}.{k}"
+            if isinstance(v, dict) and v and not _is_dict_field(key):
+                walk(key + ".", v, spot)
+            else:
+                check_key(source, spot, key, v)
+                if key in out:
+                    raise ConfigError(source, spot, v, f"config key {key!r} is set twice here")
+                out[key] = v
+    walk("", mapping, where)
+    return out
+
+
+def _is_dict_field(key: str) -> bool:
+    node = RunConfig
+    for part in key.split("."):
+        hints = _hints(node) if dataclasses.is_dataclass(node) else {}
+        if part not in hints:
+            return False
+        node = hints[part]
+    return node is dict or typing.get_origin(node) is dict
+
+
+def set_config(cfg: RunConfig, key: str, value: Any, source: str):
+    """cfg.a.b = value for key 'a.b', type-checked as when loading a config file (keys inside a dict field too)."""
+    *parents, leaf = key.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p] if isinstance(node, dict) else getattr(node, p)
+    if isinstance(node, dict):
+        node[leaf] = copy.deepcopy(value)
+    else:
+        setattr(node, leaf, _coerce(copy.deepcopy(value), _hints(type(node))[leaf], key, source))
+
+
+# ---------------------------------------------------------------------------------------------
+# Axes: each value of an axis is a Choice, a set of config keys to assign.
+
+@dataclass
+class Choice:
+    axis: str
+    label: str | None        # a named value's name; None for a plain key-path value
+    values: dict             # flat {key.path: value}
+
+
+def parse_axis(source: str, where: str, axis: str, values: Any, settings: dict) -> list[Choice]:
+    """One axis of `grid` or `zip`: a config key path with a list of values, a settings name with a list of
+    value names, or an inline mapping {value name: {key: value}}."""
+    if isinstance(values, dict):
+        if not values:
+            raise ConfigError(source, where, values, "an axis needs at least one value")
+        return [Choice(axis, _label(source, f"{where}.{n}", n), flat_settings(source, f"{where}.{n}", s))
+                for n, s in values.items()]
+    if not isinstance(values, list) or not values:
+        raise ConfigError(source, where, values, "expected a non-empty list of values (or a mapping of named values)")
+    if axis in settings:
+        named = settings[axis]
+        for i, v in enumerate(values):
+            if v not in named:
+                raise ConfigError(source, f"{where}[{i}]", v, f"not a value of settings.{axis}; valid: "
+                                                               f"{', '.join(map(str, named))}")
+        return [Choice(axis, v, named[v]) for v in values]
+    if "." not in axis:
+        raise ConfigError(source, where, values, f"{axis!r} is neither a config key path (like optim.lr) nor a "
+                                                 f"name under settings ({', '.join(settings) or 'none defined'})")
+    check_key(source, where, axis, values)
+    return [Choice(axis, None, {axis: v}) for v in values]
+
+
+def _label(source: str, where: str, name: Any) -> str:
+    if not isinstance(name, str) or not LABEL.match(name):
+        raise ConfigError(source, where, name, "a value name must be letters, digits and . _ + = - "
+                                               "(it becomes part of run names and folders)")
+    return name
+
+
+def _seeds(source: str, where: str, value: Any) -> list[int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        if len(set(value)) != len(value):
+            raise ConfigError(source, where, value, "seeds repeat")
+        return list(value)
+    raise ConfigError(source, where, value, "expected a list of integer seeds, or a count N (seeds 0..N-1)")
+
+
+def _combinations(source: str, where: str, group: dict, settings: dict) -> list[list[Choice]]:
+    """grid x zip of one group -> list of choice lists (zip rows outermost, then the grid in spec order)."""
+    for k in group:
+        if k not in GROUP_KEYS:
+            raise ConfigError(source, f"{where}{k}", group[k], f"unknown key; valid keys here: {', '.join(GROUP_KEYS)}")
+    zip_axes = [parse_axis(source, f"{where}zip.{a}", a, v, settings) for a, v in (group.get("zip") or {}).items()]
+    if zip_axes and len({len(a) for a in zip_axes}) > 1:
+        lengths = ", ".join(f"{a[0].axis}: {len(a)}" for a in zip_axes)
+        raise ConfigError(source, f"{where}zip", None, f"zip lists must have equal lengths ({lengths})")
+    zip_rows = list(zip(*zip_axes)) if zip_axes else [()]
+    grid_axes = [parse_axis(source, f"{where}grid.{a}", a, v, settings) for a, v in (group.get("grid") or {}).items()]
+    return [list(row) + list(combo) for row in zip_rows for combo in itertools.product(*grid_axes)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Names: size+patch, switches, LR rule, other tags, seed.
+
+def size_tag(name: str) -> str:
+    return name.removeprefix("GAT-").replace("/", "")
+
+
+def run_name(cfg: RunConfig, choices: list[Choice]) -> str:
+    """'B2-mng-repa-lrS-s0': G size+patch (and D's when it differs), MNG, REPA, LR rule, other axes, seed."""
+    g, d = cfg.model.generator.size, cfg.model.discriminator.size
+    parts = [size_tag(g) + ("" if d == g else f"-D{size_tag(d)}"), MNG_TAGS[cfg.method.mng],
+             "repa" if cfg.method.repa else "norepa"]
+    lr = next((c.label for c in choices if c.label and set(c.values) & set(LR_KEYS)), None)
+    parts.append(lr or ("lrA" if cfg.optim.width_aware_lr else "lr" + _short_float(cfg.optim.lr)))
+    for c in choices:
+        if c.label and not set(c.values) <= set(SWITCH_KEYS + SIZE_KEYS):
+            if not set(c.values) & set(LR_KEYS):
+                parts.append(c.label)
+        elif c.label is None and c.axis not in SWITCH_KEYS + SIZE_KEYS + ("train.seed",):
+            parts.append(f"{c.axis.rsplit('.', 1)[-1]}{c.values[c.axis]}")
+    parts.append(f"s{cfg.train.seed}")
+    return "-".join(str(p).replace("/", "_") for p in parts)
+
+
+def _short_float(x: float) -> str:
+    mantissa, exp = f"{x:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+def _read_yaml(path: Path, source: str, what: str) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(source, what, str(path), "file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "<yaml>", None, f"not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "<root>", data, "expected a mapping at the top level")
+    return data
+
+
+def _per_size(source: str, value: Any) -> dict[str, tuple[dict, SizeResources]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(source, "per_size", value, "expected a mapping: size (S, B, L, XL or 'GAT-B/2') -> overrides")
+    out = {}
+    for size, entry in value.items():
+        where = f"per_size.{size}"
+        if size not in GAT_SIZES and size not in MODEL_NAMES:
+            raise ConfigError(source, where, entry, f"unknown size; valid: {', '.join(GAT_SIZES)} or a name like 'GAT-B/2'")
+        if not isinstance(entry, dict):
+            raise ConfigError(source, where, entry, "expected a mapping of config keys (and resources)")
+        entry = dict(entry)
+        resources = _resources(source, f"{where}.resources", entry.pop("resources", None))
+        out[size] = (flat_settings(source, where, entry), resources)
+    return out
+
+
+def _resources(source: str, where: str, value: Any) -> SizeResources:
+    if value is None:
+        return SizeResources()
+    hints = _hints(SizeResources)
+    if not isinstance(value, dict):
+        raise ConfigError(source, where, value, f"expected a mapping with keys {', '.join(hints)}")
+    for k in value:
+        if k not in hints:
+            raise ConfigError(source, f"{where}.{k}", value[k], f"unknown key; valid keys: {', '.join(hints)}")
+    row = SizeResources(**{k: _coerce(v, hints[k], f"{where}.{k}", source) for k, v in value.items()})
+    for k in ("gpus", "nodes", "time_min"):
+        if getattr(row, k) is not None and getattr(row, k) < (0 if k == "gpus" else 1):
+            raise ConfigError(source, f"{where}.{k}", getattr(row, k), f"must be >= {0 if k == 'gpus' else 1}")
+    return row
+
+
+def _merge_resources(*rows: SizeResources) -> SizeResources:
+    """Field-wise: the last row that sets a field wins."""
+    out = SizeResources()
+    for row in rows:
+        for f in dataclasses.fields(SizeResources):
+            if getattr(row, f.name) is not None:
+                setattr(out, f.name, getattr(row, f.name))
+    return out
+
+
+def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str | Path | None = None) -> Spec:
+    """Read, expand and validate a sweep spec. `runs_dir`/`profile` override the spec's (command line)."""
+    path = Path(path)
+    source = str(path)
+    spec = _read_yaml(path, source, "spec")
+    for k in spec:
+        if k not in TOP_KEYS:
+            raise ConfigError(source, str(k), spec[k], f"unknown key; valid keys: {', '.join(TOP_KEYS)}")
+    name = spec.get("name")
+    if not isinstance(name, str) or not LABEL.match(name):
+        raise ConfigError(source, "name", name, "the study needs a name (letters, digits, . _ + = -): "
+                                                "its MLflow experiment and its folder under runs_dir")
+
+    # Base run config: base_config file, then the base overrides; each expanded run is validated whole.
+    base = RunConfig()
+    if spec.get("base_config") is not None:
+        base_path = path.parent / str(spec["base_config"])
+        base = _from_dict(RunConfig, _read_yaml(base_path, source, "base_config"), str(base_path))
+    overrides = flat_settings(source, "base", spec.get("base") or {})
+    if overrides.get("tracking.experiment", name) != name:
+        raise ConfigError(source, "base.tracking.experiment", overrides["tracking.experiment"],
+                          f"a study is one MLflow experiment named after the study ({name!r}): remove this key")
+    for key, value in overrides.items():
+        set_config(base, key, value, source)
+    base.tracking.experiment = name
+
+    settings_raw = spec.get("settings") or {}
+    if not isinstance(settings_raw, dict):
+        raise ConfigError(source, "settings", settings_raw, "expected a mapping: axis -> {value name: {key: value}}")
+    settings = {}
+    for axis, named in settings_raw.items():
+        if not isinstance(named, dict) or not named:
+            raise ConfigError(source, f"settings.{axis}", named, "expected a mapping of value names to {key: value}")
+        settings[axis] = {_label(source, f"settings.{axis}.{n}", n): flat_settings(source, f"settings.{axis}.{n}", s)
+                          for n, s in named.items()}
+
+    if spec.get("groups") is not None:
+        if any(k in spec for k in ("grid", "zip")):
+            raise ConfigError(source, "groups", "...", "use either groups or top-level grid/zip, not both")
+        groups = spec["groups"]
+        if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
+            raise ConfigError(source, "groups", groups, "expected a list of mappings with grid / zip / seeds")
+        groups = [(f"groups[{i}].", g) for i, g in enumerate(groups)]
+    else:
+        groups = [("", {k: spec[k] for k in ("grid", "zip") if k in spec})]
+    default_seeds = _seeds(source, "seeds", spec.get("seeds"))
+    per_size = _per_size(source, spec.get("per_size"))
+    common_resources = _resources(source, "resources", spec.get("resources"))
+    max_attempts = spec.get("max_attempts", 3)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ConfigError(source, "max_attempts", max_attempts, "expected an integer >= 1 (launches of a failing run)")
+
+    runs_dir = Path(runs_dir if runs_dir is not None else spec.get("runs_dir", "runs")).absolute()  # backends move cwd
+    runs: list[Run] = []
+    seen: dict[str, Run] = {}
+    for where, group in groups:
+        seeds = _seeds(source, f"{where}seeds", group.get("seeds")) or default_seeds or [None]
+        for choices in _combinations(source, where, group, settings):
+            for seed in seeds:
+                run = _expand_one(source, base, choices, seed, per_size, common_resources, runs_dir / name)
+                if run.config_hash not in seen:
+                    seen[run.config_hash] = run
+                    runs.append(run)
+    if not runs:
+        raise ConfigError(source, "grid", None, "the spec expands to no runs")
+    _dedupe_names(runs)
+
+    profile_ref = profile if profile is not None else spec.get("profile")
+    if profile_ref is not None and ("/" in str(profile_ref) or str(profile_ref).endswith(".yaml")) and profile is None:
+        profile_ref = path.parent / str(profile_ref)
+    cluster = load_profile(profile_ref) if profile_ref is not None else None
+    for run in runs:  # the profile's size row under the spec's overrides
+        if cluster is not None:
+            run.resources = _merge_resources(size_resources(cluster, run.model), run.resources)
+    throughput = spec.get("throughput")
+    return Spec(path=path, name=name, runs_dir=runs_dir, runs=runs, profile=cluster,
+                max_attempts=max_attempts, device=str(spec.get("device", "H100")),
+                throughput=path.parent / throughput if throughput else None,
+                description=str(spec.get("description", "")))
+
+
+def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resources, study_dir) -> Run:
+    values: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    for c in choices:
+        for key, value in c.values.items():
+            if key in values:
+                raise ConfigError(source, key, value, f"set by two axes at once ({owner[key]} and {c.axis}); "
+                                                      f"an axis value may set a key only one axis sets")
+            values[key], owner[key] = value, c.axis
+    if seed is not None:
+        if "train.seed" in values:
+            raise ConfigError(source, "seeds", seed, f"train.seed is also set by the axis {owner['train.seed']}")
+        values["train.seed"] = seed
+    model = values.get("model.generator.size", base.model.generator.size)
+    letter = model.split("/")[0].removeprefix("GAT-") if isinstance(model, str) else None
+    size_values, size_resources = {}, []
+    for key in (letter, model):
+        if key in per_size:
+            size_values.update(per_size[key][0])
+            size_resources.append(per_size[key][1])
+    label = ", ".join([f"{c.axis}={c.label or c.values[c.axis]}" for c in choices] + [f"seed={seed}"] * (seed is not None))
+    for key, value in size_values.items():
+        if key in values:
+            raise ConfigError(source, f"per_size.{letter}.{key}", value,
+                              f"the run ({label}) gets this key from the axis {owner.get(key, 'seeds')} too; "
+                              f"set it in one place")
+    cfg, where = copy.deepcopy(base), f"{source} (run {label})"
+    for key, value in {**size_values, **values}.items():
+        set_config(cfg, key, value, where)
+    validate(cfg, where)
+    name = run_name(cfg, choices)
+    return Run(name=name, config=cfg, config_hash=config_hash(cfg), run_dir=study_dir / name,
+               model=cfg.model.generator.size, resources=_merge_resources(common_resources, *size_resources),
+               labels={c.axis: c.label or c.values[c.axis] for c in choices} | {"seed": cfg.train.seed})
+
+
+def _dedupe_names(runs: list[Run]):
+    """Two different configs with one readable name both get their hash appended."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.name] = counts.get(r.name, 0) + 1
+    for r in runs:
+        if counts[r.name] > 1:
+            r.name = f"{r.name}-{r.config_hash[:6]}"
+            r.run_dir = r.run_dir.parent / r.name
+    for r in runs:
+        r.config.name = r.name
+        r.config.run_dir = str(r.run_dir)

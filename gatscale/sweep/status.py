@@ -1,0 +1,60 @@
+"""`gatscale status SPEC.yaml`: every run of a study: state, step, last losses and FID, host and job.
+
+Read only: the run folders (status.json, the trainer's lock, sweep.json), the scheduler for jobs the sweep
+submitted (squeue), and the tracker for runs whose folder has no status.
+"""
+from __future__ import annotations
+
+import sys
+
+from ..config import ConfigError
+from .plan import last_job, plan
+from .spec import load_spec
+
+
+def add_arguments(parser):
+    parser.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml)")
+    parser.add_argument("--runs-dir", help="folder holding <study>/<run> (default: the spec's runs_dir, else runs)")
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
+
+
+def _num(metrics: dict, key: str, fmt: str = ".3g") -> str:
+    v = metrics.get(key)
+    return "" if v is None else format(v, fmt)
+
+
+def main(args) -> int:
+    try:
+        spec = load_spec(args.spec, args.runs_dir)
+    except ConfigError as e:
+        print(f"gatscale status: {e}", file=sys.stderr)
+        return 2
+    planned = plan(spec, read_only=True)
+    jobs = [j for p in planned if (j := last_job(p.run.run_dir))]
+    scheduler = {}
+    if jobs:
+        from .backends.submitit_backend import job_states
+        scheduler = job_states(jobs)
+    rows, counts = [], {}
+    for p in planned:
+        s = p.status or {}
+        m = s.get("metrics") or {}
+        job = last_job(p.run.run_dir) or {}
+        fid_key = next((k for k in ("fid", "fd_digits") if k in m), "fid")
+        state = p.state if p.action not in ("give-up", "refuse") else f"{p.state} ({p.action})"
+        counts[p.state] = counts.get(p.state, 0) + 1
+        rows.append([p.run.name, state, f"{s['step']}/{s['iterations']}" if s else f"0/{p.run.config.train.iterations}",
+                     _num(m, "loss/d"), _num(m, "loss/g"), f"{_num(m, fid_key, '.4g')} {fid_key if fid_key in m else ''}".strip(),
+                     _num(m, "perf/images_per_s", ".4g"), s.get("host", ""),
+                     " ".join(filter(None, [job.get("job_id") or s.get("job_id"), scheduler.get(job.get("job_id"))]))
+                     if job else s.get("job_id") or "", p.detail if p.state not in ("finished",) else ""])
+    print(f"study {spec.name}: {len(rows)} runs in {spec.study_dir}")
+    print(format_table(["run", "state", "step", "loss/d", "loss/g", "FID", "img/s", "host", "job", "detail"], rows))
+    print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    return 0

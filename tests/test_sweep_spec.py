@@ -1,0 +1,227 @@
+"""Sweep specs and plans: expansion, identity, validation, dry run, skip/resume/retry decisions (fast)."""
+import json
+import os
+import sys
+
+import pytest
+import yaml
+
+from gatscale.cli import main as gatscale_main
+from gatscale.config import ConfigError, config_hash, effective_lr, load_config
+from gatscale.sweep.plan import RECORD_FILE, note_failure, plan, prepare, update_record
+from gatscale.sweep.spec import load_spec
+from gatscale.train.status import write_status
+from sweep_fixtures import REPO, _digits_cache, tiny_run_dict, two_run_spec, write_spec  # noqa: F401
+
+LR_SETTINGS = {"lr": {"lrA": {"optim.width_aware_lr": True},
+                      "lrS": {"optim.width_aware_lr": False, "optim.lr": 4e-3}}}
+SIZES = {"model.generator.size": ["GAT-S/4", "GAT-B/4"], "model.discriminator.size": ["GAT-S/4", "GAT-B/4"]}
+
+
+def test_grid_zip_and_seeds_multiply(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.yaml", settings=LR_SETTINGS, zip=SIZES,
+                                grid={"lr": ["lrA", "lrS"], "method.repa": [True, False]}, seeds=3))
+    assert len(spec.runs) == 2 * 2 * 2 * 3
+    assert len({r.name for r in spec.runs}) == len({r.config_hash for r in spec.runs}) == 24
+    assert {(r.config.model.generator.size, r.config.model.discriminator.size) for r in spec.runs} == \
+        {("GAT-S/4", "GAT-S/4"), ("GAT-B/4", "GAT-B/4")}  # zip pairs, never crosses
+    assert {r.config.train.seed for r in spec.runs} == {0, 1, 2}
+    assert all(r.run_dir == spec.runs_dir / "t" / r.name for r in spec.runs)
+
+
+def test_named_value_sets_several_keys_and_names_the_run(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.yaml", settings=LR_SETTINGS, zip=SIZES, grid={"lr": ["lrA", "lrS"]}))
+    runs = {r.name: r for r in spec.runs}
+    assert set(runs) == {"S4-mng-repa-lrA-s0", "S4-mng-repa-lrS-s0", "B4-mng-repa-lrA-s0", "B4-mng-repa-lrS-s0"}
+    fixed = runs["B4-mng-repa-lrS-s0"].config
+    assert not fixed.optim.width_aware_lr and effective_lr(fixed, "generator") == 4e-3
+    assert runs["B4-mng-repa-lrA-s0"].config.optim.width_aware_lr
+    assert all(r.config.tracking.experiment == "t" for r in spec.runs)  # one experiment per study
+
+
+def test_hashes_stable_across_key_order_and_yaml_formatting(tmp_path):
+    block = """
+name: t
+base:
+  model:
+    generator: {size: GAT-S/4, depth: 4, hidden_size: 16, num_heads: 1}
+    discriminator: {size: GAT-S/4, depth: 4, hidden_size: 16, num_heads: 1}
+    cmap_dim: 16
+    projector_dim: 16
+    z_dim: 16
+  encoder: {name: vit_tiny_patch16_224, pretrained: false, resolution: 8,
+            kwargs: {patch_size: 4, embed_dim: 16, depth: 1, num_heads: 1}}
+  data: {resolution: 8, num_workers: 0}
+  train: {batch_size: 8, iterations: 20}
+  eval: {fid_every: 0}
+grid:
+  optim.lr: [1.0e-3, 2.0e-3]
+  method.mng: [exp, linear]
+"""
+    flow = """
+grid: {method.mng: [exp, linear], optim.lr: [0.001, 0.002]}
+base:
+  eval.fid_every: 0
+  train: {iterations: 20, batch_size: 8}
+  data.num_workers: 0
+  data.resolution: 8
+  encoder: {kwargs: {num_heads: 1, depth: 1, embed_dim: 16, patch_size: 4}, resolution: 8, pretrained: false,
+            name: vit_tiny_patch16_224}
+  model: {z_dim: 16, projector_dim: 16, cmap_dim: 16,
+          discriminator: {num_heads: 1, hidden_size: 16, depth: 4, size: GAT-S/4},
+          generator: {num_heads: 1, hidden_size: 16, depth: 4, size: GAT-S/4}}
+name: t
+"""
+    a = {r.name: r.config_hash for r in load_spec(write_spec(tmp_path / "a.yaml", block)).runs}
+    b = {r.name: r.config_hash for r in load_spec(write_spec(tmp_path / "b.yaml", flow)).runs}
+    assert a == b and len(set(a.values())) == 4
+
+
+def test_run_hash_is_the_trainers_config_hash(tmp_path):
+    spec = load_spec(two_run_spec(tmp_path / "s.yaml"))
+    planned = plan(spec)
+    prepare(planned[0], spec, None, "sqlite:///x.db")
+    run = spec.runs[0]
+    assert config_hash(load_config(run.run_dir / "config.yaml")) == run.config_hash
+    assert json.loads((run.run_dir / RECORD_FILE).read_text())["config_hash"] == run.config_hash
+
+
+def test_per_size_overrides_apply_to_that_size_only(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.yaml", zip=SIZES, per_size={
+        "S": {"train.batch_size": 4, "resources": {"gpus": 1}},
+        "GAT-B/4": {"optim": {"lr": 5e-4}}}))
+    runs = {r.model: r for r in spec.runs}
+    assert runs["GAT-S/4"].config.train.batch_size == 4 and runs["GAT-S/4"].gpus == 1
+    assert runs["GAT-B/4"].config.train.batch_size == 8 and runs["GAT-B/4"].gpus == 0
+    assert runs["GAT-B/4"].config.optim.lr == 5e-4 and runs["GAT-S/4"].config.optim.lr == 2e-3
+
+
+@pytest.mark.parametrize("spec, where", [
+    ({"grid": {"optim.lrr": [1e-3]}}, "grid.optim.lrr"),
+    ({"zip": {"train.batchsize": [8]}}, "zip.train.batchsize"),
+    ({"settings": {"lr": {"x": {"optim.width_aware": False}}}, "grid": {"lr": ["x"]}}, "settings.lr.x.optim.width_aware"),
+    ({"per_size": {"B": {"model": {"generator": {"widht": 8}}}}}, "per_size.B.model.generator.widht"),
+    ({"grid": {"lr": [1e-3]}}, "grid.lr"),  # neither a key path nor a settings name
+    ({"grdi": {"optim.lr": [1e-3]}}, "grdi"),
+])
+def test_unknown_key_rejected_naming_file_and_key_path(tmp_path, spec, where):
+    path = write_spec(tmp_path / "bad.yaml", **spec)
+    with pytest.raises(ConfigError) as e:
+        load_spec(path)
+    assert str(path) in str(e.value) and where in str(e.value)
+
+
+def test_every_expanded_config_is_validated_naming_the_run(tmp_path):
+    path = write_spec(tmp_path / "s.yaml", grid={"train.batch_size": [8, 0]})
+    with pytest.raises(ConfigError) as e:
+        load_spec(path)
+    assert "train.batch_size=0" in str(e.value) and "train.batch_size = 0" in str(e.value) and str(path) in str(e.value)
+
+
+def test_two_axes_setting_one_key_are_rejected(tmp_path):
+    path = write_spec(tmp_path / "s.yaml", settings=LR_SETTINGS, grid={"lr": ["lrS"], "optim.lr": [1e-3]})
+    with pytest.raises(ConfigError, match="set by two axes"):
+        load_spec(path)
+
+
+def test_colliding_names_get_the_hash(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.yaml", grid={"optim.lr": [1e-3, 2e-3]}))  # both width-aware: 'lrA'
+    assert sorted(r.name for r in spec.runs) == sorted(f"S4-mng-repa-lrA-s0-{r.config_hash[:6]}" for r in spec.runs)
+
+
+def test_shipped_specs_expand(tmp_path):
+    counts = {"demo": 7, "lr_crosscheck": 6, "scaling": 4, "ablation": 8}
+    for name, n in counts.items():
+        spec = load_spec(REPO / "sweeps" / f"{name}.yaml", runs_dir=tmp_path)
+        assert len(spec.runs) == n and spec.name == name
+    scaling = load_spec(REPO / "sweeps" / "scaling.yaml", runs_dir=tmp_path)
+    assert [r.gpus for r in scaling.runs] == [1, 2, 4, 8]  # from the cluster profile's size table
+    assert {r.config.eval.fid_every for r in scaling.runs} == {10000}
+    demo = {r.name: r for r in load_spec(REPO / "sweeps" / "demo.yaml", runs_dir=tmp_path).runs}
+    s, b = demo["S2-mng-repa-lrA-s0"].config, demo["B2-mng-repa-lrA-s0"].config
+    assert effective_lr(s, "generator") == 2 * effective_lr(b, "generator")  # width ratio 1:2 as S:B
+    assert effective_lr(demo["B2-mng-repa-lrS-s0"].config, "generator") == effective_lr(s, "generator")
+
+
+def test_dry_run_has_no_side_effects(tmp_path, monkeypatch, capsys):
+    spec = two_run_spec(tmp_path / "s.yaml", uri="sqlite:///mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    assert gatscale_main(["sweep", str(spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == before  # no runs/, no mlflow.db
+    assert "2 start" in out and "GPU-h" in out and "est." in out
+
+
+def _status(run, state, step=5, **kw):
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    write_status(run.run_dir, state, step, run.config.train.iterations, **kw)
+
+
+def test_plan_skips_terminal_resumes_the_rest_and_gives_up_on_repeated_failures(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.yaml", grid={"train.seed": [0, 1, 2, 3, 4, 5, 6]}, max_attempts=2),
+                     runs_dir=tmp_path / "runs")
+    r = spec.runs
+    _status(r[0], "finished", 20)
+    _status(r[1], "diverged", 3, reason="non-finite loss/d at step 3")
+    _status(r[2], "preempted")
+    _status(r[3], "running")  # no process holds its lock: killed
+    _status(r[4], "failed", reason="RuntimeError: boom")
+    _status(r[5], "failed", reason="RuntimeError: boom")
+    note_failure(r[5].run_dir, "exit1@123")  # a failure before this one: 2 of max 2
+    actions = [(p.state, p.action) for p in plan(spec)]
+    assert actions == [("finished", "skip"), ("diverged", "skip"), ("preempted", "resume"), ("interrupted", "resume"),
+                       ("failed", "retry"), ("failed", "give-up"), ("new", "start")]
+
+
+def test_plan_refuses_a_folder_of_another_config(tmp_path):
+    spec = load_spec(two_run_spec(tmp_path / "s.yaml"), runs_dir=tmp_path / "runs")
+    run = spec.runs[0]
+    run.run_dir.mkdir(parents=True)
+    update_record(run.run_dir, config_hash="0123456789")
+    p = plan(spec)[0]
+    assert p.action == "refuse" and "0123456789" in p.detail and run.config_hash in p.detail
+
+
+def test_plan_reads_the_trainers_lock(tmp_path):
+    from gatscale.train.status import RunLock
+    spec = load_spec(two_run_spec(tmp_path / "s.yaml"), runs_dir=tmp_path / "runs")
+    _status(spec.runs[0], "running")
+    with RunLock(spec.runs[0].run_dir):
+        assert (plan(spec)[0].state, plan(spec)[0].action) == ("running", "skip")
+
+
+def test_local_backend_retries_a_failing_run_then_gives_up(tmp_path, monkeypatch):
+    from gatscale.sweep import backends
+    from gatscale.sweep.backends import local
+    spec = load_spec(two_run_spec(tmp_path / "s.yaml"), runs_dir=tmp_path / "runs")
+    run = spec.runs[0]
+    for p in plan(spec)[:1]:
+        prepare(p, spec, None, "")
+    monkeypatch.setattr(local, "train_command", lambda r: [sys.executable, "-c", "import sys; sys.exit(1)"])
+    [outcome] = backends.launch("local", [run], backends.Options(max_attempts=3, study_dir=spec.study_dir))
+    assert outcome.state == "failed" and "failed 3 of 3 attempts" in outcome.detail
+    assert len(json.loads((run.run_dir / RECORD_FILE).read_text())["failures"]) == 3
+    assert plan(spec)[0].action == "give-up"  # a later launch does not try again
+
+
+def test_status_command_lists_every_run(tmp_path, monkeypatch, capsys):
+    spec_path = two_run_spec(tmp_path / "s.yaml")
+    spec = load_spec(spec_path, runs_dir=tmp_path / "runs")
+    _status(spec.runs[0], "finished", 20, metrics={"loss/d": 1.25, "loss/g": 0.5, "fd_digits": 321.0})
+    assert gatscale_main(["status", str(spec_path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("S4-")}
+    assert len(lines) == 2
+    done = lines[spec.runs[0].name]
+    assert "finished" in done and "20/20" in done and "1.25" in done and "321 fd_digits" in done
+    assert "new" in lines[spec.runs[1].name]
+
+
+def test_spec_names_resolve_relative_to_the_spec(tmp_path):
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "base.yaml").write_text(yaml.safe_dump(tiny_run_dict()))
+    (tmp_path / "sweeps").mkdir()
+    spec = load_spec(write_spec(tmp_path / "sweeps" / "s.yaml", text="name: t\nbase_config: ../cfg/base.yaml\n"
+                                                                   "grid: {train.seed: [0, 1]}\n"))
+    assert [r.config.model.generator.hidden_size for r in spec.runs] == [16, 16]
