@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections import Counter
 
 from ..config import ConfigError, effective_lr
 from ..train.status import EXIT_PREEMPTED, TERMINAL
@@ -67,6 +68,9 @@ def run_table(spec: Spec, planned, device: str) -> str:
 
 
 def main(args) -> int:
+    if args.max_parallel is not None and args.max_parallel < 1:
+        print(f"gatscale sweep: --max-parallel = {args.max_parallel}: must be >= 1", file=sys.stderr)
+        return 2
     try:
         spec = load_spec(args.spec, args.runs_dir, args.profile)
     except ConfigError as e:
@@ -76,10 +80,7 @@ def main(args) -> int:
     print(f"study {spec.name} ({spec.path}): {len(spec.runs)} runs in {spec.study_dir}, experiment {spec.name!r} "
           f"at {spec.tracking.uri}")
     print(run_table(spec, planned, spec.device))
-    counts = {}
-    for p in planned:
-        counts[p.action] = counts.get(p.action, 0) + 1
-    print("plan: " + ", ".join(f"{n} {a}" for a, n in sorted(counts.items())))
+    print("plan: " + ", ".join(f"{n} {a}" for a, n in sorted(Counter(p.action for p in planned).items())))
     conflicts = [p for p in planned if p.action == "refuse"]
     for p in conflicts:
         print(f"gatscale sweep: {p.detail}", file=sys.stderr)
@@ -107,10 +108,7 @@ def main(args) -> int:
     outcomes = launch(args.backend, [p.run for p in todo], options)
 
     states = [o.state for o in outcomes] + [p.state for p in planned if not p.launch]
-    summary = {}
-    for s in states:
-        summary[s] = summary.get(s, 0) + 1
-    print("summary: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.items())))
+    print("summary: " + ", ".join(f"{n} {s}" for s, n in sorted(Counter(states).items())))
     interrupted = any(o.state == "preempted" for o in outcomes)
     if parent is not None and not set(states) & {"submitted", "running", "queued"}:
         final = "finished" if all(s in TERMINAL for s in states) else "preempted" if interrupted else "failed"

@@ -4,7 +4,8 @@ Decided from the run folder first (status.json, the trainer's lock, sweep.json),
 sweep submitted that is still queued or running) and the tracker (a run whose folder has no status):
 
     finished, diverged            skip (never relaunched)
-    running (lock held), queued   skip (someone is on it)
+    running (lock held), queued   skip (someone is on it; also a run the tracker calls running or
+                                  terminal while this folder has no status: it lives elsewhere)
     new, pending                  start
     preempted, interrupted        resume: the trainer continues from its last checkpoint
     failed                        retry while failures < max_attempts, then give up (reported)
@@ -155,7 +156,7 @@ def plan_run(run: Run, max_attempts: int, tracked: dict[str, str], active: dict[
         return Planned(run, "preempted", "resume", step, status)
     if state == "running":
         return Planned(run, "interrupted", "resume", f"{step}; its process is gone (killed or node lost)", status)
-    if state is None and tracked.get(run.config_hash) in TERMINAL:
+    if state is None and tracked.get(run.config_hash) in (*TERMINAL, "running"):
         return Planned(run, tracked[run.config_hash], "skip", "per the tracker (the run folder has no status)")
     failures = len(failure_ids(run.run_dir, status))
     reason = (status or {}).get("reason") or ""

@@ -6,6 +6,7 @@ submitted (squeue), and the tracker for runs whose folder has no status.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 from ..config import ConfigError
 from .plan import last_job, plan
@@ -41,20 +42,21 @@ def main(args) -> int:
     if jobs:
         from .backends.submitit_backend import job_states
         scheduler = job_states(jobs)
-    rows, counts = [], {}
+    rows = []
     for p in planned:
         s = p.status or {}
         m = s.get("metrics") or {}
+        step = f"{s['step']}/{s['iterations']}" if s else f"0/{p.run.config.train.iterations}"
+        fid_key = next((k for k in ("fid", "fd_digits") if k in m), None)
+        fid = f"{m[fid_key]:.4g} {fid_key}" if fid_key else ""
         job = last_job(p.run.run_dir) or {}
-        fid_key = next((k for k in ("fid", "fd_digits") if k in m), "fid")
+        job_id = job.get("job_id") or s.get("job_id") or ""
+        job_cell = f"{job_id} {scheduler.get(job_id, '')}".strip()
         state = p.state if p.action not in ("give-up", "refuse") else f"{p.state} ({p.action})"
-        counts[p.state] = counts.get(p.state, 0) + 1
-        rows.append([p.run.name, state, f"{s['step']}/{s['iterations']}" if s else f"0/{p.run.config.train.iterations}",
-                     _num(m, "loss/d"), _num(m, "loss/g"), f"{_num(m, fid_key, '.4g')} {fid_key if fid_key in m else ''}".strip(),
-                     _num(m, "perf/images_per_s", ".4g"), s.get("host", ""),
-                     " ".join(filter(None, [job.get("job_id") or s.get("job_id"), scheduler.get(job.get("job_id"))]))
-                     if job else s.get("job_id") or "", p.detail if p.state not in ("finished",) else ""])
+        rows.append([p.run.name, state, step, _num(m, "loss/d"), _num(m, "loss/g"), fid,
+                     _num(m, "perf/images_per_s", ".4g"), s.get("host", ""), job_cell,
+                     "" if p.state == "finished" else p.detail])
     print(f"study {spec.name}: {len(rows)} runs in {spec.study_dir}")
     print(format_table(["run", "state", "step", "loss/d", "loss/g", "FID", "img/s", "host", "job", "detail"], rows))
-    print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    print("  ".join(f"{k}: {v}" for k, v in sorted(Counter(p.state for p in planned).items())))
     return 0
