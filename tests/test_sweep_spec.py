@@ -183,6 +183,17 @@ def test_plan_refuses_a_folder_of_another_config(tmp_path):
     assert p.action == "refuse" and "0123456789" in p.detail and run.config_hash in p.detail
 
 
+def test_editing_a_result_key_under_the_same_name_is_refused_with_the_difference(tmp_path, capsys):
+    path = two_run_spec(tmp_path / "s.yaml")
+    spec = load_spec(path, runs_dir=tmp_path / "runs")
+    prepare(plan(spec)[0], spec, None, "")
+    path.write_text(path.read_text().replace("lr: 0.002", "lr: 0.001"))  # same names (lrA), new hashes
+    assert gatscale_main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr: 0.002 -> 0.001" in err and spec.runs[0].name in err
+    assert not spec.runs[1].run_dir.exists()  # nothing launched
+
+
 def test_plan_reads_the_trainers_lock(tmp_path):
     from gatscale.train.status import RunLock
     spec = load_spec(two_run_spec(tmp_path / "s.yaml"), runs_dir=tmp_path / "runs")

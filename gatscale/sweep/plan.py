@@ -79,6 +79,8 @@ def identity_error(run: Run) -> str | None:
     """Why the run folder cannot be this run (another config under the same name), or None."""
     held = read_record(run.run_dir).get("config_hash")
     saved = run.run_dir / "config.yaml"
+    if held == run.config_hash or (held is None and not saved.is_file()):
+        return None
     old = None
     if saved.is_file():
         try:
@@ -86,8 +88,8 @@ def identity_error(run: Run) -> str | None:
         except ConfigError as e:
             return f"{saved}: unreadable run config ({e}); move the folder away to start this run afresh"
         held = held or config_hash(old)
-    if held is None or held == run.config_hash:
-        return None
+        if held == run.config_hash:
+            return None
     diff = ""
     if old is not None:
         a, b = flatten(to_dict(old)), flatten(to_dict(run.config))

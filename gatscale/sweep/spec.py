@@ -59,7 +59,7 @@ class Run:
     run_dir: Path
     model: str                   # generator size name, e.g. 'GAT-B/2' (resource class, throughput key)
     resources: SizeResources     # GPUs, nodes, wall time: the profile's size row under the spec's overrides
-    labels: dict = field(default_factory=dict)  # axis -> value name, for tables
+    labels: dict = field(default_factory=dict)  # axis -> this run's value (its name if named), and the seed
 
     @property
     def gpus(self) -> int:

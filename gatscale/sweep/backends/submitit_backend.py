@@ -77,7 +77,7 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
         classes.setdefault(json.dumps(_resources(run, options), sort_keys=True, default=str), []).append(run)
     jobs = []
     for key, members in classes.items():
-        executor.update_parameters(name=f"{options.study_dir.name}", **json.loads(key))
+        executor.update_parameters(name=options.study_dir.name, **json.loads(key))
         with executor.batch():
             submitted = [executor.submit(TrainJob(), str(r.run_dir / "config.yaml"), str(r.run_dir)) for r in members]
         for run, job in zip(members, submitted):
