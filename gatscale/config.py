@@ -7,6 +7,7 @@ Errors name the file, the key path and the value: `ConfigError: configs/x.yaml: 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -241,8 +242,14 @@ def _coerce(value: Any, tp, key: str, source: str | None):
     raise TypeError(f"unsupported config type {tp} at {key}")
 
 
+@functools.cache
+def field_types(cls) -> dict:
+    """The resolved type hints of a config dataclass (cached: resolving string annotations is slow)."""
+    return typing.get_type_hints(cls)
+
+
 def _from_dict(cls, data: dict, source: str | None, prefix: str = ""):
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for k in data:
         if k not in names:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..config import atomic_write_text
 from ..vae import build_tokenizer
-from .shards import make_readable, shard_done, shard_name, write_index, write_shard
+from .shards import make_readable, shard_done, write_index, write_shard
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LATENT_DTYPES = ("float32", "float16")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import hashlib
 import itertools
 import json
@@ -35,8 +34,8 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, RunConfig, _coerce, _from_dict, config_hash, validate
-from ..models import GAT_SIZES, MODEL_NAMES
+from ..config import ConfigError, RunConfig, _coerce, _from_dict, config_hash, field_types, validate
+from ..sizes import GAT_SIZES, MODEL_NAMES
 from .profile import ClusterProfile, SizeResources, load_profile, size_resources
 
 TOP_KEYS = ("name", "description", "base_config", "base", "settings", "grid", "zip", "seeds", "groups", "per_size",
@@ -47,7 +46,6 @@ LR_KEYS = ("optim.lr", "optim.width_aware_lr")
 SWITCH_KEYS = ("method.mng", "method.repa", *LR_KEYS)  # already spelled out in every run name
 MNG_TAGS = {"exp": "mng", "linear": "mnglin", "vp": "mngvp", "off": "nomng"}
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
-_hints = functools.cache(typing.get_type_hints)  # string annotations: evaluating them dominates a 256-run expansion
 
 
 @dataclass
@@ -107,7 +105,7 @@ def check_key(source: str, where: str, key: str, value: Any = None):
             section = f"in {prefix}" if prefix else "at the top level"
             raise ConfigError(source, where, value, f"unknown config key {key!r}; valid keys {section}: "
                                                     f"{', '.join(sorted(fields))}")
-        tp = _hints(node)[part]
+        tp = field_types(node)[part]
         if dataclasses.is_dataclass(tp):
             node = tp
         elif i < len(parts) - 1 and not (tp is dict or typing.get_origin(tp) is dict):
@@ -141,7 +139,7 @@ def flat_settings(source: str, where: str, mapping: Any) -> dict[str, Any]:
 def _is_dict_field(key: str) -> bool:
     node = RunConfig
     for part in key.split("."):
-        hints = _hints(node) if dataclasses.is_dataclass(node) else {}
+        hints = field_types(node) if dataclasses.is_dataclass(node) else {}
         if part not in hints:
             return False
         node = hints[part]
@@ -157,7 +155,7 @@ def set_config(cfg: RunConfig, key: str, value: Any, source: str):
     if isinstance(node, dict):
         node[leaf] = copy.deepcopy(value)
     else:
-        setattr(node, leaf, _coerce(copy.deepcopy(value), _hints(type(node))[leaf], key, source))
+        setattr(node, leaf, _coerce(copy.deepcopy(value), field_types(type(node))[leaf], key, source))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +290,7 @@ def _per_size(source: str, value: Any) -> dict[str, tuple[dict, SizeResources]]:
 def _resources(source: str, where: str, value: Any) -> SizeResources:
     if value is None:
         return SizeResources()
-    hints = _hints(SizeResources)
+    hints = field_types(SizeResources)
     if not isinstance(value, dict):
         raise ConfigError(source, where, value, f"expected a mapping with keys {', '.join(hints)}")
     for k in value:

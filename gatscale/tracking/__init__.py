@@ -14,7 +14,7 @@ _LAZY = {"ensure_store": ".store", "resolve_uri": ".store", "start_sweep_run": "
 
 def build_tracker(cfg) -> Tracker:
     """cfg: TrackingConfig."""
-    if cfg.backend == "null":
+    if cfg.backend == "none":
         return NullTracker()
     from .mlflow_tracker import MlflowTracker
     return MlflowTracker(cfg)

@@ -41,6 +41,7 @@ class RunResult:
     status: str          # finished | diverged | preempted | failed
     step: int
     reason: str | None = None
+    signum: int | None = None  # the signal that preempted the run (SIGTERM or SIGUSR2)
 
 
 class _StopFlag:
@@ -48,12 +49,17 @@ class _StopFlag:
 
     def __init__(self):
         self.signum = None
+        self.previous = {}
 
     def install(self):
         if threading.current_thread() is not threading.main_thread():
             return  # e.g. a Ray Tune trial thread: the backend handles preemption
         for sig in (signal.SIGTERM, signal.SIGUSR2):
-            signal.signal(sig, self._handle)
+            self.previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame):
         self.signum = signum
@@ -86,14 +92,17 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, tracker: Tracker | 
     stop = _StopFlag()
     stop.install()
     state = {"step": 0, "iterations": cfg.train.iterations}
-    with RunLock(run_dir) if info.is_main else contextlib.nullcontext():
-        try:
-            return _train(cfg, run_dir, tracker, info, stop, state)
-        except ResumeRefused:
-            raise  # the folder belongs to another config: leave its status alone
-        except BaseException as e:
-            _record_failure(e, run_dir, tracker, info, state)
-            raise
+    try:
+        with RunLock(run_dir) if info.is_main else contextlib.nullcontext():
+            try:
+                return _train(cfg, run_dir, tracker, info, stop, state)
+            except ResumeRefused:
+                raise  # the folder belongs to another config: leave its status alone
+            except BaseException as e:
+                _record_failure(e, run_dir, tracker, info, state)
+                raise
+    finally:
+        stop.restore()
 
 
 def _record_failure(e: BaseException, run_dir: Path, tracker: Tracker, info: DistInfo, state: dict):
@@ -257,7 +266,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             if info.is_main:
                 write_status(run_dir, "running", step, iterations, metrics=last_metrics)
         if preempted:
-            result = RunResult("preempted", step, f"signal {stop.signum} at step {step}")
+            result = RunResult("preempted", step, f"signal {stop.signum} at step {step}", signum=stop.signum)
             break
 
     if result is None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -52,8 +51,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         submitit_usr2 = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint-and-requeue handler
         cfg = load_config(config_path)
         result = train(cfg, run_dir, tracker=build_tracker(cfg.tracking))
-        if result.status == "preempted" and re.search(rf"\bsignal {int(signal.SIGUSR2)}\b", result.reason or "") \
-                and callable(submitit_usr2):
+        if result.status == "preempted" and result.signum == signal.SIGUSR2 and callable(submitit_usr2):
             submitit_usr2(signal.SIGUSR2, None)  # requeues and exits on rank 0; returns on the others
         return {"name": cfg.name, "status": result.status, "step": result.step, "reason": result.reason}
 
