@@ -21,6 +21,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
+from gatscale.atomic import atomic_write_text
+
 from . import style
 from .load import MissingData
 
@@ -167,7 +169,7 @@ def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
         panels = CROSSCHECK_PANELS + ((fid, label.split(" ")[0], label, True),)
     except MissingData:
         panels = CROSSCHECK_PANELS + ((None, "FID", "FID (not logged)", True),)
-    fig, axes = style.new_figure(7.0, 4.6, 2, 3)
+    fig, axes = style.new_figure(9.0, 5.2, 2, 3)
     axes = axes.ravel()
     seen, any_diverged = set(), False
     for run in sel.itertuples():
@@ -183,9 +185,10 @@ def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
                     marker="o" if sparse else None, markersize=3)
             if stop is not None and mark_divergence(ax, x, y, stop) is not None:
                 any_diverged = True
-    for ax, (metric, title, ylabel, log) in zip(axes, panels):
-        ax.set_title(title)
-        ax.set_ylabel(ylabel)
+    for i, (ax, (metric, title, ylabel, log)) in enumerate(zip(axes, panels)):
+        is_fid = i == len(panels) - 1  # its long, honest name goes on top, the short one on the axis
+        ax.set_title(ylabel if is_fid else title, fontsize=9 if is_fid else None)
+        ax.set_ylabel(title if is_fid else ylabel)
         style.iteration_axis(ax, "iteration")
         if log and ax.has_data():
             style.log_axis(ax)
@@ -430,7 +433,6 @@ def ablation_table(runs: pd.DataFrame, histories: pd.DataFrame, step: int | None
     table = table.sort_values(["model", "_off", "mng"], key=lambda c: c.map(order) if c.name == "model" else c)
     table = table.drop(columns="_off").reset_index(drop=True)
     if out_dir is not None:
-        from gatscale.config import atomic_write_text  # imported here: it loads torch
         csv, tex = Path(out_dir) / "ablation.csv", Path(out_dir) / "ablation.tex"
         atomic_write_text(csv, table.to_csv(index=False))
         atomic_write_text(tex, ablation_latex(table, metric, runs))

@@ -22,7 +22,7 @@ import pandas as pd
 warnings.filterwarnings("ignore", message="IProgress not found")  # mlflow's tqdm.auto in a notebook without ipywidgets
 from mlflow import MlflowClient  # noqa: E402
 
-from .files import atomic_save  # noqa: E402
+from gatscale.atomic import atomic_open  # noqa: E402
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_CACHE_DIR = Path(os.environ.get("GATSCALE_CACHE", Path.home() / ".cache" / "gatscale" / "histories"))
@@ -220,7 +220,8 @@ def _read_cache(cache_dir, tracking_uri, run):
 def _write_cache(cache_dir, tracking_uri, run, frame):
     if cache_dir is not None:
         entry = {"fingerprint": run.fingerprint, "frame": frame}
-        atomic_save(_cache_path(cache_dir, tracking_uri, run.run_id), lambda f: pd.to_pickle(entry, f))
+        with atomic_open(_cache_path(cache_dir, tracking_uri, run.run_id)) as f:
+            pd.to_pickle(entry, f)
 
 
 # ---------------------------------------------------------------------------------------------

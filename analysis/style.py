@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from .files import atomic_save
+from gatscale.atomic import atomic_open
 
 SIZE_ORDER = ("S", "B", "L", "XL")
 # Okabe-Ito colour-blind-safe colours; red is kept free for the divergence marker.
@@ -53,7 +53,7 @@ def new_figure(width: float = 6.5, height: float = 3.2, nrows: int = 1, ncols: i
 def iteration_axis(ax, label: str = "training iteration"):
     """x axis in iterations, ticks as 10k, 20k, ..."""
     ax.set_xlabel(label)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True, steps=[1, 2, 2.5, 5, 10]))  # few, round ticks
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}"))
 
 
@@ -157,4 +157,8 @@ def add_footnote(fig: Figure, runs, extra=()) -> str | None:
 
 def save(fig: Figure, out_dir, stem: str) -> list[Path]:
     """Write `stem`.png and `stem`.pdf atomically; returns the paths."""
-    return [atomic_save(Path(out_dir) / f"{stem}.{fmt}", lambda f: fig.savefig(f, format=fmt)) for fmt in ("png", "pdf")]
+    paths = [Path(out_dir) / f"{stem}.{fmt}" for fmt in ("png", "pdf")]
+    for path in paths:
+        with atomic_open(path) as f:
+            fig.savefig(f, format=path.suffix[1:])
+    return paths

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .atomic import atomic_write_text
 from .sizes import parse_model_name
 
 
@@ -409,22 +409,6 @@ def replace(cfg: RunConfig, **changes) -> RunConfig:
     for key, value in changes.items():
         set_by_path(data, f"{key}={json.dumps(value)}")
     return config_from_dict(data)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str):
-    """Write via a temporary file in the same folder, fsync, rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 __all__ = [

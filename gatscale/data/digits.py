@@ -12,8 +12,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import make_readable
 from ..vae import PixelTokenizer
-from .shards import make_readable, read_index, write_index, write_shard
+from .shards import read_index, write_index, write_shard
 
 DIGITS_CLASS_NAMES = [str(i) for i in range(10)]
 

@@ -27,9 +27,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..config import atomic_write_text
+from ..atomic import atomic_write_text
 from ..vae import build_tokenizer
-from .shards import make_readable, shard_done, write_index, write_shard
+from .shards import shard_done, write_index, write_shard
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LATENT_DTYPES = ("float32", "float16")
@@ -202,7 +202,6 @@ def check_or_record_plan(dest: Path, plan: dict):
     else:
         dest.mkdir(parents=True, exist_ok=True)
         atomic_write_text(file, json.dumps(plan, indent=1))
-        make_readable(file)
 
 
 def finish_if_complete(dest: Path, plan: dict) -> dict | None:
@@ -214,7 +213,6 @@ def finish_if_complete(dest: Path, plan: dict) -> dict | None:
     info = {k: v for k, v in plan.items() if k not in ("num_shards", "images")}
     index = write_index(dest, info, plan["num_shards"])
     atomic_write_text(dest / "labels.txt", "".join(f"{i}\t{name}\n" for i, name in enumerate(plan["class_names"])))
-    make_readable(dest / "labels.txt")
     if index["num_images"] + index["num_skipped"] != plan["num_files"]:
         raise RuntimeError(f"{dest}/index.json: {index['num_images']} images + {index['num_skipped']} skipped != "
                            f"{plan['num_files']} files listed; the shards are inconsistent")

@@ -24,29 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import atomic_write_text
+from ..atomic import atomic_write_text, fsync_dir, make_readable
 
 FORMAT = "gatscale-shards/1"
 FIELDS = ("latent", "label", "image")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def make_readable(path: Path):
-    """Temp files and folders are created owner-only; give shared data sets the usual umask permissions."""
-    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_UMASK)
-
 
 def shard_name(k: int) -> str:
     return f"shard-{k:05d}"
-
-
-def _fsync_path(path: Path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_shard(dest: Path, k: int, arrays: dict[str, np.ndarray], meta: dict) -> bool:
@@ -62,17 +46,15 @@ def write_shard(dest: Path, k: int, arrays: dict[str, np.ndarray], meta: dict) -
                 f.flush()
                 os.fsync(f.fileno())
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
-        for file in tmp.iterdir():
-            make_readable(file)
-        make_readable(tmp)
-        _fsync_path(tmp)
+        make_readable(tmp)  # mkdtemp makes it owner-only; the files inside follow the umask
+        fsync_dir(tmp)
         try:
             os.rename(tmp, dest / shard_name(k))
         except OSError:
             if (dest / shard_name(k) / "meta.json").exists():
                 return False  # a concurrent job wrote the same shard; both copies are identical in content
             raise
-        _fsync_path(dest)
+        fsync_dir(dest)
         return True
     finally:
         if tmp.exists():

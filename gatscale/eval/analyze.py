@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gatscale.config import atomic_write_text
+from gatscale.atomic import atomic_write_text
 
 from .cli import build_eval_tokenizer, load_run, log_to_tracker
 

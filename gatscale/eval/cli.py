@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from gatscale.config import atomic_write_text, to_dict
+from gatscale.atomic import atomic_write_text
+from gatscale.config import to_dict
 
 from . import fid
 from .samples import NpzWriter, generate_images

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from . import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 DIGITS_EXTRACTOR = "gatscale-digits"
 INPUT_SIZE = 16          # images are resized to 16x16 before the CNN

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .samples import balanced_labels, to_uint8
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .digits_features import cache_dir
 
 MAX_PRC_FEATURES = 10_000

@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, atomic_write_text, config_hash, dump_config, flatten, load_config, to_dict
+from ..atomic import atomic_write_text
+from ..config import ConfigError, config_hash, dump_config, flatten, load_config, to_dict
 from ..train.status import LOCK_FILE, TERMINAL, read_status, run_in_progress
 from .spec import Run, Spec
 

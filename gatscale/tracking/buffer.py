@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..config import atomic_write_text
+from ..atomic import atomic_write_text
 from .files import file_lock, flock
 
 log = logging.getLogger(__name__)

@@ -6,14 +6,14 @@ renamed into place, so a kill during the write leaves the previous checkpoint in
 kept. Loading uses `torch.load(weights_only=True)`: only tensors and plain containers, never pickled
 objects.
 """
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..atomic import atomic_open
 
 CKPT_PATTERN = re.compile(r"ckpt-(\d{7,})\.pt$")
 
@@ -52,30 +52,13 @@ def set_rng_state(state: dict):
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _fsync_dir(folder: Path):
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int) -> Path:
     """Atomically write checkpoints/ckpt-<step>.pt and delete all but the newest `keep`."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ckpt-{step:07d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(folder)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path

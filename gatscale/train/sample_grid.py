@@ -1,11 +1,11 @@
 """Periodic sample grids from the EMA generator, decoded through the tokenizer (VAE or pixels)."""
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torchvision.utils import make_grid
 from PIL import Image
+
+from ..atomic import atomic_open
 
 
 @torch.no_grad()
@@ -16,11 +16,8 @@ def save_sample_grid(G, z, y, tokenizer, path: Path, tracker=None, autocast=None
     images = tokenizer.decode(latents.float()).clamp(0, 1).cpu()
     grid = make_grid(images, nrow=max(int(len(images) ** 0.5), 1), padding=1)
     array = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(array).save(f, format="PNG")
     if tracker is not None:
         tracker.log_artifact(path, "samples")
     return path

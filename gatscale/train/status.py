@@ -4,7 +4,7 @@ import os
 import time
 from pathlib import Path
 
-from ..config import atomic_write_text
+from ..atomic import atomic_write_text
 
 STATUS_FILE = "status.json"
 TERMINAL = ("finished", "diverged")  # a sweep never relaunches these
