@@ -5,19 +5,13 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..tracking.labels import job_id
 
 STATUS_FILE = "status.json"
 TERMINAL = ("finished", "diverged")  # a sweep never relaunches these
 
 # Process exit codes of `gatscale train`, for backends: finished and diverged are both terminal.
 EXIT_OK, EXIT_FAILED, EXIT_PREEMPTED = 0, 1, 75  # 75 = EX_TEMPFAIL: try again (requeue)
-
-
-def job_id() -> str | None:
-    env = os.environ
-    if "SLURM_ARRAY_JOB_ID" in env:
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '0')}"
-    return env.get("SLURM_JOB_ID") or env.get("GATSCALE_JOB_ID")
 
 
 def write_status(run_dir: Path, status: str, step: int, iterations: int, reason: str | None = None,

@@ -49,8 +49,10 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
             return
         started = time.time()
         with open(run.run_dir / "stdout.txt", "a") as out:
+            env = child_env(cpus_per_gpu * max(run.gpus, 1))
+            env["GATSCALE_JOB_ID"] = f"ray-{tune.get_context().get_trial_id()}"  # the tracker's gatscale.job_id tag
             proc = subprocess.Popen(train_command(run), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                    env=child_env(cpus_per_gpu * max(run.gpus, 1)), preexec_fn=_child_setup)
+                                    env=env, preexec_fn=_child_setup)
             returncode = proc.wait()
         outcome = outcome_of(run, returncode)
         if outcome.state == "failed":
