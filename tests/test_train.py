@@ -203,3 +203,32 @@ def test_two_process_gloo_ddp_stays_in_sync(tmp_path):
     assert state["step"] == 20 and len(state["rng"]) == 2
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # per-rank seeds
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
+
+
+# --- the step's options ------------------------------------------------------------------------
+
+def _step_once(precision: str = "fp32", **model):
+    from gatscale.train.step import build_state, train_step
+    cfg = tiny_config(train={"precision": precision}, model=model)
+    st = build_state(cfg, torch.device("cpu"))
+    g = torch.Generator().manual_seed(1)
+    x, z = torch.randn(8, 3, 8, 8, generator=g), torch.randn(8, 16, generator=g)
+    y, raw = torch.arange(8) % 10, torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8, generator=g)
+    torch.manual_seed(2)
+    stats = train_step(st, x, y, z, raw)
+    return stats, [p.detach().clone() for p in list(st.G.parameters()) + list(st.D.parameters())]
+
+
+def test_gradient_checkpointing_changes_nothing_but_memory():
+    plain, p_plain = _step_once()
+    ckpt, p_ckpt = _step_once(grad_checkpointing=True)
+    assert plain["loss/d"].item() == pytest.approx(ckpt["loss/d"].item(), rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(p_plain, p_ckpt))
+
+
+def test_bf16_autocast_step_is_finite_and_close_to_float32():
+    fp32, _ = _step_once()
+    bf16, _ = _step_once(precision="bf16")
+    for k in ("loss/d", "loss/g", "grad_norm/d", "grad_norm/g"):
+        assert torch.isfinite(bf16[k]).all()
+    assert bf16["loss/d"].item() == pytest.approx(fp32["loss/d"].item(), rel=0.05)
