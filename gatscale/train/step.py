@@ -100,35 +100,32 @@ def grad_norm(params) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-def _clip(params, max_norm: float) -> torch.Tensor:
-    """Clip and return the pre-clip global norm (a device tensor: no host sync)."""
-    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"), foreach=True)
+def _optimizer_step(net, opt, name: str, cfg: RunConfig, group_norms: bool) -> dict[str, torch.Tensor]:
+    """Gradient norms (global, and per block group when asked), clipping, the AdamW step."""
+    norms = {}
+    if group_norms:
+        for i, group in enumerate(block_groups(net.blocks, cfg.model.num_levels)):
+            norms[f"grad_norm/{name}_group{i}"] = grad_norm(group)
+    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+    norms[f"grad_norm/{name}"] = torch.nn.utils.clip_grad_norm_(net.parameters(), clip, foreach=True)  # no host sync
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return norms
 
 
 def train_step(s: GANState, x, y, z, raw_images=None, group_norms: bool = False) -> dict[str, torch.Tensor]:
     """One D step and one G step; returns detached device tensors (losses, logits, gradient norms)."""
-    cfg = s.cfg
     s.D.requires_grad_(True)
     with s.autocast():
         loss_d, stats = s.objective.discriminator_loss(s.G_fwd, s.D_train, x, y, z, raw_images)
     loss_d.backward()
-    if group_norms:
-        for i, group in enumerate(block_groups(s.D.blocks, cfg.model.num_levels)):
-            stats[f"grad_norm/d_group{i}"] = grad_norm(group)
-    stats["grad_norm/d"] = _clip(s.D.parameters(), cfg.optim.grad_clip)
-    s.opt_d.step()
-    s.opt_d.zero_grad(set_to_none=True)
+    stats.update(_optimizer_step(s.D, s.opt_d, "d", s.cfg, group_norms))
     s.D.requires_grad_(False)
 
     with s.autocast():
         loss_g, g_stats = s.objective.generator_loss(s.G_train, s.D_fwd, x, y, z)
     loss_g.backward()
     stats.update(g_stats)
-    if group_norms:
-        for i, group in enumerate(block_groups(s.G.blocks, cfg.model.num_levels)):
-            stats[f"grad_norm/g_group{i}"] = grad_norm(group)
-    stats["grad_norm/g"] = _clip(s.G.parameters(), cfg.optim.grad_clip)
-    s.opt_g.step()
-    s.opt_g.zero_grad(set_to_none=True)
-    update_ema(s.G_ema, s.G, cfg.optim.ema_decay)
+    stats.update(_optimizer_step(s.G, s.opt_g, "g", s.cfg, group_norms))
+    update_ema(s.G_ema, s.G, s.cfg.optim.ema_decay)
     return stats
