@@ -1,4 +1,4 @@
-"""Test-wide settings: offline hub, deterministic CPU, small thread count."""
+"""Test-wide settings: offline hub, deterministic CPU, small thread count; the shared fixture modules."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,6 +10,10 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+# Fixtures every test module can ask for by name: one digits cache per session (autouse), the evaluation
+# cache, the local SLURM cluster and a study name on it.
+pytest_plugins = ["train_fixtures", "eval_fixtures", "slurm_fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from train_fixtures import REPO, _digits_cache, tiny_run_dict, wait_for  # noqa: F401  (fixture re-exported)
+from train_fixtures import REPO, tiny_run_dict, wait_for  # noqa: F401  (re-exported for the sweep tests)
 
 
 def write_spec(path: Path, text: str | None = None, **spec) -> Path:

@@ -4,7 +4,7 @@ import yaml
 
 from analysis_fixtures import assert_notebooks_execute
 from sweep_fixtures import gatscale
-from train_fixtures import _digits_cache, tiny_run_dict  # noqa: F401  (session fixture)
+from train_fixtures import tiny_run_dict
 
 
 def tiny_study_spec(path, uri: str):

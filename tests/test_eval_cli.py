@@ -5,7 +5,7 @@ import json
 import numpy as np
 import torch
 
-from eval_fixtures import eval_cache, eval_cache_dir, run_with_checkpoint  # noqa: F401
+from eval_fixtures import run_with_checkpoint
 from gatscale.cli import main
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch_fidelity
 
-from eval_fixtures import digits_tensor, eval_cache, eval_cache_dir, tiny_config, tiny_generator  # noqa: F401
+from eval_fixtures import digits_tensor, tiny_config, tiny_generator
 from gatscale.eval import fid
 from gatscale.eval.reference import FeatureMoments, compute_reference, load_reference, save_reference
 from gatscale.vae import build_tokenizer

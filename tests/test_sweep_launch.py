@@ -13,7 +13,7 @@ from gatscale.config import TrackingConfig
 from gatscale.sweep.spec import load_spec
 from gatscale.train.checkpoint import list_checkpoints
 from gatscale.train.status import EXIT_PREEMPTED, read_status, run_in_progress
-from sweep_fixtures import _digits_cache, gatscale, run_starts, tiny_run_dict, two_run_spec, wait_for, write_spec  # noqa: F401
+from sweep_fixtures import gatscale, run_starts, tiny_run_dict, two_run_spec, wait_for, write_spec
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from gatscale.config import ConfigError, config_hash, effective_lr, load_config
 from gatscale.sweep.plan import RECORD_FILE, note_failure, plan, prepare, update_record
 from gatscale.sweep.spec import load_spec
 from gatscale.train.status import write_status
-from sweep_fixtures import REPO, _digits_cache, tiny_run_dict, two_run_spec, write_spec  # noqa: F401
+from sweep_fixtures import REPO, tiny_run_dict, two_run_spec, write_spec
 
 LR_SETTINGS = {"lr": {"lrA": {"optim.width_aware_lr": True},
                       "lrS": {"optim.width_aware_lr": False, "optim.lr": 4e-3}}}

@@ -13,7 +13,7 @@ from gatscale.train.checkpoint import list_checkpoints, load_checkpoint, save_ch
 from gatscale.train.status import EXIT_PREEMPTED, read_status
 from gatscale.train.trainer import train
 
-from train_fixtures import REPO, _digits_cache, gatscale_train, tiny_config, tiny_run_dict, wait_for, write_config  # noqa: F401
+from train_fixtures import REPO, gatscale_train, tiny_config, tiny_run_dict, wait_for, write_config
 
 
 def _tensors(state):
