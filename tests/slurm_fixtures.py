@@ -1,4 +1,4 @@
-"""The local SLURM cluster for tests, and small jobs to run on it.
+"""The local SLURM cluster for tests, small jobs to run on it, and tiny sweeps to submit to it.
 
 `slurm_cluster` never installs or starts anything: `slurm/testing/local-cluster.sh up` does (so does
 .ci/run). Without a usable cluster every test that takes the fixture skips with the reason.
@@ -10,11 +10,16 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import cloudpickle
 import pytest
 import submitit
+import yaml
+
+from gatscale.sweep.plan import read_record
+from train_fixtures import tiny_run_dict
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = Path(os.environ.get("GATSCALE_SLURM_DIR", "/tmp/gatscale-slurm"))
@@ -30,6 +35,13 @@ def run(*cmd: str, timeout: float = 30) -> str:
     if out.returncode:
         raise RuntimeError(f"`{' '.join(cmd)}` exited {out.returncode}: {out.stderr.strip()}")
     return out.stdout
+
+
+def sbatch(*args: str, env=None) -> str:
+    """Submit with sbatch; the job id."""
+    out = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().split(";")[0]
 
 
 def cluster_problem() -> str | None:
@@ -126,3 +138,36 @@ class Countdown(submitit.helpers.Checkpointable):
 
     def checkpoint(self, started_file: str, steps: int, done: int = 0):
         return submitit.helpers.DelayedSubmission(Countdown(), started_file, steps, self.done)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps on the cluster
+
+@pytest.fixture
+def study(slurm_cluster):
+    """A fresh study name; it is also the SLURM job name of the study's jobs, all cancelled at the end."""
+    name = f"slurm-{uuid.uuid4().hex[:8]}"
+    yield name
+    subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=30)
+
+
+def slurm_spec(folder: Path, name: str, train: dict | None = None, tracking: dict | None = None,
+               profile: str | Path = "local-test", **spec) -> Path:
+    """folder/spec.yaml: tiny runs (tests/train_fixtures.py) on a cluster profile, run folders in folder/runs."""
+    base = tiny_run_dict(train=train or {})
+    if tracking:
+        base["tracking"] = tracking
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "base": base, "profile": str(profile),
+                                    "runs_dir": str(folder / "runs"), **spec}))
+    return path
+
+
+def job_records(run_dir: Path) -> list[dict]:
+    """The jobs the sweep submitted for a run (sweep.json), oldest first."""
+    return read_record(run_dir).get("jobs") or []
+
+
+def log_count(run_dir: Path, text: str) -> int:
+    log = run_dir / "log.txt"
+    return log.read_text().count(text) if log.exists() else 0

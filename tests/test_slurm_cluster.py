@@ -4,24 +4,16 @@ arrays, time limits, requeue with checkpoints, and the Ray-on-SLURM template.
 SLURM reuses job ids once its state is wiped, so every test submits from a fresh tmp_path folder.
 """
 import os
-import subprocess
 import sys
 import time
 
 import pytest
 import submitit
-from slurm_fixtures import slurm_cluster  # noqa: F401 (fixture)
-from slurm_fixtures import REPO, Countdown, run, sacct_state, scontrol_field, square, wait_final, wait_for
+from slurm_fixtures import REPO, Countdown, run, sacct_state, sbatch, scontrol_field, square, wait_final, wait_for
 
 from gatscale.sweep.profile import executor_kwargs, load_profile, resources_for
 
 pytestmark = pytest.mark.slurm
-
-
-def sbatch(*args: str, env=None) -> str:
-    out = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=env, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip().split(";")[0]
 
 
 def local_executor(folder, model="GAT-S/2", **overrides):

@@ -37,11 +37,13 @@ def main(args) -> int:
         print(f"gatscale status: {e}", file=sys.stderr)
         return 2
     planned = plan(spec, read_only=True)
-    jobs = [j for p in planned if (j := last_job(p.run.run_dir))]
-    scheduler = {}
+    last = {p.run.name: last_job(p.run.run_dir) for p in planned}
+    jobs = [j for j in last.values() if j]
+    scheduler, errors = {}, {}
     if jobs:
-        from .backends.submitit_backend import job_states
+        from .backends.submitit_backend import job_error, job_states
         scheduler = job_states(jobs)
+        errors = {name: e for name, j in last.items() if j and (e := job_error(j))}
     rows = []
     for p in planned:
         s = p.status or {}
@@ -49,13 +51,15 @@ def main(args) -> int:
         step = f"{s['step']}/{s['iterations']}" if s else f"0/{p.run.config.train.iterations}"
         fid_key = next((k for k in ("fid", "fd_digits") if k in m), None)
         fid = f"{m[fid_key]:.4g} {fid_key}" if fid_key else ""
-        job = last_job(p.run.run_dir) or {}
+        job = last[p.run.name] or {}
         job_id = job.get("job_id") or s.get("job_id") or ""
         job_cell = f"{job_id} {scheduler.get(job_id, '')}".strip()
         state = p.state if p.action not in ("give-up", "refuse") else f"{p.state} ({p.action})"
+        detail = "" if p.state == "finished" else p.detail
+        if p.state not in ("finished", "running", "queued") and p.run.name in errors:
+            detail = f"{detail}; job: {errors[p.run.name]}".lstrip("; ")  # e.g. not requeued: out of time-outs
         rows.append([p.run.name, state, step, _num(m, "loss/d"), _num(m, "loss/g"), fid,
-                     _num(m, "perf/images_per_s", ".4g"), s.get("host", ""), job_cell,
-                     "" if p.state == "finished" else p.detail])
+                     _num(m, "perf/images_per_s", ".4g"), s.get("host", ""), job_cell, detail])
     print(f"study {spec.name}: {len(rows)} runs in {spec.study_dir}")
     print(format_table(["run", "state", "step", "loss/d", "loss/g", "FID", "img/s", "host", "job", "detail"], rows))
     print("  ".join(f"{k}: {v}" for k, v in sorted(Counter(p.state for p in planned).items())))

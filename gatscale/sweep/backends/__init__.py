@@ -87,6 +87,11 @@ def outcome_of(run: Run, returncode: int | None = None) -> Outcome:
     return Outcome(run.name, "failed", step, detail=(reason or "")[:200])
 
 
+def print_outcomes(outcomes: list[Outcome]):
+    for o in outcomes:
+        print(f"  {o.state:<8} {o.name} at step {o.step}" + (f": {o.detail}" if o.detail else ""), flush=True)
+
+
 def count_failure(run: Run, returncode: int | None, started: float) -> int:
     """Record the failure of the launch made at time `started`: its status.json entry if the trainer wrote one
     since, else the exit code. Returns the run's number of failures."""

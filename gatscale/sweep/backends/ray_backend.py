@@ -18,7 +18,7 @@ import signal
 import subprocess
 import time
 
-from . import Options, Outcome, child_env, count_failure, outcome_of, train_command
+from . import Options, Outcome, child_env, count_failure, outcome_of, print_outcomes, train_command
 from ..plan import failure_ids
 from ..spec import Run
 
@@ -86,6 +86,5 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
         if owns_ray:
             ray.shutdown()
     outcomes = [outcome_of(r) for r in runs]
-    for o in outcomes:
-        print(f"  {o.state:<8} {o.name} at step {o.step}" + (f": {o.detail}" if o.detail else ""), flush=True)
+    print_outcomes(outcomes)
     return outcomes

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import submitit
 
-from . import Options, Outcome, outcome_of
+from . import Options, Outcome, outcome_of, print_outcomes
 from ..plan import read_record, update_record
 from ..profile import executor_kwargs, resources_for
 from ..spec import Run
@@ -95,9 +95,14 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
             outcomes.append(outcome_of(run))
         except Exception as e:  # noqa: BLE001 - the job failed: its run folder says how far it got
             outcome = outcome_of(run)
-            outcome.detail = outcome.detail or str(e).strip().splitlines()[-1][:200]
+            record = {"backend": "submitit", "job_id": str(job.job_id), "folder": str(folder)}
+            message = job_error(record) or str(e).strip().splitlines()[0][:200]  # e.g. 'Job 12 was cancelled'
+            if outcome.state == "preempted":  # checkpointed, but not requeued (e.g. out of time-outs)
+                outcome.detail = f"{outcome.detail}; job {job.job_id}: {message}"
+            outcome.detail = outcome.detail or message
             outcomes.append(outcome)
         outcomes[-1].job_id = str(job.job_id)
+    print_outcomes(outcomes)
     return outcomes
 
 
@@ -123,6 +128,20 @@ def active_jobs(jobs: list[dict]) -> dict[str, str]:
                 pass
     return active
 
+
+def job_error(job: dict) -> str | None:
+    """The last line of the error a submitit job ended with, e.g. 'UncompletedJobError: Job not requeued because:
+    timed-out too many times.', read from the folder recorded for that job (SLURM may reuse a job id in another
+    launch's folder); None while it has no result, after a success, or for another backend's job."""
+    if job.get("backend") != "submitit" or not job.get("folder") or not job.get("job_id"):
+        return None
+    path = submitit.core.utils.JobPaths(job["folder"], job_id=job["job_id"], task_id=0).result_pickle
+    try:
+        kind, value = submitit.core.utils.pickle_load(path)
+    except Exception:  # noqa: BLE001 - no result (yet), or one being written: nothing to report
+        return None
+    lines = str(value).strip().splitlines()
+    return lines[-1][:200] if kind == "error" and lines else None
 
 
 def job_states(jobs: list[dict]) -> dict[str, str]:
