@@ -82,25 +82,22 @@ def build_official(path: Path, cfg, encoder, device, autocast):
         for b_ema, b in zip(ema.buffers(), G.buffers()):
             b_ema.copy_(b)
 
+    def update(net, opt, loss_fn, x, raw, global_step, kwargs):
+        """One optimiser step of `net` on loss_fn (the official loss's step_disc or step_gen), as its loop does."""
+        net.requires_grad_(True)
+        with autocast():
+            l, _, _ = loss_fn(Gw, Dw, None, x, raw, global_step, kwargs)
+        l.mean().backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        net.requires_grad_(False)
+
     def step(x, y, z, raw, global_step=0):
         kwargs = dict(y=y, z=z)
-        D.requires_grad_(True)
-        with autocast():
-            l, _, _ = loss.step_disc(Gw, Dw, None, x, raw, global_step, kwargs)
-        l.mean().backward()
-        torch.nn.utils.clip_grad_norm_(D.parameters(), cfg.optim.grad_clip)
-        opt_d.step()
-        opt_d.zero_grad(set_to_none=True)
-        D.requires_grad_(False)
-        G.requires_grad_(True)
-        with autocast():
-            l, _, _ = loss.step_gen(Gw, Dw, None, x, raw, global_step, kwargs)
-        l.mean().backward()
-        torch.nn.utils.clip_grad_norm_(G.parameters(), cfg.optim.grad_clip)
-        opt_g.step()
-        opt_g.zero_grad(set_to_none=True)
+        update(D, opt_d, loss.step_disc, x, raw, global_step, kwargs)
+        update(G, opt_g, loss.step_gen, x, raw, global_step, kwargs)
         update_ema()
-        G.requires_grad_(False)
     return step
 
 
