@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import yaml
+from gatscale.config import ConfigError
+from gatscale.sweep.spec import load_spec
 
 from . import figures
 from .load import DEFAULT_CACHE_DIR, DEFAULT_TRACKING_URI, MissingData, load_experiment, load_lpips
@@ -14,7 +14,7 @@ def add_arguments(parser):
     parser.add_argument("--experiment", help="MLflow experiment name (default: from --spec)")
     parser.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: from --spec, else {DEFAULT_TRACKING_URI})")
     parser.add_argument("--parent-run-id", help="only the runs of this sweep (its MLflow parent run)")
-    parser.add_argument("--spec", help="sweep spec YAML: experiment and tracking URI from base.tracking (or its name)")
+    parser.add_argument("--spec", help="sweep spec YAML: its name is the experiment; the tracking URI is its runs' tracking.uri")
     parser.add_argument("--out", default="figures", help="output folder (default: figures)")
     parser.add_argument("--step", type=int, help="iteration at which FIDs are compared (default: the last one all "
                                                  "non-diverged runs reached)")
@@ -24,31 +24,14 @@ def add_arguments(parser):
     parser.add_argument("--refresh", action="store_true", help="fetch every history again, ignoring the cache")
 
 
-def read_spec(path) -> tuple[str | None, str | None]:
-    """(experiment, tracking uri) of a sweep spec: base.tracking.{experiment,uri}, else the spec's name.
-
-    `base` may be a mapping or the path of a run config (relative to the spec); a top-level
-    `tracking` section is accepted too.
-    """
-    def load(p, what):
-        try:
-            data = yaml.safe_load(Path(p).read_text()) or {}
-        except FileNotFoundError:
-            raise MissingData(f"{what} {p}: file not found") from None
-        except yaml.YAMLError as e:
-            raise MissingData(f"{what} {p}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise MissingData(f"{what} {p}: expected a mapping at the top level, got {type(data).__name__}")
-        return data
-
-    spec = load(path, "sweep spec")
-    base = spec.get("base") or {}
-    if isinstance(base, str):
-        base = load(Path(path).parent / base, f"{path}: base =")
-    tracking = (base.get("tracking") if isinstance(base, dict) else None) or spec.get("tracking") or {}
-    if not isinstance(tracking, dict):
-        raise MissingData(f"{path}: base.tracking = {tracking!r}: expected a mapping with experiment/uri")
-    return tracking.get("experiment") or spec.get("name"), tracking.get("uri")
+def read_spec(path) -> tuple[str, str]:
+    """(experiment, tracking uri) of a sweep spec, read as `gatscale sweep` reads it: the study's name and its
+    runs' tracking.uri (from base_config and base)."""
+    try:
+        spec = load_spec(path)
+    except ConfigError as e:
+        raise MissingData(f"sweep spec {e}") from None
+    return spec.name, spec.tracking.uri
 
 
 def regenerate(runs, histories, lpips, out_dir, step=None, metric=None):
@@ -79,8 +62,7 @@ def main(args) -> int:
         experiment = args.experiment or experiment
         uri = args.tracking_uri or uri or DEFAULT_TRACKING_URI
         if not experiment:
-            where = f"{args.spec}: neither base.tracking.experiment nor name is set; " if args.spec else ""
-            print(f"gatscale figures: {where}pass --experiment NAME or --spec SWEEP.yaml", file=sys.stderr)
+            print("gatscale figures: pass --experiment NAME or --spec SWEEP.yaml", file=sys.stderr)
             return 2
         cache = None if args.cache_dir in ("", "none") else args.cache_dir
         runs, histories = load_experiment(experiment, uri, args.parent_run_id, cache_dir=cache, refresh=args.refresh)

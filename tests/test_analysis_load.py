@@ -138,9 +138,15 @@ def test_cli_reads_experiment_and_uri_from_a_sweep_spec(store, tmp_path, capsys)
     assert cli.read_spec(spec) == ("small", uri)
     assert cli.main(figures_args(spec=str(spec), out=str(tmp_path / "f"), cache_dir="none")) == 0
     assert "1 runs of experiment 'small'" in capsys.readouterr().out
-    (tmp_path / "base.yaml").write_text("tracking:\n  experiment: from-base\n")
-    spec.write_text("name: ignored\nbase: base.yaml\n")
-    assert cli.read_spec(spec) == ("from-base", None)
+    # Read as `gatscale sweep` reads it: a base_config file, dotted keys in base (the later wins).
+    (tmp_path / "base.yaml").write_text("tracking:\n  uri: sqlite:///from-base.db\n")
+    spec.write_text("name: other\nbase_config: base.yaml\n")
+    assert cli.read_spec(spec) == ("other", "sqlite:///from-base.db")
+    spec.write_text(f"name: other\nbase_config: base.yaml\nbase:\n  tracking.uri: {uri}\n")
+    assert cli.read_spec(spec) == ("other", uri)
+    spec.write_text("name: other\nbase:\n  tracking:\n    experiment: elsewhere\n")  # a study is its experiment
+    assert cli.main(figures_args(spec=str(spec))) == 1
+    assert "base.tracking.experiment = 'elsewhere'" in capsys.readouterr().err
     assert cli.main(figures_args(spec=str(tmp_path / "absent.yaml"))) == 1
     assert "sweep spec" in capsys.readouterr().err
     assert cli.main(figures_args(experiment="nope", tracking_uri=uri, cache_dir="none")) == 1
