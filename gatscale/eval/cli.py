@@ -133,8 +133,7 @@ def main(args) -> int:
                            ("batch_size", args.batch_size)):
             if value is not None:
                 setattr(cfg.eval, key, value)
-        fid.check_feature_extractor(cfg.eval)   # before generating anything
-        extractor = fid.get_extractor(cfg.eval.feature_extractor, cfg.eval.inception_weights, device)
+        extractor = fid.get_extractor(cfg.eval.feature_extractor, cfg.eval.inception_weights, device)  # fails before generating
         reference = fid.get_reference(cfg, extractor, device)
         tokenizer = build_eval_tokenizer(cfg, device)
     except (FileNotFoundError, ValueError) as e:
