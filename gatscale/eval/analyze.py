@@ -18,7 +18,7 @@ import torch
 
 from gatscale.atomic import atomic_write_text
 
-from .cli import build_eval_tokenizer, load_run, log_to_tracker
+from .run import build_eval_tokenizer, load_run, log_to_tracker
 
 
 def add_arguments(parser):

@@ -18,7 +18,6 @@ import json
 import re
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -26,6 +25,7 @@ from gatscale.atomic import atomic_write_text
 from gatscale.config import to_dict
 
 from . import fid
+from .run import build_eval_tokenizer, load_run, log_to_tracker
 from .samples import NpzWriter, generate_images
 
 
@@ -44,60 +44,6 @@ def add_arguments(parser):
     parser.add_argument("--inception-weights", default=None, help="local torch-fidelity Inception weights file")
     parser.add_argument("--reference-stats", default=None, help=".npz with mu/sigma (ours or ADM's VIRTUAL_imagenet256_labeled.npz)")
     parser.add_argument("--seed", type=int, default=0)
-
-
-def load_run(path, which: str, device):
-    """(G, cfg, run_dir, step, checkpoint path) for a run folder (newest readable checkpoint) or a file."""
-    from gatscale.train.checkpoint import CKPT_PATTERN, list_checkpoints, load_generator
-
-    path = Path(path)
-    if path.is_dir():
-        candidates = list(reversed(list_checkpoints(path)))
-        if not candidates:
-            raise FileNotFoundError(f"{path}: no checkpoints/ckpt-*.pt in this run folder")
-    elif path.is_file():
-        candidates = [path]
-    else:
-        raise FileNotFoundError(f"{path}: neither a run folder nor a checkpoint file")
-    for i, ckpt in enumerate(candidates):
-        try:
-            G, cfg = load_generator(ckpt, which=which, device=device)
-            break
-        except Exception as e:  # noqa: BLE001 - an unreadable newest checkpoint: fall back, as training does
-            if i == len(candidates) - 1:
-                raise
-            print(f"[gatscale eval] warning: {ckpt} unreadable ({type(e).__name__}: {e}); trying the previous one",
-                  file=sys.stderr)
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    m = CKPT_PATTERN.search(ckpt.name)
-    return G, cfg, run_dir, (int(m.group(1)) if m else None), ckpt
-
-
-def build_eval_tokenizer(cfg, device):
-    from gatscale.vae import build_tokenizer
-
-    return build_tokenizer(cfg.data.tokenizer, cfg.data.vae_decoder, scale=cfg.data.scale, device=device)
-
-
-def log_to_tracker(run_dir: Path, cfg, metrics: dict, step: int | None, artifact: Path):
-    """Best effort: the run's tracker run gets the metrics (at `step`) and the artifact file; any
-    failure is a warning, not an error."""
-    if not (run_dir / "tracking.json").exists():
-        return
-    try:
-        from gatscale.tracking import build_tracker
-
-        status_file = run_dir / "status.json"
-        status = json.loads(status_file.read_text()).get("status", "finished") if status_file.exists() else "finished"
-        tracker = build_tracker(cfg.tracking)
-        tracker.start(run_dir, cfg.name, {}, {})
-        if metrics and step is not None:
-            tracker.log_metrics(metrics, step)
-        tracker.log_artifact(artifact, "eval")
-        tracker.finish(status)  # leaves the run's status as it was
-    except Exception as e:  # noqa: BLE001 - tracking is optional for an evaluation
-        print(f"[gatscale eval] warning: metrics not sent to the tracker ({type(e).__name__}: {e}); "
-              f"they are in {artifact}", file=sys.stderr)
 
 
 def tracker_suffix(num_samples: int, psi: float, which: str, trained_eval) -> str:

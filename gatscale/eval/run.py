@@ -1,0 +1,63 @@
+"""A run's generator for `gatscale eval` and `gatscale analyze`, and logging their results to its tracker.
+
+Kept apart from cli.py so that `gatscale analyze` does not import torch-fidelity (fid.py).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load_run(path, which: str, device):
+    """(G, cfg, run_dir, step, checkpoint path) for a run folder (newest readable checkpoint) or a file."""
+    from gatscale.train.checkpoint import CKPT_PATTERN, list_checkpoints, load_generator
+
+    path = Path(path)
+    if path.is_dir():
+        candidates = list(reversed(list_checkpoints(path)))
+        if not candidates:
+            raise FileNotFoundError(f"{path}: no checkpoints/ckpt-*.pt in this run folder")
+    elif path.is_file():
+        candidates = [path]
+    else:
+        raise FileNotFoundError(f"{path}: neither a run folder nor a checkpoint file")
+    for i, ckpt in enumerate(candidates):
+        try:
+            G, cfg = load_generator(ckpt, which=which, device=device)
+            break
+        except Exception as e:  # noqa: BLE001 - an unreadable newest checkpoint: fall back, as training does
+            if i == len(candidates) - 1:
+                raise
+            print(f"[gatscale eval] warning: {ckpt} unreadable ({type(e).__name__}: {e}); trying the previous one",
+                  file=sys.stderr)
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    m = CKPT_PATTERN.search(ckpt.name)
+    return G, cfg, run_dir, (int(m.group(1)) if m else None), ckpt
+
+
+def build_eval_tokenizer(cfg, device):
+    from gatscale.vae import build_tokenizer
+
+    return build_tokenizer(cfg.data.tokenizer, cfg.data.vae_decoder, scale=cfg.data.scale, device=device)
+
+
+def log_to_tracker(run_dir: Path, cfg, metrics: dict, step: int | None, artifact: Path):
+    """Best effort: the run's tracker run gets the metrics (at `step`) and the artifact file; any
+    failure is a warning, not an error."""
+    if not (run_dir / "tracking.json").exists():
+        return
+    try:
+        from gatscale.tracking import build_tracker
+
+        status_file = run_dir / "status.json"
+        status = json.loads(status_file.read_text()).get("status", "finished") if status_file.exists() else "finished"
+        tracker = build_tracker(cfg.tracking)
+        tracker.start(run_dir, cfg.name, {}, {})
+        if metrics and step is not None:
+            tracker.log_metrics(metrics, step)
+        tracker.log_artifact(artifact, "eval")
+        tracker.finish(status)  # leaves the run's status as it was
+    except Exception as e:  # noqa: BLE001 - tracking is optional for an evaluation
+        print(f"[gatscale eval] warning: metrics not sent to the tracker ({type(e).__name__}: {e}); "
+              f"they are in {artifact}", file=sys.stderr)
