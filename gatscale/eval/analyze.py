@@ -50,7 +50,7 @@ def write_csv(rows: list[dict], path: Path):
     atomic_write_text(path, buffer.getvalue())
 
 
-def run_lpips_contribution(args, G, cfg, run_dir: Path, tokenizer, device) -> Path:
+def run_lpips_contribution(args, G, run_dir: Path, tokenizer, device) -> Path:
     from .lpips_contribution import block_contributions, build_lpips, contribution_table
 
     lpips_model, backbone = build_lpips(args.net, pretrained_backbone=not args.random_backbone, seed=args.seed)
@@ -66,7 +66,7 @@ def run_lpips_contribution(args, G, cfg, run_dir: Path, tokenizer, device) -> Pa
     return out
 
 
-def run_pca(args, G, cfg, run_dir: Path, step, tokenizer, device) -> Path:
+def run_pca(args, G, run_dir: Path, step, tokenizer, device) -> Path:
     from .pca import block_features, pca_grid, save_png
 
     try:
@@ -91,9 +91,9 @@ def main(args) -> int:
         G, cfg, run_dir, step, _ = load_run(args.path, args.which, device)
         tokenizer = build_eval_tokenizer(cfg, device)
         if args.analysis == "lpips-contribution":
-            out = run_lpips_contribution(args, G, cfg, run_dir, tokenizer, device)
+            out = run_lpips_contribution(args, G, run_dir, tokenizer, device)
         else:
-            out = run_pca(args, G, cfg, run_dir, step, tokenizer, device)
+            out = run_pca(args, G, run_dir, step, tokenizer, device)
     except (FileNotFoundError, ValueError) as e:
         print(f"gatscale analyze {args.analysis}: {e}", file=sys.stderr)
         return 2
