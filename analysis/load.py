@@ -23,6 +23,8 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # mlflow's tqd
 from mlflow import MlflowClient  # noqa: E402
 
 from gatscale.atomic import atomic_open  # noqa: E402
+from gatscale.tracking.runs import _search  # noqa: E402  (the paging loop over search_runs; no public equivalent)
+from gatscale.tracking.store import sqlite_path  # noqa: E402
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_CACHE_DIR = Path(os.environ.get("GATSCALE_CACHE", Path.home() / ".cache" / "gatscale" / "histories"))
@@ -46,14 +48,7 @@ def load_runs(experiment: str, tracking_uri: str = DEFAULT_TRACKING_URI, parent_
     if exp is None:
         names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
         raise MissingData(f"no MLflow experiment {experiment!r} at {tracking_uri}; experiments there: {names}")
-    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'" if parent_run_id else ""
-    found, token = [], None
-    while True:
-        page = client.search_runs([exp.experiment_id], filter_string=query, max_results=1000, page_token=token)
-        found.extend(page)
-        token = page.token
-        if not token:
-            break
+    found = _search(client, exp.experiment_id, {"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
     parents = {r.data.tags.get("mlflow.parentRunId") for r in found}
     rows = [_run_row(r) for r in found if r.info.run_id not in parents and "model.generator.size" in r.data.params]
     if not rows:
@@ -271,9 +266,8 @@ def load_experiment(experiment: str, tracking_uri: str = DEFAULT_TRACKING_URI, p
 
 def _client(tracking_uri: str) -> MlflowClient:
     """A client for `tracking_uri`; a sqlite path that does not exist is an error (MLflow would create it)."""
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not path.exists():
-            raise MissingData(f"tracking store {tracking_uri}: file {path.resolve()} does not exist; "
-                              f"pass --tracking-uri (e.g. sqlite:///path/to/mlflow.db or http://host:5000)")
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.exists():
+        raise MissingData(f"tracking store {tracking_uri}: file {path.resolve()} does not exist; "
+                          f"pass --tracking-uri (e.g. sqlite:///path/to/mlflow.db or http://host:5000)")
     return MlflowClient(tracking_uri=tracking_uri)
