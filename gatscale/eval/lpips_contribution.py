@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .samples import balanced_labels
+from .samples import eval_inputs
 
 # torchvision's ImageNet weights that lpips' backbones load (torch hub cache, checkpoints/).
 BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
@@ -79,12 +79,9 @@ def block_contributions(G, tokenizer, lpips_model, num_samples: int = 256, batch
     """Mean LPIPS(G(z, y), G_without_block_b(z, y)) for each block b, over num_samples samples."""
     device = torch.device(device) if device is not None else next(G.parameters()).device
     lpips_model = lpips_model.to(device)
-    labels = balanced_labels(num_samples, G.num_classes, seed)
-    g = torch.Generator().manual_seed(seed + 1)
     totals = torch.zeros(len(G.blocks), dtype=torch.float64)
-    for start in range(0, num_samples, batch_size):
-        y = labels[start:start + batch_size].to(device)
-        z = torch.randn(len(y), G.z_dim, generator=g).to(device)
+    for z, y in eval_inputs(G, num_samples, batch_size, seed):
+        z, y = z.to(device), y.to(device)
 
         def render():
             return _lpips_input(tokenizer.decode(G(z, y, truncation_psi=truncation_psi).float()))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import atomic_write_bytes
-from .samples import balanced_labels, to_uint8
+from .samples import eval_inputs, to_uint8
 
 
 @torch.no_grad()
@@ -24,8 +24,8 @@ def block_features(G, blocks: list[int], num_samples: int = 8, seed: int = 0, de
     for b in blocks:
         if not 0 <= b < len(G.blocks):
             raise ValueError(f"--blocks: block {b} does not exist; the generator has blocks 0..{len(G.blocks) - 1}")
-    y = balanced_labels(num_samples, G.num_classes, seed).to(device)
-    z = torch.randn(num_samples, G.z_dim, generator=torch.Generator().manual_seed(seed + 1)).to(device)
+    z, y = next(eval_inputs(G, num_samples, num_samples, seed))
+    z, y = z.to(device), y.to(device)
     captured = {}
     hooks = [G.blocks[b].register_forward_hook(lambda m, args, out, b=b: captured.__setitem__(b, out.float().cpu()))
              for b in blocks]

@@ -35,22 +35,28 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.float() * 255 + 0.5).clamp(0, 255).to(torch.uint8)
 
 
+def eval_inputs(G, num_samples: int, batch_size: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (z (B, z_dim), labels (B,)) CPU batches, num_samples in total: balanced labels (`seed`) and
+    z ~ N(0, I) from a private generator (seed + 1), so they depend on the seed only (not on the device or
+    on the global RNG state the trainer uses)."""
+    labels = balanced_labels(num_samples, G.num_classes, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    for start in range(0, num_samples, batch_size):
+        y = labels[start:start + batch_size]
+        yield torch.randn(len(y), G.z_dim, generator=g), y
+
+
 @torch.no_grad()
 def generate_images(G, tokenizer, num_samples: int, batch_size: int = 64, truncation_psi: float = 0.0,
                     seed: int = 0, device=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 images (B,3,R,R) on CPU, labels (B,)) batches, num_samples in total.
 
-    z and labels come from a private CPU generator, so the samples depend on the seed only (not on
-    the device or on the global RNG state the trainer uses). bf16 autocast on CUDA for G; the
-    tokenizer decodes in float32.
+    z and labels come from `eval_inputs`, so the samples depend on the seed only. bf16 autocast on CUDA
+    for G; the tokenizer decodes in float32.
     """
     device = torch.device(device) if device is not None else next(G.parameters()).device
-    labels = balanced_labels(num_samples, G.num_classes, seed)
-    g = torch.Generator().manual_seed(seed + 1)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    for start in range(0, num_samples, batch_size):
-        y = labels[start:start + batch_size]
-        z = torch.randn(len(y), G.z_dim, generator=g)
+    for z, y in eval_inputs(G, num_samples, batch_size, seed):
         with autocast:
             latents = G(z.to(device), y.to(device), truncation_psi=truncation_psi)
         images = tokenizer.decode(latents.float())
