@@ -34,12 +34,16 @@ class DatasetInfo:
     class_names: list[str]
 
 
+def cache_root() -> Path:
+    """$GATSCALE_CACHE, default ~/.cache/gatscale: prepared digits, the digits CNN, reference statistics."""
+    return Path(os.environ.get("GATSCALE_CACHE") or Path.home() / ".cache" / "gatscale").expanduser()
+
+
 def digits_cache_dir(cfg: DataConfig) -> Path:
-    """data.path if set, else $GATSCALE_CACHE (default ~/.cache/gatscale) / digits-<resolution>-<tokenizer>."""
+    """data.path if set, else cache_root() / digits-<resolution>-<tokenizer>."""
     if cfg.path:
         return Path(cfg.path).expanduser()
-    root = Path(os.environ.get("GATSCALE_CACHE") or Path.home() / ".cache" / "gatscale").expanduser()
-    return root / f"digits-{cfg.resolution}-{cfg.tokenizer}"
+    return cache_root() / f"digits-{cfg.resolution}-{cfg.tokenizer}"
 
 
 def open_shards(cfg: DataConfig) -> ShardSet:
@@ -106,4 +110,4 @@ def iterate_images(cfg: DataConfig, batch_size: int) -> Iterator[tuple[torch.Ten
 
 
 __all__ = ["DatasetInfo", "dataset_info", "build_train_loader", "sample_latents", "iterate_images",
-           "load_digits_images", "prepare_digits", "digits_cache_dir", "open_shards"]
+           "load_digits_images", "prepare_digits", "cache_root", "digits_cache_dir", "open_shards"]

@@ -21,15 +21,12 @@ import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from ..atomic import atomic_write_bytes
+from ..data import cache_root
 
 DIGITS_EXTRACTOR = "gatscale-digits"
 INPUT_SIZE = 16          # images are resized to 16x16 before the CNN
 FEATURE_DIM = 128
 VERSION = 1              # bump when the architecture or the training recipe changes (new cache file)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GATSCALE_CACHE") or Path.home() / ".cache" / "gatscale").expanduser()
 
 
 class DigitsCNN(nn.Module):
@@ -91,7 +88,7 @@ def train_digits_cnn(epochs: int = 10, batch_size: int = 64, seed: int = 0) -> t
 
 def load_digits_cnn(path: str | os.PathLike | None = None) -> DigitsCNN:
     """The cached CNN (trained and cached on first use); `path` overrides the cache file."""
-    path = Path(path) if path else cache_dir() / f"digits_cnn-v{VERSION}-{INPUT_SIZE}px.pt"
+    path = Path(path) if path else cache_root() / f"digits_cnn-v{VERSION}-{INPUT_SIZE}px.pt"
     if not path.exists():
         model, accuracy = train_digits_cnn()
         buffer = io.BytesIO()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_bytes
-from .digits_features import cache_dir
+from ..data import cache_root
 
 MAX_PRC_FEATURES = 10_000
 
@@ -55,7 +55,7 @@ def default_reference_path(cfg, extractor_kind: str) -> Path:
     if cfg.eval.reference_stats:
         return Path(cfg.eval.reference_stats)
     name = f"reference-{cfg.data.source}-{cfg.data.resolution}px-{extractor_kind}.npz"
-    return Path(cfg.data.path) / name if cfg.data.path else cache_dir() / "reference" / name
+    return Path(cfg.data.path) / name if cfg.data.path else cache_root() / "reference" / name
 
 
 def save_reference(path, stats: dict, extractor_kind: str, feature_layer: str, source: str):
