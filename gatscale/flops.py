@@ -7,7 +7,7 @@ DiT-XL/2's 118.6). Norms, activations and RoPE are not counted.
 """
 from dataclasses import dataclass
 
-from .models.layers import swiglu_hidden
+from .sizes import swiglu_hidden
 
 
 def _block_flops(tokens: int, width: int, mlp_ratio: float = 4.0) -> int:

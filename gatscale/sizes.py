@@ -25,3 +25,8 @@ def parse_model_name(name: str) -> dict:
     except (ValueError, KeyError, AttributeError):
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}") from None
     return dict(depth=depth, hidden_size=hidden_size, num_heads=num_heads, patch_size=patch_size)
+
+
+def swiglu_hidden(dim: int, mlp_ratio: float = 4.0) -> int:
+    """SwiGLU hidden width as the official code computes it: int(2/3 * int(C * mlp_ratio))."""
+    return int(2 / 3 * int(dim * mlp_ratio))

@@ -10,7 +10,8 @@ import torch.nn as nn
 from timm.layers import PatchEmbed
 from torch.utils.checkpoint import checkpoint
 
-from .layers import Attention, AxialRoPE, EqualLinear, RMSNorm, SwiGLU, sincos_pos_embed_2d, swiglu_hidden
+from ..sizes import swiglu_hidden
+from .layers import Attention, AxialRoPE, EqualLinear, RMSNorm, SwiGLU, sincos_pos_embed_2d
 
 LAYERSCALE_INIT = 0.1
 

@@ -9,9 +9,10 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
+from ..sizes import swiglu_hidden
 from .layers import (
     Attention, AxialRoPE, EqualLinear, RMSNorm, SwiGLU, fourier_features_2d, normalize_2nd_moment,
-    sincos_pos_embed_2d, swiglu_hidden, unpatchify,
+    sincos_pos_embed_2d, unpatchify,
 )
 
 MODULATION_GAIN = 0.1  # official init: xavier_uniform(gain=0.1) on every modulation linear, bias 0

@@ -117,11 +117,6 @@ class SwiGLU(nn.Module):
         return self.w3(F.silu(x1) * x2)
 
 
-def swiglu_hidden(dim: int, mlp_ratio: float = 4.0) -> int:
-    """Hidden width as the official code computes it: int(2/3 * int(C * mlp_ratio))."""
-    return int(2 / 3 * int(dim * mlp_ratio))
-
-
 def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> torch.Tensor:
     """Fixed 2-D sin-cos positional embedding (MAE/DiT), shape (grid_size**2, embed_dim)."""
     if embed_dim % 4:

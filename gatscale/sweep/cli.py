@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 
 from ..config import ConfigError, effective_lr
+from ..flops import run_flops
 from ..train.status import EXIT_PREEMPTED, TERMINAL
 from .backends import BACKENDS, Options, launch
 from .plan import plan, prepare
@@ -42,7 +43,6 @@ def _model(net) -> str:
 
 
 def run_table(spec: Spec, planned, device: str) -> str:
-    from ..flops import run_flops
     table = load_table(spec.throughput)
     rows, hours, labels, devices = [], 0.0, set(), set()
     for p in planned:

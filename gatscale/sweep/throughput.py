@@ -36,6 +36,11 @@ def load_table(path: Path | None = None) -> dict:
     return table
 
 
+def run_cost(run: Run) -> float:
+    """Training FLOPs of the whole run (GPU-hour estimates; the local backend starts the longest first)."""
+    return float(run_flops(run.config).iteration) * run.config.train.iterations
+
+
 def estimate(run: Run, device: str, table: dict) -> Estimate:
     device = device if run.gpus else "cpu"
     images = run.config.train.iterations * run.config.train.batch_size
@@ -45,5 +50,4 @@ def estimate(run: Run, device: str, table: dict) -> Estimate:
     peak, mfu = (table.get("peak_tflops") or {}).get(device), float(table.get("assumed_mfu", 0.35))
     if not peak:
         return Estimate(None, f"no peak_tflops for {device!r}")
-    flops = float(run_flops(run.config).iteration) * run.config.train.iterations
-    return Estimate(flops / (float(peak) * 1e12 * mfu) / 3600, f"est. MFU {mfu:.0%}")
+    return Estimate(run_cost(run) / (float(peak) * 1e12 * mfu) / 3600, f"est. MFU {mfu:.0%}")

@@ -99,9 +99,3 @@ def count_failure(run: Run, returncode: int | None, started: float) -> int:
     if status and status.get("status") == "failed" and status.get("updated", 0) >= started:
         return note_failure(run.run_dir, f"status@{status.get('updated')}")
     return note_failure(run.run_dir, f"exit{returncode}@{time.time():.3f}")
-
-
-def run_cost(run: Run) -> float:
-    """Training FLOPs of the whole run (for longest-first ordering)."""
-    from ...flops import run_flops
-    return float(run_flops(run.config).iteration) * run.config.train.iterations

@@ -16,8 +16,9 @@ import signal
 import subprocess
 import time
 
-from . import Options, Outcome, child_env, count_failure, outcome_of, run_cost, train_command
+from . import Options, Outcome, child_env, count_failure, outcome_of, train_command
 from ..spec import Run
+from ..throughput import run_cost
 
 
 def _ignore_sigint():
