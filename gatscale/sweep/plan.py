@@ -174,9 +174,10 @@ def plan_run(run: Run, max_attempts: int, tracked: dict[str, str], active: dict[
     return Planned(run, "new", "start")
 
 
-def plan(spec: Spec, read_only: bool = False) -> list[Planned]:
+def plan(spec: Spec, read_only: bool = False, active: dict[str, str] | None = None) -> list[Planned]:
+    """What to do with each run. `active`: scheduler_states(spec) when the caller already asked the scheduler."""
     tracked = tracker_states(spec, read_only)
-    active = scheduler_states(spec)
+    active = scheduler_states(spec) if active is None else active
     return [plan_run(r, spec.max_attempts, tracked, active) for r in spec.runs]
 
 

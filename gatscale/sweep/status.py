@@ -36,14 +36,15 @@ def main(args) -> int:
     except ConfigError as e:
         print(f"gatscale status: {e}", file=sys.stderr)
         return 2
-    planned = plan(spec, read_only=True)
-    last = {p.run.name: last_job(p.run.run_dir) for p in planned}
+    last = {r.name: last_job(r.run_dir) for r in spec.runs}
     jobs = [j for j in last.values() if j]
-    scheduler, errors = {}, {}
-    if jobs:
-        from .backends.submitit_backend import job_error, job_states
-        scheduler = job_states(jobs)
+    active, scheduler, errors = {}, {}, {}
+    if jobs:  # ask the scheduler once: squeue for the plan's active jobs, then sacct for the ended ones
+        from .backends.submitit_backend import active_jobs, job_error, job_states
+        active = active_jobs(jobs)
+        scheduler = job_states(jobs, active)
         errors = {name: e for name, j in last.items() if j and (e := job_error(j))}
+    planned = plan(spec, read_only=True, active=active)
     rows = []
     for p in planned:
         s = p.status or {}

@@ -144,10 +144,10 @@ def job_error(job: dict) -> str | None:
     return lines[-1][:200] if kind == "error" and lines else None
 
 
-def job_states(jobs: list[dict]) -> dict[str, str]:
-    """{job id: state} for `gatscale status`: active jobs (squeue / local pid) and, where SLURM accounting
-    answers, the final state of ended jobs (sacct: COMPLETED, FAILED, TIMEOUT, CANCELLED, ...)."""
-    states = active_jobs(jobs)
+def job_states(jobs: list[dict], active: dict[str, str] | None = None) -> dict[str, str]:
+    """{job id: state} for `gatscale status`: active jobs (squeue / local pid; `active` when already asked) and,
+    where SLURM accounting answers, the final state of ended jobs (sacct: COMPLETED, FAILED, TIMEOUT, ...)."""
+    states = dict(active_jobs(jobs) if active is None else active)
     ended = [j["job_id"] for j in jobs if j.get("cluster") == "slurm" and j["job_id"] not in states]
     if ended and shutil.which("sacct"):
         try:
