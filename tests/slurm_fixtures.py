@@ -19,9 +19,8 @@ import submitit
 import yaml
 
 from gatscale.sweep.plan import read_record
-from train_fixtures import tiny_run_dict
+from train_fixtures import REPO, tiny_run_dict  # noqa: F401  (REPO re-exported for the SLURM tests)
 
-REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = Path(os.environ.get("GATSCALE_SLURM_DIR", "/tmp/gatscale-slurm"))
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
                 "BOOT_FAIL", "DEADLINE"}
@@ -83,10 +82,16 @@ def _restore(name, value):
 # ---------------------------------------------------------------------------------------------
 # Watching jobs
 
+def sacct_field(job_id: str, field: str) -> str:
+    """One field of the job's allocation in the accounting database ('' while sacct does not know it yet)."""
+    lines = run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", field).splitlines()
+    return lines[-1].strip() if lines else ""
+
+
 def sacct_state(job_id: str) -> str:
-    """The job's state in the accounting database ('' while sacct does not know it yet)."""
-    out = run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State").split()
-    return out[-1].split()[0] if out else ""  # 'CANCELLED by 0' -> 'CANCELLED'
+    """The job's state, e.g. 'CANCELLED' of 'CANCELLED by 0' ('' while sacct does not know the job yet)."""
+    state = sacct_field(job_id, "State")
+    return state.split()[0] if state else ""
 
 
 def scontrol_field(job_id: str, field: str) -> str:

@@ -22,10 +22,10 @@ from gatscale.sweep.spec import load_spec
 from gatscale.train.checkpoint import list_checkpoints, load_checkpoint
 from gatscale.train.status import EXIT_PREEMPTED, read_status
 from gatscale.train.trainer import train
-from slurm_fixtures import (REPO, job_records, log_count, run, sbatch, scontrol_field, slurm_spec, wait_final,
-                            wait_for)
-from sweep_fixtures import gatscale
-from test_train import assert_bitwise_equal
+from slurm_fixtures import (REPO, job_records, log_count, run, sacct_field, sbatch, scontrol_field, slurm_spec,
+                            wait_final, wait_for)
+from sweep_fixtures import gatscale, run_starts
+from train_fixtures import assert_bitwise_equal
 
 slurm = pytest.mark.slurm
 
@@ -38,15 +38,6 @@ def status_table(spec, capsys) -> str:
     capsys.readouterr()
     assert gatscale_main(["status", str(spec)]) == 0
     return capsys.readouterr().out
-
-
-def sacct_field(job_id: str, field: str) -> str:
-    return run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", field).split()[-1]
-
-
-def started(run_dir, times: int):
-    """The trainer of run_dir has started `times` times (its 'run NAME (HASH)' log line)."""
-    return log_count(run_dir, f" run {run_dir.name} (") >= times
 
 
 @slurm
@@ -118,7 +109,7 @@ def test_run_past_its_time_limit_is_requeued_max_requeue_times_then_reported_and
         [r] = load_spec(spec).runs
         job_id = wait_for(lambda: job_records(r.run_dir) and job_records(r.run_dir)[-1]["job_id"], 60, "submitted")
         for attempt in (1, 2):
-            wait_for(lambda: started(r.run_dir, attempt), 120, f"attempt {attempt} of job {job_id} trains")
+            wait_for(lambda: run_starts(r.run_dir) >= attempt, 120, f"attempt {attempt} of job {job_id} trains")
             # Bring the job's time limit to within a minute: at its next time-limit check (every 30 s) slurmctld
             # sends USR2 (signal_delay_s = 30 s before the end); the trainer checkpoints, submitit requeues the job
             # while it has time-outs left.

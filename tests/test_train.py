@@ -13,32 +13,7 @@ from gatscale.train.checkpoint import list_checkpoints, load_checkpoint, save_ch
 from gatscale.train.status import EXIT_PREEMPTED, read_status
 from gatscale.train.trainer import train
 
-from train_fixtures import REPO, gatscale_train, tiny_config, tiny_run_dict, wait_for, write_config
-
-
-def _tensors(state):
-    """All tensors of a checkpoint, flattened to name -> tensor."""
-    out = {}
-
-    def walk(prefix, x):
-        if isinstance(x, torch.Tensor):
-            out[prefix] = x
-        elif isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(x, (list, tuple)):
-            for i, v in enumerate(x):
-                walk(f"{prefix}.{i}", v)
-    for key in ("generator", "discriminator", "ema", "opt_g", "opt_d"):
-        walk(key, state[key])
-    return out
-
-
-def assert_bitwise_equal(a: dict, b: dict):
-    ta, tb = _tensors(a), _tensors(b)
-    assert ta.keys() == tb.keys()
-    different = [k for k in ta if not torch.equal(ta[k], tb[k])]
-    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+from train_fixtures import REPO, assert_bitwise_equal, checkpoint_tensors, gatscale_train, tiny_config, tiny_run_dict, wait_for, write_config
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -169,7 +144,7 @@ def test_absurd_lr_is_marked_diverged_not_failed(tmp_path):
     assert status["status"] == "diverged" and status["step"] == result.step < 50
     last = load_checkpoint(list_checkpoints(tmp_path)[-1])
     assert last["step"] < result.step  # the bad step was never checkpointed
-    assert all(torch.isfinite(t).all() for t in _tensors(last).values())
+    assert all(torch.isfinite(t).all() for t in checkpoint_tensors(last).values())
 
 
 def test_resume_refuses_a_different_config(tmp_path):

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from gatscale.config import config_from_dict
@@ -64,3 +65,28 @@ def wait_for(predicate, timeout: float = 120.0, interval: float = 0.05):
             return True
         time.sleep(interval)
     raise TimeoutError("condition not reached")
+
+
+def checkpoint_tensors(state):
+    """All tensors of a checkpoint, flattened to name -> tensor."""
+    out = {}
+
+    def walk(prefix, x):
+        if isinstance(x, torch.Tensor):
+            out[prefix] = x
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(f"{prefix}.{i}", v)
+    for key in ("generator", "discriminator", "ema", "opt_g", "opt_d"):
+        walk(key, state[key])
+    return out
+
+
+def assert_bitwise_equal(a: dict, b: dict):
+    ta, tb = checkpoint_tensors(a), checkpoint_tensors(b)
+    assert ta.keys() == tb.keys()
+    different = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
