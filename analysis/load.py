@@ -23,12 +23,12 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # mlflow's tqd
 from mlflow import MlflowClient  # noqa: E402
 
 from gatscale.atomic import atomic_open  # noqa: E402
+from gatscale.sizes import GAT_SIZES, parse_model_name  # noqa: E402
 from gatscale.tracking.runs import _search  # noqa: E402  (the paging loop over search_runs; no public equivalent)
 from gatscale.tracking.store import sqlite_path  # noqa: E402
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_CACHE_DIR = Path(os.environ.get("GATSCALE_CACHE", Path.home() / ".cache" / "gatscale" / "histories"))
-TERMINAL = ("finished", "diverged")  # a sweep never touches these again
 MLFLOW_STATUS = {"RUNNING": "running", "SCHEDULED": "running", "FINISHED": "finished", "FAILED": "failed",
                  "KILLED": "failed"}
 LPIPS_ARTIFACT = "eval/lpips_contribution.csv"
@@ -56,7 +56,7 @@ def load_runs(experiment: str, tracking_uri: str = DEFAULT_TRACKING_URI, parent_
         raise MissingData(f"no training runs {where} at {tracking_uri} (a training run logs the param "
                           f"'model.generator.size'); run `gatscale sweep SPEC` or `gatscale train CONFIG` first")
     runs = pd.DataFrame(rows)
-    order = {s: i for i, s in enumerate(("S", "B", "L", "XL"))}
+    order = {s: i for i, s in enumerate(GAT_SIZES)}
     runs["_order"] = runs["size"].map(lambda s: order.get(s, len(order)))
     return runs.sort_values(["_order", "patch", "name"]).drop(columns="_order").reset_index(drop=True)
 
@@ -129,7 +129,6 @@ def model_width(name, hidden_size=None):
     """The width C of a network: the override when logged, else the paper's size table."""
     if hidden_size is not None:
         return int(hidden_size)
-    from gatscale.sizes import parse_model_name
     try:
         return parse_model_name(str(name))["hidden_size"]
     except ValueError:

@@ -15,7 +15,6 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from gatscale.atomic import atomic_open
 
-SIZE_ORDER = ("S", "B", "L", "XL")
 # Okabe-Ito colour-blind-safe colours; red is kept free for the divergence marker.
 SIZE_COLORS = {"S": "#0072B2", "B": "#E69F00", "L": "#009E73", "XL": "#CC79A7"}
 OTHER_COLOR = "#555555"
