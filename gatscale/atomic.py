@@ -50,7 +50,3 @@ def atomic_write_text(path: str | os.PathLike, text: str):
     with atomic_open(path, "w") as f:
         f.write(text)
 
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes):
-    with atomic_open(path, "wb") as f:
-        f.write(data)

@@ -67,7 +67,8 @@ def run_lpips_contribution(args, G, run_dir: Path, tokenizer, device) -> Path:
 
 
 def run_pca(args, G, run_dir: Path, step, tokenizer, device) -> Path:
-    from .pca import block_features, pca_grid, save_png
+    from ..train.sample_grid import save_png
+    from .pca import block_features, pca_grid
 
     try:
         blocks = [int(b) for b in args.blocks.split(",") if b.strip()]

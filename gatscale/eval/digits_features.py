@@ -11,7 +11,6 @@ feature_extractor="gatscale-digits")` works as well.
 """
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_open
 from ..data import cache_root
 
 DIGITS_EXTRACTOR = "gatscale-digits"
@@ -91,9 +90,8 @@ def load_digits_cnn(path: str | os.PathLike | None = None) -> DigitsCNN:
     path = Path(path) if path else cache_root() / f"digits_cnn-v{VERSION}-{INPUT_SIZE}px.pt"
     if not path.exists():
         model, accuracy = train_digits_cnn()
-        buffer = io.BytesIO()
-        torch.save({"model": model.state_dict(), "train_accuracy": accuracy, "version": VERSION}, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        with atomic_open(path) as f:
+            torch.save({"model": model.state_dict(), "train_accuracy": accuracy, "version": VERSION}, f)
     model = DigitsCNN()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
     return model.eval().requires_grad_(False)

@@ -6,13 +6,10 @@ RGB on the token grid. One PNG: first row the generated images, then one row per
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..atomic import atomic_write_bytes
 from .samples import eval_inputs, to_uint8
 
 
@@ -57,11 +54,3 @@ def pca_grid(images: torch.Tensor, features: dict[int, torch.Tensor], cell: int 
     rows = [F.interpolate(r, size=(cell, cell), mode="nearest" if r.shape[-1] <= cell else "area") for r in rows]
     grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)  # (3, rows*cell, B*cell)
     return to_uint8(grid).permute(1, 2, 0).numpy()
-
-
-def save_png(array: np.ndarray, path):
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())

@@ -10,13 +10,12 @@ Two kinds of file are read:
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_open
 from ..data import cache_root
 
 MAX_PRC_FEATURES = 10_000
@@ -59,10 +58,9 @@ def default_reference_path(cfg, extractor_kind: str) -> Path:
 
 
 def save_reference(path, stats: dict, extractor_kind: str, feature_layer: str, source: str):
-    buffer = io.BytesIO()
-    np.savez(buffer, mu=stats["mu"], sigma=stats["sigma"], features=stats["features"], num_images=stats["num_images"],
-             extractor=extractor_kind, feature_layer=feature_layer, source=source)
-    atomic_write_bytes(path, buffer.getvalue())
+    with atomic_open(path) as f:
+        np.savez(f, mu=stats["mu"], sigma=stats["sigma"], features=stats["features"], num_images=stats["num_images"],
+                 extractor=extractor_kind, feature_layer=feature_layer, source=source)
 
 
 def load_reference(path, extractor_kind: str, feature_dim: int) -> dict:
