@@ -27,10 +27,14 @@ import numpy as np
 from ..atomic import atomic_write_text, fsync_dir, make_readable
 
 FORMAT = "gatscale-shards/1"
-FIELDS = ("latent", "label", "image")
+
 
 def shard_name(k: int) -> str:
     return f"shard-{k:05d}"
+
+
+def shard_done(dest: Path, k: int) -> bool:
+    return (Path(dest) / shard_name(k) / "meta.json").exists()
 
 
 def write_shard(dest: Path, k: int, arrays: dict[str, np.ndarray], meta: dict) -> bool:
@@ -51,7 +55,7 @@ def write_shard(dest: Path, k: int, arrays: dict[str, np.ndarray], meta: dict) -
         try:
             os.rename(tmp, dest / shard_name(k))
         except OSError:
-            if (dest / shard_name(k) / "meta.json").exists():
+            if shard_done(dest, k):
                 return False  # a concurrent job wrote the same shard; both copies are identical in content
             raise
         fsync_dir(dest)
@@ -59,10 +63,6 @@ def write_shard(dest: Path, k: int, arrays: dict[str, np.ndarray], meta: dict) -
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def shard_done(dest: Path, k: int) -> bool:
-    return (Path(dest) / shard_name(k) / "meta.json").exists()
 
 
 def read_shard_meta(dest: Path, k: int) -> dict:
@@ -81,8 +81,6 @@ def write_index(dest: Path, info: dict, num_shards: int) -> dict:
                  shards=shards, skipped=skipped)
     atomic_write_text(dest / "skipped.txt", "".join(f"{s['path']}\t{s['error']}\n" for s in skipped))
     atomic_write_text(dest / "index.json", json.dumps(index, indent=1))
-    make_readable(dest / "skipped.txt")
-    make_readable(dest / "index.json")
     return index
 
 
