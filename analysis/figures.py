@@ -117,8 +117,9 @@ def matched_fid(runs: pd.DataFrame, histories: pd.DataFrame, metric: str, step: 
     return pd.DataFrame(rows, columns=["run_id", "at_step", "value"]), step
 
 
-def _finish(fig, runs, out_dir, stem):
-    if not any(t.get_text().startswith("Stand-in") for t in fig.texts):
+def _finish(fig, runs, out_dir, stem, footnote=True):
+    """Add the stand-in footnote (unless the figure added its own: footnote=False) and save."""
+    if footnote:
         style.add_footnote(fig, runs)
     if out_dir is not None:
         fig.files = style.save(fig, out_dir, stem)
@@ -233,7 +234,7 @@ def lpips_contribution(lpips: pd.DataFrame, runs: pd.DataFrame, column: str = "c
     ax.set_title("Per-block contribution to the image (block removed)")
     random_backbones = [f"LPIPS backbone {b}" for b in backbones.split(", ") if "stand-in" in b or "random" in b]
     style.add_footnote(fig, data.drop_duplicates("run_id"), random_backbones)
-    return _finish(fig, data.drop_duplicates("run_id"), out_dir, "lpips_contribution")
+    return _finish(fig, data.drop_duplicates("run_id"), out_dir, "lpips_contribution", footnote=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,7 +400,7 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
     style.add_footnote(fig, pts)
     style.annotate_points(ax, pts["c"], pts["value"], [m.removeprefix("GAT-") for m in pts["model"]])
     fig.power_law = fit
-    return _finish(fig, pts, out_dir, stem)
+    return _finish(fig, pts, out_dir, stem, footnote=False)
 
 
 # ---------------------------------------------------------------------------------------------
