@@ -194,14 +194,13 @@ def _coerce(value: Any, tp, key: str, source: str | None):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key, source)
-            except ConfigError as e:
-                errors.append(e)
+            except ConfigError:
+                pass  # try the next type; the error names them all
         raise ConfigError(source, key, value, f"expected {' or '.join(_type_name(a) for a in args)}")
     if origin is Literal:
         allowed = typing.get_args(tp)
@@ -415,5 +414,4 @@ __all__ = [
     "ConfigError", "RunConfig", "ModelConfig", "NetConfig", "MethodConfig", "EncoderConfig", "OptimConfig",
     "DataConfig", "TrainConfig", "EvalConfig", "TrackingConfig", "load_config", "config_from_dict", "validate",
     "to_dict", "dump_config", "flatten", "config_hash", "effective_lr", "replace", "set_by_path",
-    "atomic_write_text",
 ]

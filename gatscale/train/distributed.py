@@ -59,19 +59,6 @@ def all_reduce_max(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
-def broadcast_object(obj, info: DistInfo):
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(info: DistInfo):
     if info.enabled:
         dist.barrier()
-
-
-def cleanup(info: DistInfo):
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()

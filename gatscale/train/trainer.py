@@ -7,6 +7,7 @@ are reduced every `train.log_every` steps (no host sync in the step, except the 
 checkpoint at the next step boundary and exit with status `preempted`.
 """
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -14,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +30,14 @@ from ..vae import build_tokenizer
 from .checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_max, barrier, init_distributed
 from .sample_grid import save_sample_grid
-from .status import RunLock, read_status, write_status
+from .status import RunLock, write_status
 from .step import build_state, train_step
 
 log = logging.getLogger("gatscale.train")
+WATCHED = ("loss/d", "loss/g", "grad_norm/d", "grad_norm/g")  # a non-finite one means the run diverged
 
 
-@dataclass
+@dataclasses.dataclass
 class RunResult:
     status: str          # finished | diverged | preempted | failed
     step: int
@@ -133,8 +134,6 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     if cfg.train.epochs is not None:
         cfg.train.iterations = math.ceil(cfg.train.epochs * data.num_images / cfg.train.batch_size)
     iterations = state["iterations"] = cfg.train.iterations
-    if data.num_classes != cfg.data.num_classes:
-        raise ValueError(f"data.num_classes = {cfg.data.num_classes} but the data set has {data.num_classes} classes")
     local_batch = cfg.train.batch_size // info.world_size
     if cfg.eval.fid_every:
         from ..eval.fid import check_feature_extractor
@@ -211,7 +210,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
         step += 1
         state["step"] = step
 
-        for k in ("loss/d", "loss/g", "grad_norm/d", "grad_norm/g"):
+        for k in WATCHED:
             nonfinite = torch.maximum(nonfinite, (~torch.isfinite(stats[k].float())).float())
         for k, v in stats.items():
             sums[k] = sums.get(k, 0.0) + v.float()
@@ -225,14 +224,12 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             flags = torch.stack([nonfinite, torch.tensor(float(stop.signum is not None), device=dev)])
             diverged, preempted = (all_reduce_max(flags, info) > 0).tolist()
         if diverged:
-            bad = [k for k in ("loss/d", "loss/g", "grad_norm/d", "grad_norm/g") if not torch.isfinite(stats[k]).all()]
+            bad = [k for k in WATCHED if not torch.isfinite(stats[k]).all()]
             result = RunResult("diverged", step, f"non-finite {', '.join(bad) or 'value'} at step {step}")
             break
 
         if log_now:
-            now = time.perf_counter()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
+            now = time.perf_counter()  # after the finiteness check's .tolist(), which waited for the device
             values = {k: v / n_sum for k, v in sums.items()}
             # group norms were only computed on this step: report them unaveraged
             values.update({k: sums[k] for k in sums if "_group" in k})
@@ -340,10 +337,4 @@ def _progress(start: int, total: int, enabled: bool):
     return line
 
 
-def train_from_folder(run_dir: Path) -> RunResult:
-    """Resume a run from the resolved config stored in its folder."""
-    from ..config import load_config
-    return train(load_config(Path(run_dir) / "config.yaml"), run_dir)
-
-
-__all__ = ["train", "train_from_folder", "RunResult", "read_status"]
+__all__ = ["train", "RunResult"]
