@@ -180,9 +180,11 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
                  count_trainable(D) / 1e6, st.lr_g, st.lr_d, data.num_images, iterations, dev,
                  ", bf16" if st.autocast is not contextlib.nullcontext else "")
 
-    # The loader must not consume the training RNG (bitwise resume): isolate it.
+    # The loader must not consume the training RNG (bitwise resume): isolate it. Raw images are read
+    # only for REPA's encoder (the batches are otherwise the same).
     cpu_rng = torch.get_rng_state()
-    loader = build_train_loader(cfg.data, local_batch, info.rank, info.world_size, cfg.train.seed, start_step)
+    loader_cfg = dataclasses.replace(cfg.data, load_images=cfg.data.load_images and cfg.method.repa)
+    loader = build_train_loader(loader_cfg, local_batch, info.rank, info.world_size, cfg.train.seed, start_step)
     torch.set_rng_state(cpu_rng)
     sample_gen = torch.Generator(device="cpu").manual_seed(cfg.train.seed + 12345)
     n_vis = min(64, 8 * cfg.data.num_classes)
