@@ -229,7 +229,7 @@ def extract(args) -> dict | None:
     devices = parse_devices(args.device)
     mine = job_shards(-(-len(files) // args.shard_size), args.shard_range, args.num_jobs, args.job_index)
     # loaded here to fail early and to learn its geometry; with several devices each process loads its own
-    tokenizer = build_tokenizer(args.tokenizer, None if args.tokenizer == "pixels" else args.vae,
+    tokenizer = build_tokenizer(args.tokenizer, args.vae,
                                 device=devices[0] if len(devices) == 1 else "cpu")
     if args.resolution % tokenizer.downsample:
         raise ExtractError(f"--resolution = {args.resolution}: must be a multiple of the VAE's downsampling "
