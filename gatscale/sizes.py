@@ -13,11 +13,16 @@ PATCH_SIZES = (2, 4, 8)
 MODEL_NAMES = tuple(f"GAT-{s}/{p}" for s in GAT_SIZES for p in PATCH_SIZES)
 
 
+def size_letter(name: str) -> str:
+    """'GAT-B/2' -> 'B' (the key of GAT_SIZES; no check)."""
+    return name.split("/")[0].removeprefix("GAT-")
+
+
 def parse_model_name(name: str) -> dict:
     """'GAT-B/2' -> dict(depth=12, hidden_size=768, num_heads=12, patch_size=2)."""
     try:
         prefix, patch = name.split("/")
-        size = prefix.removeprefix("GAT-")
+        size = size_letter(name)
         depth, hidden_size, num_heads = GAT_SIZES[size]
         patch_size = int(patch)
         if not prefix.startswith("GAT-") or patch_size not in PATCH_SIZES:

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from gatscale.config import ConfigError, _coerce
-from gatscale.sizes import GAT_SIZES, MODEL_NAMES
+from gatscale.sizes import GAT_SIZES, MODEL_NAMES, size_letter
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 
@@ -127,19 +127,39 @@ def _sizes(value, source) -> dict[str, SizeResources]:
     if not isinstance(value, dict):
         raise ConfigError(source, "sizes", value, "expected a mapping: size (S, B, L, XL, 'GAT-B/2', default) -> resources")
     valid_keys = ("default", *GAT_SIZES, *MODEL_NAMES)
-    hints = typing.get_type_hints(SizeResources)
-    sizes = {}
     for size, row in value.items():
         if size not in valid_keys:
             raise ConfigError(source, f"sizes.{size}", row,
                               f"unknown size; valid: default, {', '.join(GAT_SIZES)} or a full name like 'GAT-B/2'")
-        if not isinstance(row, dict):
-            raise ConfigError(source, f"sizes.{size}", row, f"expected a mapping with keys {', '.join(hints)}")
-        for k in row:
-            if k not in hints:
-                raise ConfigError(source, f"sizes.{size}.{k}", row[k], f"unknown key; valid keys: {', '.join(hints)}")
-        sizes[size] = SizeResources(**{k: _coerce(v, hints[k], f"sizes.{size}.{k}", source) for k, v in row.items()})
-    return sizes
+    return {size: size_row(row, source, f"sizes.{size}") for size, row in value.items()}
+
+
+def size_row(value, source: str, where: str) -> SizeResources:
+    """One checked size-table row: a profile's `sizes.B` or a sweep spec's `per_size.B.resources`."""
+    hints = typing.get_type_hints(SizeResources)
+    if not isinstance(value, dict):
+        raise ConfigError(source, where, value, f"expected a mapping with keys {', '.join(hints)}")
+    for k in value:
+        if k not in hints:
+            raise ConfigError(source, f"{where}.{k}", value[k], f"unknown key; valid keys: {', '.join(hints)}")
+    row = SizeResources(**{k: _coerce(v, hints[k], f"{where}.{k}", source) for k, v in value.items()})
+    if row.gpus is not None and row.gpus < 0:
+        raise ConfigError(source, f"{where}.gpus", row.gpus, "must be >= 0")
+    if row.nodes is not None and row.nodes < 1:
+        raise ConfigError(source, f"{where}.nodes", row.nodes, "must be >= 1")
+    if row.time_min is not None and row.time_min < 1:
+        raise ConfigError(source, f"{where}.time_min", row.time_min, "must be >= 1 (minutes)")
+    return row
+
+
+def merge_rows(*rows: SizeResources) -> SizeResources:
+    """Field-wise: the last row that sets a field wins."""
+    out = SizeResources()
+    for row in rows:
+        for name in SizeResources.__dataclass_fields__:
+            if getattr(row, name) is not None:
+                setattr(out, name, getattr(row, name))
+    return out
 
 
 def _validate(p: ClusterProfile):
@@ -161,25 +181,14 @@ def _validate(p: ClusterProfile):
             fail("gres", p.gres, "may only use the placeholder {n} (GPUs per node), e.g. 'gpu:h100:{n}'")
         if "{n}" not in p.gres:
             fail("gres", p.gres, "must contain {n} for the GPUs per node, e.g. 'gpu:h100:{n}' or 'gpu:{n}'")
-    for size, row in p.sizes.items():
-        if row.gpus is not None and row.gpus < 0:
-            fail(f"sizes.{size}.gpus", row.gpus, "must be >= 0")
-        if row.nodes is not None and row.nodes < 1:
-            fail(f"sizes.{size}.nodes", row.nodes, "must be >= 1")
-        if row.time_min is not None and row.time_min < 1:
-            fail(f"sizes.{size}.time_min", row.time_min, "must be >= 1 (minutes)")
 
 
 def size_resources(profile: ClusterProfile, model_name: str) -> SizeResources:
     """The size-table row for a model: each field from 'GAT-B/2', else 'B', else 'default'."""
     if model_name not in MODEL_NAMES:
         raise ConfigError(profile.source, "model", model_name, f"unknown model; valid: {', '.join(MODEL_NAMES)}")
-    letter = model_name.split("/")[0].removeprefix("GAT-")
-    rows = [profile.sizes[k] for k in (model_name, letter, "default") if k in profile.sizes]
-    resolved = SizeResources()
-    for name in SizeResources.__dataclass_fields__:
-        setattr(resolved, name, next((getattr(r, name) for r in rows if getattr(r, name) is not None), None))
-    return resolved
+    letter = size_letter(model_name)
+    return merge_rows(*(profile.sizes[k] for k in ("default", letter, model_name) if k in profile.sizes))
 
 
 def resources_for(profile: ClusterProfile, model_name: str, gpus: int | None = None) -> dict:
@@ -189,8 +198,7 @@ def resources_for(profile: ClusterProfile, model_name: str, gpus: int | None = N
     (tasks_per_node = GPUs per node; a CPU-only run is one task).
     """
     row = size_resources(profile, model_name)
-    letter = model_name.split("/")[0].removeprefix("GAT-")
-    where = f"sizes.{letter}"  # the key a user most likely adds
+    where = f"sizes.{size_letter(model_name)}"  # the key a user most likely adds
 
     def fail(key, value, msg):
         raise ConfigError(profile.source, key, value, f"{msg} (model {model_name})")

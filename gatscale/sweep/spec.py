@@ -35,8 +35,8 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError, RunConfig, _coerce, _from_dict, config_hash, field_types, validate
-from ..sizes import GAT_SIZES, MODEL_NAMES
-from .profile import ClusterProfile, SizeResources, load_profile, size_resources
+from ..sizes import GAT_SIZES, MODEL_NAMES, size_letter
+from .profile import ClusterProfile, SizeResources, load_profile, merge_rows, size_resources, size_row
 
 TOP_KEYS = ("name", "description", "base_config", "base", "settings", "grid", "zip", "seeds", "groups", "per_size",
             "resources", "runs_dir", "profile", "max_attempts", "device", "throughput")
@@ -288,29 +288,8 @@ def _per_size(source: str, value: Any) -> dict[str, tuple[dict, SizeResources]]:
 
 
 def _resources(source: str, where: str, value: Any) -> SizeResources:
-    if value is None:
-        return SizeResources()
-    hints = field_types(SizeResources)
-    if not isinstance(value, dict):
-        raise ConfigError(source, where, value, f"expected a mapping with keys {', '.join(hints)}")
-    for k in value:
-        if k not in hints:
-            raise ConfigError(source, f"{where}.{k}", value[k], f"unknown key; valid keys: {', '.join(hints)}")
-    row = SizeResources(**{k: _coerce(v, hints[k], f"{where}.{k}", source) for k, v in value.items()})
-    for k in ("gpus", "nodes", "time_min"):
-        if getattr(row, k) is not None and getattr(row, k) < (0 if k == "gpus" else 1):
-            raise ConfigError(source, f"{where}.{k}", getattr(row, k), f"must be >= {0 if k == 'gpus' else 1}")
-    return row
-
-
-def _merge_resources(*rows: SizeResources) -> SizeResources:
-    """Field-wise: the last row that sets a field wins."""
-    out = SizeResources()
-    for row in rows:
-        for f in dataclasses.fields(SizeResources):
-            if getattr(row, f.name) is not None:
-                setattr(out, f.name, getattr(row, f.name))
-    return out
+    """A spec's `resources` or `per_size.X.resources` (optional)."""
+    return SizeResources() if value is None else size_row(value, source, where)
 
 
 def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str | Path | None = None) -> Spec:
@@ -386,7 +365,7 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
     cluster = load_profile(profile_ref) if profile_ref is not None else None
     for run in runs:  # the profile's size row under the spec's overrides
         if cluster is not None:
-            run.resources = _merge_resources(size_resources(cluster, run.model), run.resources)
+            run.resources = merge_rows(size_resources(cluster, run.model), run.resources)
     throughput = spec.get("throughput")
     return Spec(path=path, name=name, runs_dir=runs_dir, runs=runs, profile=cluster,
                 max_attempts=max_attempts, device=str(spec.get("device", "H100")),
@@ -408,7 +387,7 @@ def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resourc
             raise ConfigError(source, "seeds", seed, f"train.seed is also set by the axis {owner['train.seed']}")
         values["train.seed"] = seed
     model = values.get("model.generator.size", base.model.generator.size)
-    letter = model.split("/")[0].removeprefix("GAT-") if isinstance(model, str) else None
+    letter = size_letter(model) if isinstance(model, str) else None
     size_values, size_resources = {}, []
     for key in (letter, model):
         if key in per_size:
@@ -426,7 +405,7 @@ def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resourc
     validate(cfg, where)
     name = run_name(cfg, choices)
     return Run(name=name, config=cfg, config_hash=config_hash(cfg), run_dir=study_dir / name,
-               model=cfg.model.generator.size, resources=_merge_resources(common_resources, *size_resources),
+               model=cfg.model.generator.size, resources=merge_rows(common_resources, *size_resources),
                labels={c.axis: c.label or c.values[c.axis] for c in choices} | {"seed": cfg.train.seed})
 
 
