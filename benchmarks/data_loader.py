@@ -17,26 +17,24 @@ import psutil
 
 from gatscale.config import DataConfig
 from gatscale.data import build_train_loader
-from gatscale.data.shards import read_index, write_index, write_shard
+from gatscale.data.shards import read_index, shard_count, shard_fields, write_index, write_shard
 
 
 def make_synthetic_shards(dest: Path, num_images: int, shard_size: int = 4096, latent_dtype: str = "float32"):
     if (dest / "index.json").exists() and read_index(dest)["num_images"] == num_images:
         return
     rng = np.random.default_rng(0)
-    num_shards = -(-num_images // shard_size)
+    num_shards = shard_count(num_images, shard_size)
     for k in range(num_shards):
         n = min(shard_size, num_images - k * shard_size)
         write_shard(dest, k, {"latent": rng.standard_normal((n, 8, 32, 32), dtype=np.float32).astype(latent_dtype),
                               "label": rng.integers(0, 1000, n),
                               "image": rng.integers(0, 256, (n, 3, 256, 256), dtype=np.uint8)},
                     {"count": n, "skipped": []})
+    tok = {"kind": "sd-vae", "source": None, "channels": 4, "downsample": 8}
     write_index(dest, {"source": "synthetic (benchmarks/data_loader.py)", "resolution": 256, "num_classes": 1000,
                        "class_names": [str(i) for i in range(1000)], "num_files": num_images,
-                       "tokenizer": {"kind": "sd-vae", "source": None, "channels": 4, "downsample": 8},
-                       "fields": {"latent": {"dtype": latent_dtype, "shape": [8, 32, 32]},
-                                  "label": {"dtype": "int64", "shape": []},
-                                  "image": {"dtype": "uint8", "shape": [3, 256, 256]}}}, num_shards)
+                       "tokenizer": tok, "fields": shard_fields(tok, 256, latent_dtype)}, num_shards)
 
 
 def cpu_seconds(proc: psutil.Process) -> float:

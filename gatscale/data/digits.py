@@ -15,7 +15,7 @@ import numpy as np
 
 from ..atomic import make_readable
 from ..vae import PixelTokenizer
-from .shards import read_index, write_index, write_shard
+from .shards import read_index, shard_count, shard_fields, tokenizer_info, write_index, write_shard
 
 DIGITS_CLASS_NAMES = [str(i) for i in range(10)]
 
@@ -75,25 +75,20 @@ def prepare_digits(dest: str | os.PathLike, resolution: int = 16, tokenizer: str
     if shard_size < 1:
         raise ValueError(f"prepare-digits: shard_size = {shard_size}: must be >= 1")
     images, labels = load_digits_images(resolution)
-    tok = PixelTokenizer()  # its geometry; the moments are computed in NumPy (pixel_moments)
+    tok = tokenizer_info(PixelTokenizer())  # its geometry; the moments are computed in NumPy (pixel_moments)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
     try:
-        num_shards = -(-len(images) // shard_size)
+        num_shards = shard_count(len(images), shard_size)
         for k in range(num_shards):
             sl = slice(k * shard_size, (k + 1) * shard_size)
             moments = pixel_moments(images[sl])
             write_shard(tmp, k, {"latent": moments, "label": labels[sl], "image": images[sl]},
                         {"count": len(labels[sl]), "first": sl.start, "skipped": []})
-        latent_shape = [2 * tok.channels, resolution, resolution]
         write_index(tmp, {
             "source": "sklearn.datasets.load_digits (8x8, values 0..16 -> 0..255, bilinear resize, gray -> RGB)",
             "resolution": resolution, "num_classes": 10, "class_names": DIGITS_CLASS_NAMES,
-            "tokenizer": {"kind": tok.kind, "source": tok.source, "channels": tok.channels, "downsample": tok.downsample},
-            "fields": {"latent": {"dtype": "float32", "shape": latent_shape},
-                       "label": {"dtype": "int64", "shape": []},
-                       "image": {"dtype": "uint8", "shape": [3, resolution, resolution]}},
-            "num_files": len(images)}, num_shards)
+            "tokenizer": tok, "fields": shard_fields(tok, resolution), "num_files": len(images)}, num_shards)
         make_readable(tmp)
         try:
             os.rename(tmp, dest)  # also replaces an empty folder the user created

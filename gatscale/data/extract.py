@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_text
 from ..vae import build_tokenizer
-from .shards import shard_done, write_index, write_shard
+from .shards import shard_count, shard_done, shard_fields, tokenizer_info, write_index, write_shard
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LATENT_DTYPES = ("float32", "float16")
@@ -172,20 +172,14 @@ def run_shards(plan: dict, work: dict[int, tuple[list[str], list[int]]], device:
 def make_plan(args, files: list[str], labels: list[int], class_names: list[str], ignored: int,
               tokenizer) -> dict:
     """The extraction's identity (recorded in DEST/extract.json; a resumed job must match it)."""
-    images = not args.no_images
-    channels, down = tokenizer.channels, tokenizer.downsample
-    latent_shape = [2 * channels, args.resolution // down, args.resolution // down]
-    fields = {"latent": {"dtype": args.latent_dtype, "shape": latent_shape}, "label": {"dtype": "int64", "shape": []}}
-    if images:
-        fields["image"] = {"dtype": "uint8", "shape": [3, args.resolution, args.resolution]}
+    images, tok = not args.no_images, tokenizer_info(tokenizer)
     digest = hashlib.sha1("\n".join(f"{f}\t{l}" for f, l in zip(files, labels)).encode()).hexdigest()
     return {"source": str(Path(args.src).resolve()), "resolution": args.resolution, "shard_size": args.shard_size,
             "num_files": len(files), "files_sha1": digest, "num_ignored_non_images": ignored,
             "num_classes": len(class_names), "class_names": class_names, "crop": "adm-center-crop",
-            "tokenizer": {"kind": tokenizer.kind, "source": tokenizer.source,
-                          "channels": channels, "downsample": down},
-            "latent_dtype": args.latent_dtype, "images": images, "fields": fields,
-            "num_shards": -(-len(files) // args.shard_size)}
+            "tokenizer": tok, "latent_dtype": args.latent_dtype, "images": images,
+            "fields": shard_fields(tok, args.resolution, args.latent_dtype, images),
+            "num_shards": shard_count(len(files), args.shard_size)}
 
 
 def check_or_record_plan(dest: Path, plan: dict):
@@ -227,10 +221,9 @@ def extract(args) -> dict | None:
     src, dest = Path(args.src).expanduser(), Path(args.dest).expanduser()
     files, labels, class_names, ignored = list_images(src)
     devices = parse_devices(args.device)
-    mine = job_shards(-(-len(files) // args.shard_size), args.shard_range, args.num_jobs, args.job_index)
+    mine = job_shards(shard_count(len(files), args.shard_size), args.shard_range, args.num_jobs, args.job_index)
     # loaded here to fail early and to learn its geometry; with several devices each process loads its own
-    tokenizer = build_tokenizer(args.tokenizer, args.vae,
-                                device=devices[0] if len(devices) == 1 else "cpu")
+    tokenizer = build_tokenizer(args.tokenizer, args.vae, device=devices[0] if len(devices) == 1 else "cpu")
     if args.resolution % tokenizer.downsample:
         raise ExtractError(f"--resolution = {args.resolution}: must be a multiple of the VAE's downsampling "
                            f"factor {tokenizer.downsample}")

@@ -29,6 +29,26 @@ from ..atomic import atomic_write_text, fsync_dir, make_readable
 FORMAT = "gatscale-shards/1"
 
 
+def shard_count(num_images: int, shard_size: int) -> int:
+    return -(-num_images // shard_size)
+
+
+def tokenizer_info(tokenizer) -> dict:
+    """What index.json records of the tokenizer (vae.Tokenizer) that made the latents."""
+    return {"kind": tokenizer.kind, "source": tokenizer.source, "channels": tokenizer.channels,
+            "downsample": tokenizer.downsample}
+
+
+def shard_fields(tokenizer: dict, resolution: int, latent_dtype: str = "float32", images: bool = True) -> dict:
+    """index.json's "fields": dtype and per-row shape of latent (moments), label and (unless not `images`) image."""
+    size = resolution // tokenizer["downsample"]
+    fields = {"latent": {"dtype": latent_dtype, "shape": [2 * tokenizer["channels"], size, size]},
+              "label": {"dtype": "int64", "shape": []}}
+    if images:
+        fields["image"] = {"dtype": "uint8", "shape": [3, resolution, resolution]}
+    return fields
+
+
 def shard_name(k: int) -> str:
     return f"shard-{k:05d}"
 
