@@ -137,6 +137,11 @@ def fid_label(metric: str, runs=None) -> str:
     return f"{'FD-digits' if base == 'fd_digits' else 'FID'}{k}" + (f" ({', '.join(notes)})" if notes else "")
 
 
+def fid_short_label(metric: str, runs=None) -> str:
+    """`fid_label` without its notes in parentheses: 'FID-5K', 'FD-digits-5K' (for titles and table heads)."""
+    return fid_label(metric, runs).split(" ")[0]
+
+
 def add_footnote(fig: Figure, runs, extra=()) -> str | None:
     """Say on the figure when any plotted run used random stand-in weights (tag gatscale.stand_in, or `extra`
     parts such as an LPIPS backbone labelled '<net>-random-stand-in')."""
