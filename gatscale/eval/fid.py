@@ -121,7 +121,7 @@ def get_reference(cfg, extractor, device="cpu") -> dict:
     if not path.exists():
         from gatscale.data import iterate_images
 
-        stats = compute_reference(iterate_images(cfg.data, cfg.eval.batch_size),
+        stats = compute_reference((images for images, _ in iterate_images(cfg.data, cfg.eval.batch_size)),
                                   lambda images: extract_features(extractor, images)[spec.fid_layer], spec.dim)
         save_reference(path, stats, spec.cache_id, spec.fid_layer,
                        source=f"data.source={cfg.data.source} data.path={cfg.data.path} data.resolution={cfg.data.resolution}")

@@ -88,10 +88,9 @@ def load_reference(path, extractor_kind: str, feature_dim: int) -> dict:
 @torch.no_grad()
 def compute_reference(image_batches, extract, feature_dim: int, max_images: int | None = None) -> dict:
     """Moments of `extract(uint8 batch) -> (B, D) features` over an iterable of uint8 (B,3,H,W)
-    batches (or (images, labels) pairs), stopping after max_images."""
+    batches, stopping after max_images."""
     moments = FeatureMoments(feature_dim)
-    for batch in image_batches:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+    for images in image_batches:
         images = torch.as_tensor(images)
         if max_images is not None:
             images = images[: max_images - moments.n]
