@@ -197,7 +197,11 @@ def resources_for(profile: ClusterProfile, model_name: str, gpus: int | None = N
     `gpus` overrides the profile's GPU count for that size. One task per GPU on each node
     (tasks_per_node = GPUs per node; a CPU-only run is one task).
     """
-    row = size_resources(profile, model_name)
+    return row_parameters(profile, size_resources(profile, model_name), model_name, gpus)
+
+
+def row_parameters(profile: ClusterProfile, row: SizeResources, model_name: str, gpus: int | None = None) -> dict:
+    """resources_for with the size row already resolved (a sweep run's, with the spec's overrides)."""
     where = f"sizes.{size_letter(model_name)}"  # the key a user most likely adds
 
     def fail(key, value, msg):

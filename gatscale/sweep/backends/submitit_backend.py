@@ -29,14 +29,13 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import submitit
 
 from . import Options, Outcome, outcome_of, print_outcomes
 from ..plan import read_record, update_record
-from ..profile import executor_kwargs, resources_for
+from ..profile import executor_kwargs, row_parameters
 from ..spec import Run
 
 
@@ -57,12 +56,11 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 
 def _resources(run: Run, options: Options) -> dict:
-    """update_parameters kwargs of one run: its size row (profile + spec overrides) through resources_for."""
+    """update_parameters kwargs of one run: its size row (the profile's, with the spec's overrides) as parameters."""
     if options.profile is None:
         return dict(timeout_min=run.resources.time_min or 60, nodes=run.resources.nodes or 1,
                     tasks_per_node=max(run.gpus, 1), gpus_per_node=run.gpus or None, cpus_per_task=1)
-    profile = replace(options.profile, sizes={**options.profile.sizes, run.model: run.resources})
-    return resources_for(profile, run.model)
+    return row_parameters(options.profile, run.resources, run.model)
 
 
 def launch(runs: list[Run], options: Options) -> list[Outcome]:
@@ -70,33 +68,32 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
     folder = Path(f"{folder}-{time.time_ns() % 10**6:06d}")
     executor = submitit.AutoExecutor(folder=folder, cluster=options.cluster,
                                      **(executor_kwargs(options.profile) if options.profile else {}))
-    classes: dict[str, list[Run]] = {}
+    classes: dict[str, tuple[dict, list[Run]]] = {}  # one job array per resource class
     for run in runs:
-        classes.setdefault(json.dumps(_resources(run, options), sort_keys=True, default=str), []).append(run)
+        kwargs = _resources(run, options)
+        classes.setdefault(json.dumps(kwargs, sort_keys=True, default=str), (kwargs, []))[1].append(run)
     jobs = []
-    for key, members in classes.items():
-        executor.update_parameters(name=options.study_dir.name, **json.loads(key))
+    for kwargs, members in classes.values():
+        executor.update_parameters(name=options.study_dir.name, **kwargs)
         with executor.batch():
             submitted = [executor.submit(TrainJob(), str(r.run_dir / "config.yaml"), str(r.run_dir)) for r in members]
         for run, job in zip(members, submitted):
-            jobs.append((run, job))
-            record = read_record(run.run_dir)
-            update_record(run.run_dir, jobs=(record.get("jobs") or []) + [
-                {"backend": "submitit", "cluster": executor.cluster, "job_id": str(job.job_id),
-                 "folder": str(folder), "submitted": time.time()}])
+            entry = {"backend": "submitit", "cluster": executor.cluster, "job_id": str(job.job_id),
+                     "folder": str(folder), "submitted": time.time()}
+            jobs.append((run, job, entry))
+            update_record(run.run_dir, jobs=(read_record(run.run_dir).get("jobs") or []) + [entry])
         print(f"  submitted {len(members)} run(s) as {executor.cluster} job(s) "
-              f"{', '.join(str(j.job_id) for _, j in jobs[-len(members):])}", flush=True)
+              f"{', '.join(str(j.job_id) for _, j, _ in jobs[-len(members):])}", flush=True)
     if not options.wait:
-        return [Outcome(r.name, "submitted", job_id=str(j.job_id), detail=f"logs in {folder}") for r, j in jobs]
+        return [Outcome(r.name, "submitted", job_id=str(j.job_id), detail=f"logs in {folder}") for r, j, _ in jobs]
     outcomes = []
-    for run, job in jobs:
+    for run, job, entry in jobs:
         try:
             job.result()
             outcomes.append(outcome_of(run))
         except Exception as e:  # noqa: BLE001 - the job failed: its run folder says how far it got
             outcome = outcome_of(run)
-            record = {"backend": "submitit", "job_id": str(job.job_id), "folder": str(folder)}
-            message = job_error(record) or str(e).strip().splitlines()[0][:200]  # e.g. 'Job 12 was cancelled'
+            message = job_error(entry) or str(e).strip().splitlines()[0][:200]  # e.g. 'Job 12 was cancelled'
             if outcome.state == "preempted":  # checkpointed, but not requeued (e.g. out of time-outs)
                 outcome.detail = f"{outcome.detail}; job {job.job_id}: {message}"
             outcome.detail = outcome.detail or message
