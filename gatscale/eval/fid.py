@@ -139,10 +139,11 @@ def compute_metrics(image_batches, kind: str, extractor, reference: dict, metric
     if unknown:
         raise ValueError(f"metrics = {sorted(unknown)}: unknown; valid: {', '.join(METRICS)}")
     spec, names = EXTRACTORS[kind], metric_names(kind)
-    chunks: dict[str, list] = {spec.fid_layer: [], spec.is_layer: []}
+    chunks: dict[str, list] = {spec.fid_layer: [], **({spec.is_layer: []} if "is" in metrics else {})}
     for images in image_batches:
-        for layer, feats in extract_features(extractor, images).items():
-            chunks[layer].append(feats)
+        feats = extract_features(extractor, images)
+        for layer, c in chunks.items():
+            c.append(feats[layer])
     feats = {layer: torch.cat(c) for layer, c in chunks.items()}
     out = {}
     if "fid" in metrics:
