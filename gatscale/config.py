@@ -263,17 +263,26 @@ def config_from_dict(data: dict, source: str | None = None) -> RunConfig:
     return cfg
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str, source: str | None = None, empty_ok: bool = False) -> dict:
+    """A YAML file whose top level is a mapping. A missing file is reported as `source: what = path` (the
+    file or option that named it); invalid YAML or another top level under the file's own name."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(source, what, str(path), "file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "<yaml>", None, f"not valid YAML: {e}") from None
+    if data is None and empty_ok:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "<root>", data, "expected a mapping at the top level")
+    return data
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
     """Load a run config from YAML, apply `key.path=value` overrides (values parsed as YAML), validate."""
     source = str(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(None, "config", source, "file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(source, "<yaml>", None, f"not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(source, "<root>", data, "expected a mapping at the top level")
+    data = read_yaml_mapping(path, "config", empty_ok=True)
     for item in overrides or []:
         set_by_path(data, item, source="--set")
     return config_from_dict(data, source)

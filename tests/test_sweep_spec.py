@@ -236,3 +236,16 @@ def test_spec_names_resolve_relative_to_the_spec(tmp_path):
     spec = load_spec(write_spec(tmp_path / "sweeps" / "s.yaml", text="name: t\nbase_config: ../cfg/base.yaml\n"
                                                                    "grid: {train.seed: [0, 1]}\n"))
     assert [r.config.model.generator.hidden_size for r in spec.runs] == [16, 16]
+
+
+@pytest.mark.parametrize("text, key", [("measured: [unclosed", "<yaml>"), ("- a list", "<root>"),
+                                       ("measured: 3", "measured")])
+def test_a_bad_throughput_table_is_an_error_naming_the_file(tmp_path, text, key):
+    from gatscale.sweep.throughput import load_table
+    table = tmp_path / "throughput.yaml"
+    table.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_table(table)
+    assert (e.value.source, e.value.key) == (str(table), key)
+    with pytest.raises(ConfigError, match=r"throughput = '.*absent.yaml': file not found"):
+        load_table(tmp_path / "absent.yaml")

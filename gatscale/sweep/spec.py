@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import ConfigError, RunConfig, _coerce, _from_dict, config_hash, field_types, validate
+from ..config import (ConfigError, RunConfig, _coerce, _from_dict, config_hash, field_types, read_yaml_mapping,
+                      validate)
 from ..sizes import GAT_SIZES, MODEL_NAMES, size_letter
 from .profile import ClusterProfile, SizeResources, load_profile, merge_rows, size_resources, size_row
 
@@ -257,18 +256,6 @@ def _short_float(x: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # Loading
 
-def _read_yaml(path: Path, source: str, what: str) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(source, what, str(path), "file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(str(path), "<yaml>", None, f"not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), "<root>", data, "expected a mapping at the top level")
-    return data
-
-
 def _per_size(source: str, value: Any) -> dict[str, tuple[dict, SizeResources]]:
     if value is None:
         return {}
@@ -296,7 +283,7 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
     """Read, expand and validate a sweep spec. `runs_dir`/`profile` override the spec's (command line)."""
     path = Path(path)
     source = str(path)
-    spec = _read_yaml(path, source, "spec")
+    spec = read_yaml_mapping(path, "spec", source)
     for k in spec:
         if k not in TOP_KEYS:
             raise ConfigError(source, str(k), spec[k], f"unknown key; valid keys: {', '.join(TOP_KEYS)}")
@@ -309,7 +296,7 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
     base = RunConfig()
     if spec.get("base_config") is not None:
         base_path = path.parent / str(spec["base_config"])
-        base = _from_dict(RunConfig, _read_yaml(base_path, source, "base_config"), str(base_path))
+        base = _from_dict(RunConfig, read_yaml_mapping(base_path, "base_config", source), str(base_path))
     overrides = flat_settings(source, "base", spec.get("base") or {})
     if overrides.get("tracking.experiment", name) != name:
         raise ConfigError(source, "base.tracking.experiment", overrides["tracking.experiment"],

@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from ..config import ConfigError
+from ..config import ConfigError, read_yaml_mapping
 from ..flops import run_flops
 from .spec import Run
 
@@ -26,10 +24,7 @@ class Estimate:
 
 def load_table(path: Path | None = None) -> dict:
     path = Path(path or DEFAULT_TABLE)
-    try:
-        table = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(None, "throughput", str(path), "file not found") from None
+    table = read_yaml_mapping(path, "throughput", empty_ok=True)
     for key in ("measured", "peak_tflops"):
         if not isinstance(table.get(key, {}), dict):
             raise ConfigError(str(path), key, table[key], "expected a mapping keyed by device")
