@@ -9,13 +9,14 @@ whole set is a function of the seed. `NpzWriter` streams them into the ADM evalu
 from __future__ import annotations
 
 import contextlib
-import os
 import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
+
+from ..atomic import atomic_open
 
 
 def balanced_labels(num_samples: int, num_classes: int, seed: int = 0) -> torch.Tensor:
@@ -66,15 +67,15 @@ def generate_images(G, tokenizer, num_samples: int, batch_size: int = 64, trunca
 class NpzWriter:
     """Stream uint8 (B,3,H,W) batches into an ADM-evaluator `.npz`: arr_0 (N,H,W,3) uint8, arr_1 (N,) int64.
 
-    The archive is written to a temporary file beside `path` and renamed when all N images have
-    arrived (atomic: a reader never sees a partial file). Use as a context manager.
+    Use as a context manager. The archive goes through `atomic_open`: it appears at `path` only when all N
+    images have arrived, and an error (or too few images) leaves no file behind.
     """
 
     def __init__(self, path, num_samples: int, resolution: int):
         self.path, self.num_samples, self.resolution = Path(path), num_samples, resolution
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self.zip = zipfile.ZipFile(self.tmp, "w", allowZip64=True)
+        self.stack = contextlib.ExitStack()  # closed in __exit__: the ZipFile, then atomic_open
+        file = self.stack.enter_context(atomic_open(self.path))
+        self.zip = self.stack.enter_context(zipfile.ZipFile(file, "w", allowZip64=True))
         self.images = self.zip.open("arr_0.npy", "w", force_zip64=True)
         shape = (num_samples, resolution, resolution, 3)
         np.lib.format.write_array_header_2_0(self.images, {"descr": "|u1", "fortran_order": False, "shape": shape})
@@ -90,31 +91,15 @@ class NpzWriter:
         self.labels.append(labels.to(torch.int64).numpy())
         self.count += len(images)
 
-    def close(self):
-        self.images.close()
-        if self.count != self.num_samples:
-            raise ValueError(f"NpzWriter({self.path}): got {self.count} images, announced {self.num_samples}")
-        with self.zip.open("arr_1.npy", "w", force_zip64=True) as f:
-            np.lib.format.write_array(f, np.concatenate(self.labels))
-        self.zip.close()
-        with open(self.tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
-
-    def discard(self):
-        self.images.close()
-        self.zip.close()
-        self.tmp.unlink(missing_ok=True)
-
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        try:
-            if exc_type is None:
-                self.close()
-                return
-        except BaseException:
-            self.discard()
-            raise
-        self.discard()
+        self.images.close()
+        if exc_type is not None:
+            return self.stack.__exit__(exc_type, exc, tb)  # closes the zip, deletes the temporary file
+        with self.stack:  # closes the zip, then renames the file into place (or deletes it if this block fails)
+            if self.count != self.num_samples:
+                raise ValueError(f"NpzWriter({self.path}): got {self.count} images, announced {self.num_samples}")
+            with self.zip.open("arr_1.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.concatenate(self.labels))
