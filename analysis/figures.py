@@ -63,12 +63,21 @@ def diverged_step(run, histories: pd.DataFrame):
     return float(steps.max()) if len(steps) else None
 
 
-def mark_divergence(ax, steps, values, at):
-    """A red x at iteration `at`, at the height of the last finite value logged at or before it."""
+def epoch_at(histories: pd.DataFrame, run_id: str, step: float) -> float:
+    """A run's epoch at `step`, nan if it logged none. Its logged epochs are step * batch / images, so this
+    scales by that ratio: a divergence step usually lies past the last logged one."""
+    steps, epochs = series(histories, run_id, "epoch")
+    keep = steps > 0
+    return float(step * np.median(epochs[keep] / steps[keep])) if keep.any() else np.nan
+
+
+def mark_divergence(ax, steps, values, at, x=None):
+    """A red x at iteration `at` (drawn at `x` on an axis in other units, e.g. its epoch), at the height
+    of the last finite value logged at or before it."""
     keep = steps <= at
     if not keep.any():
         return None
-    (line,) = ax.plot([at], [values[keep][-1]], **style.DIVERGED)
+    (line,) = ax.plot([at if x is None else x], [values[keep][-1]], **style.DIVERGED)
     return line
 
 
@@ -291,7 +300,7 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
             stop = diverged_step(run, histories)
             if stop is not None:
                 rx, ry = series(histories, run.run_id, metric, x="step")
-                mark_divergence(ax, rx, ry, stop)
+                mark_divergence(ax, rx, ry, stop, epoch_at(histories, run.run_id, stop) if x == "epoch" else None)
     style.log_axis(ax)
     ax.set_ylabel(style.fid_label(metric, sel))
     if x == "epoch":

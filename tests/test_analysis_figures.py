@@ -113,6 +113,19 @@ def test_fid_curves_per_size_use_size_colours_and_log_scale(study):
     assert by_epoch.get_lines()[0].get_xdata()[-1] == pytest.approx(1000 * 64 / 1797)
 
 
+def test_fid_curves_mark_divergence_at_the_epoch_on_an_epoch_axis(study):
+    runs, histories, _ = study
+    runs = runs.copy()
+    stop = 610  # past L2-full's last logged step (600), as in training: it stops before logging that step
+    runs.loc[runs["name"] == "L2-full", ["status", "diverged_step"]] = ["diverged", float(stop)]
+    histories = histories[(histories["run_id"] != "L2-full") | (histories["step"] <= 600)]
+    height = planted_fid("GAT-L/2", ("exp", True, True), 500)
+    for x, at in (("step", stop), ("epoch", stop * 64 / 1797)):
+        (marker,) = diverged_markers(figures.fid_curves(runs, histories, by="size", x=x).axes[0])
+        assert marker.get_xdata()[0] == pytest.approx(at)
+        assert marker.get_ydata()[0] == pytest.approx(height)
+
+
 def test_fid_curves_per_patch_use_patch_linestyles(study):
     runs, histories, _ = study
     ax = figures.fid_curves(runs, histories, by="patch").axes[0]
