@@ -15,6 +15,7 @@ import tempfile
 import time
 
 import torch
+from train_step import sync  # benchmarks/train_step.py (this script's folder is on sys.path)
 
 from gatscale.eval import fid
 from gatscale.eval.samples import generate_images
@@ -47,12 +48,10 @@ def sd_vae_sized(source, device):
 
 
 def timed(fn, device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     start = time.perf_counter()
     fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     return time.perf_counter() - start
 
 
