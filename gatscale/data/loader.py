@@ -8,8 +8,8 @@ the strided part s*G + r + world_size*j, j < batch_size. So every epoch visits e
 (nothing is dropped; a step that straddles two epochs takes the tail of one and the head of the next), ranks
 are disjoint within a step, and starting at step s is plain arithmetic, not a replay.
 
-Each DataLoader item is one whole batch: a worker gathers the batch's rows from the memory-mapped shards
-in sorted order (one fancy-indexing read per shard, not one __getitem__ per sample).
+Each DataLoader item is one whole batch, not one __getitem__ per sample: a worker copies the batch's rows
+from the memory-mapped shards straight into the batch tensors (`ShardSet.gather`, each row copied once).
 """
 from __future__ import annotations
 
@@ -66,9 +66,6 @@ class ShardBatches(torch.utils.data.Dataset):
 
     def __init__(self, shards: ShardSet, load_images: bool):
         self.shards, self.load_images = shards, load_images
-
-    def __len__(self):
-        return len(self.shards)
 
     def _read(self, field: str, indices: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         shape = (len(indices), *self.shards.fields[field]["shape"])
