@@ -44,9 +44,14 @@ class MNGSchedule:
         return torch.stack(out[::-1]), eps
 
 
+def _level_fractions(num_levels: int) -> list[float]:
+    """k / (K - 1) for k = 0..K-1 (early -> final); [1.0] for a single level."""
+    return [k / (num_levels - 1) if num_levels > 1 else 1.0 for k in range(num_levels)]
+
+
 def mng_noise_levels(num_levels: int, min_info: float = 0.125, t_offset: float = 0.01, variant: str = "exp") -> list[float]:
     """The rectified-flow noise levels t_k of the exp/linear variants, early -> final."""
-    lam = [k / (num_levels - 1) if num_levels > 1 else 1.0 for k in range(num_levels)]
+    lam = _level_fractions(num_levels)
     if variant == "exp":
         return [1.0 - min_info ** (1.0 - l) + t_offset for l in lam]
     if variant == "linear":
@@ -61,7 +66,6 @@ def build_schedule(variant: str, num_levels: int = 4, min_info: float = 0.125, t
         t = mng_noise_levels(num_levels, min_info, t_offset, variant)
         return MNGSchedule(signal=tuple(1.0 - v for v in t), noise_std=tuple(t))
     if variant == "vp":
-        lam = [k / (num_levels - 1) if num_levels > 1 else 1.0 for k in range(num_levels)]
-        a = [min_info ** (1.0 - l) for l in lam]
+        a = [min_info ** (1.0 - l) for l in _level_fractions(num_levels)]
         return MNGSchedule(signal=tuple(a), noise_std=tuple(math.sqrt(max(1.0 - v * v, 0.0)) for v in a))
     raise ValueError(f"unknown MNG variant {variant!r}; valid: exp, linear, vp, off")
