@@ -15,14 +15,14 @@ import argparse
 import contextlib
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import benchmark_config, synthetic_batch, sync  # noqa: E402
+from train_step import benchmark_config, synthetic_batch, time_iterations  # noqa: E402
+from train_step import parser as train_step_parser  # noqa: E402
 
 from gatscale.train.step import build_state, train_step  # noqa: E402
 
@@ -116,10 +116,10 @@ def main():
         raise SystemExit(f"--official {args.official}: not a checkout of the official GAT code (no models/generator.py)")
 
     device = torch.device(args.device)
-    bench_args = argparse.Namespace(size=args.size, d_size=None, grad_ckpt=args.our_grad_ckpt, compile=args.compile,
-                                    latent_size=32, num_classes=1000, batch=args.batch, precision=args.precision,
-                                    no_repa=False, encoder="vit_base_patch14_dinov2.lvd142m", mng="exp",
-                                    depth=None, hidden_size=None, num_heads=None)
+    # Our side: train_step.py's defaults (ImageNet-256 shapes, REPA with DINOv2 ViT-B/14, MNG exp).
+    bench_args = train_step_parser().parse_args(["--size", args.size, "--batch", str(args.batch), "--precision",
+                                                 args.precision, *["--grad-ckpt"] * args.our_grad_ckpt,
+                                                 *["--compile"] * args.compile])
     cfg = benchmark_config(bench_args)
     ours = build_state(cfg, device)
     autocast = ours.autocast if args.precision == "bf16" else contextlib.nullcontext
@@ -128,11 +128,7 @@ def main():
     z = torch.randn(cfg.train.batch_size, cfg.model.z_dim, device=device)
 
     def timed(fn):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        return time.perf_counter() - t
+        return time_iterations(fn, device, warmup=0, iters=1)[0]
 
     run_ours = lambda: train_step(ours, x, y, z, raw)  # noqa: E731
     run_official = lambda: official(x, y, z, raw)  # noqa: E731

@@ -73,7 +73,7 @@ def time_iterations(step_fn, device, warmup: int, iters: int) -> list[float]:
     return times
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="GAT-S/2")
     p.add_argument("--d-size", help="discriminator size (default: --size)")
@@ -91,7 +91,11 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--peak-tflops", type=float)
-    args = p.parse_args()
+    return p
+
+
+def main():
+    args = parser().parse_args()
 
     device = torch.device(args.device)
     cfg = benchmark_config(args)
