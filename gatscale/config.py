@@ -95,6 +95,9 @@ class OptimConfig:
     ema_decay: float = 0.999            # update_ema default in train.py (DiT uses 0.9999)
 
 
+SD_VAE_SCALE = 0.18215  # SD-VAE latent scaling factor (REPA/GAT preprocessing; shift 0)
+
+
 @dataclass
 class DataConfig:
     source: Literal["digits", "shards"] = "digits"  # digits: embedded sklearn set; shards: extract-latents output
@@ -115,7 +118,7 @@ class DataConfig:
     def scale(self) -> float:
         if self.latent_scale is not None:
             return self.latent_scale
-        return 0.18215 if self.tokenizer == "sd-vae" else 1.0
+        return SD_VAE_SCALE if self.tokenizer == "sd-vae" else 1.0
 
     @property
     def latent_size(self) -> int:

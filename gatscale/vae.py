@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-SD_VAE_SCALE = 0.18215  # SD-VAE latent scaling factor (REPA/GAT: bias 0)
+from .config import SD_VAE_SCALE
 
 
 class Tokenizer(Protocol):
