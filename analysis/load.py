@@ -154,13 +154,14 @@ def _float(value, default=np.nan):
 # Metric histories
 
 HISTORY_COLUMNS = ["run_id", "name", "metric", "step", "epoch", "value"]
+CACHE_COLUMNS = ["run_id", "metric", "step", "value", "epoch"]  # what _fetch_histories returns
 
 
 def load_histories(runs: pd.DataFrame, tracking_uri: str = DEFAULT_TRACKING_URI, metrics=None,
                    cache_dir=DEFAULT_CACHE_DIR, refresh: bool = False) -> pd.DataFrame:
     """Full histories of `metrics` (None: all) of each run in `runs`, long format (HISTORY_COLUMNS).
 
-    A run's histories are cached as one pickle keyed by its fingerprint (status, end time, latest
+    A run's histories are cached as one parquet file keyed by its fingerprint (status, end time, latest
     metric step and timestamp): an unchanged run is read from disk, a finished one is never fetched
     again. `cache_dir=None` or `refresh=True` fetch everything.
     """
@@ -193,29 +194,32 @@ def _fetch_histories(client, run_id: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _cache_path(cache_dir, tracking_uri, run_id) -> Path:
+def _cache_path(cache_dir, tracking_uri, run) -> Path:
+    """<cache>/<store>/<run id>-<fingerprint digest>.parquet: a changed run gets a new file name (parquet holds
+    only typed columns: a cache anyone can write can corrupt a figure, never run code in the reader)."""
     store = hashlib.sha1(tracking_uri.encode()).hexdigest()[:12]
-    return Path(cache_dir) / store / f"{run_id}.pkl"
+    digest = hashlib.sha1(run.fingerprint.encode()).hexdigest()[:12]
+    return Path(cache_dir) / store / f"{run.run_id}-{digest}.parquet"
 
 
 def _read_cache(cache_dir, tracking_uri, run):
     if cache_dir is None:
         return None
-    path = _cache_path(cache_dir, tracking_uri, run.run_id)
     try:
-        cached = pd.read_pickle(path)
-    except (OSError, EOFError, ValueError, KeyError, AttributeError, ImportError, TypeError):
-        return None  # absent or unreadable: fetch again
-    if not isinstance(cached, dict) or cached.get("fingerprint") != run.fingerprint:
+        frame = pd.read_parquet(_cache_path(cache_dir, tracking_uri, run))
+    except Exception:  # noqa: BLE001 - absent or unreadable (pyarrow raises its own types): fetch again
         return None
-    return cached["frame"].copy()
+    return frame if list(frame.columns) == CACHE_COLUMNS else None
 
 
 def _write_cache(cache_dir, tracking_uri, run, frame):
-    if cache_dir is not None:
-        entry = {"fingerprint": run.fingerprint, "frame": frame}
-        with atomic_open(_cache_path(cache_dir, tracking_uri, run.run_id)) as f:
-            pd.to_pickle(entry, f)
+    if cache_dir is None:
+        return
+    path = _cache_path(cache_dir, tracking_uri, run)
+    for stale in path.parent.glob(f"{run.run_id}-*.parquet"):  # the run's entries for older fingerprints
+        stale.unlink(missing_ok=True)
+    with atomic_open(path) as f:
+        frame[CACHE_COLUMNS].to_parquet(f, index=False)
 
 
 # ---------------------------------------------------------------------------------------------

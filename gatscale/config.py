@@ -158,6 +158,7 @@ class TrackingConfig:
     experiment: str = "gatscale"
     system_metrics: bool = False
     parent_run_id: str | None = None    # set by the sweep: the sweep's parent run
+    aliases: str = ""                   # set by the sweep: the spec's other names of this run (comma-separated)
 
 
 @dataclass
@@ -414,6 +415,20 @@ def effective_lr(cfg: RunConfig, net: str) -> float:
     return cfg.optim.lr * cfg.optim.base_width / width if cfg.optim.width_aware_lr else cfg.optim.lr
 
 
+LR_RULE_KEYS = ("optim.lr", "optim.width_aware_lr", "optim.base_width")  # resolved into the two LRs
+
+
+def training_hash(cfg: RunConfig, length: int = 10) -> str:
+    """Identity of what is trained: config_hash's fields with the LR rule resolved into G's and D's LRs, so a
+    width-aware LR and the fixed LR it resolves to at that width are one run (a sweep launches it once)."""
+    flat = flatten(to_dict(cfg))
+    kept = {k: v for k, v in flat.items()
+            if not any(k == n or k.startswith(n + ".") for n in NON_RESULT_KEYS + LR_RULE_KEYS)}
+    kept.update({f"lr_{net}": float(f"{effective_lr(cfg, net):.12g}") for net in ("generator", "discriminator")})
+    canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode()).hexdigest()[:length]
+
+
 def replace(cfg: RunConfig, **changes) -> RunConfig:
     """Deep copy with dotted-key changes: replace(cfg, **{'train.seed': 1})."""
     data = to_dict(cfg)
@@ -425,5 +440,5 @@ def replace(cfg: RunConfig, **changes) -> RunConfig:
 __all__ = [
     "ConfigError", "RunConfig", "ModelConfig", "NetConfig", "MethodConfig", "EncoderConfig", "OptimConfig",
     "DataConfig", "TrainConfig", "EvalConfig", "TrackingConfig", "load_config", "config_from_dict", "validate",
-    "to_dict", "dump_config", "flatten", "config_hash", "effective_lr", "replace", "set_by_path",
+    "to_dict", "dump_config", "flatten", "config_hash", "training_hash", "effective_lr", "replace", "set_by_path",
 ]

@@ -76,6 +76,18 @@ def test_finished_runs_come_from_the_cache(store, tmp_path, monkeypatch):
     client.delete_run(live)
 
 
+def test_the_history_cache_is_parquet_and_never_unpickled(store, tmp_path, monkeypatch):
+    uri, ids, _ = store
+    runs = load_runs("study", uri, parent_run_id=ids["parent"])
+    first = load_histories(runs, uri, cache_dir=tmp_path)
+    files = sorted(tmp_path.rglob("*.*"))
+    assert files and all(f.suffix == ".parquet" for f in files)
+    files[0].write_bytes(b"\x80\x04 not parquet")  # a tampered entry is fetched again, not trusted
+    monkeypatch.setattr(pd, "read_pickle", lambda *a, **k: pytest.fail("the cache must never unpickle"))
+    second = load_histories(runs, uri, cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(second, first)
+
+
 def test_lpips_tables_come_from_the_run_artifacts(store):
     uri, ids, _ = store
     runs = load_runs("study", uri, parent_run_id=ids["parent"])

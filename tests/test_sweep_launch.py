@@ -76,6 +76,25 @@ def test_killed_sweep_relaunch_resumes_only_unfinished_runs(tmp_path, monkeypatc
     assert run_starts(long) == 3 and (long / "log.txt").read_text().count("resumed from") == 2
 
 
+def test_two_concurrent_sweeps_train_every_run_once_and_record_no_failure(tmp_path, monkeypatch, capsys):
+    settings = {"lr": {"lrA": {"optim.width_aware_lr": True},  # lrF trains what lrA trains: one run, two names
+                       "lrF": {"optim.width_aware_lr": False, "optim.lr": 2e-3}}}
+    spec_path = write_spec(tmp_path / "s.yaml", settings=settings, grid={"lr": ["lrA", "lrF"]}, seeds=2)
+    runs = load_spec(spec_path, runs_dir=tmp_path / "runs").runs
+    assert len(runs) == 2
+    sweeps = [gatscale("sweep", str(spec_path), "--max-parallel", "2", cwd=tmp_path) for _ in range(2)]
+    outs = [s.communicate(timeout=400)[0] for s in sweeps]
+    assert [s.returncode for s in sweeps] == [0, 0], outs
+    for r in runs:
+        assert read_status(r.run_dir)["status"] == "finished" and run_starts(r.run_dir) == 1, outs
+        assert json.loads((r.run_dir / "sweep.json").read_text())["failures"] == [], outs
+    assert sorted(p.name for p in (tmp_path / "runs" / "t").iterdir()) == sorted(r.name for r in runs)  # no alias folder
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert gatscale_main(["sweep", str(spec_path)]) == 0
+    assert "nothing to launch" in capsys.readouterr().out
+
+
 def test_submitit_local_executor_runs_two_tiny_runs(tmp_path, monkeypatch, capsys):
     spec_path = two_run_spec(tmp_path / "s.yaml")
     monkeypatch.chdir(tmp_path)

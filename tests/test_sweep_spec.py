@@ -130,7 +130,7 @@ def test_colliding_names_get_the_hash(tmp_path):
 
 
 def test_shipped_specs_expand(tmp_path):
-    counts = {"demo": 8, "lr_crosscheck": 6, "scaling": 4, "ablation": 8}
+    counts = {"demo": 8, "lr_crosscheck": 4, "scaling": 4, "ablation": 8}  # lr_crosscheck: 6 names, 2 aliases
     for name, n in counts.items():
         spec = load_spec(REPO / "sweeps" / f"{name}.yaml", runs_dir=tmp_path)
         assert len(spec.runs) == n and spec.name == name
@@ -141,6 +141,19 @@ def test_shipped_specs_expand(tmp_path):
     s, b = demo["S2-mng-repa-lrA-s0"].config, demo["B2-mng-repa-lrA-s0"].config
     assert effective_lr(s, "generator") == 2 * effective_lr(b, "generator")  # width ratio 1:2 as S:B
     assert effective_lr(demo["B2-mng-repa-lrS-s0"].config, "generator") == effective_lr(s, "generator")
+
+
+def test_runs_that_train_the_same_thing_are_one_run_with_aliases(tmp_path, capsys):
+    # width-aware LR at GAT-S/4 (base_width 16 = its width) is 2e-3: lrF is the same training under another name
+    settings = {"lr": {"lrA": {"optim.width_aware_lr": True}, "lrF": {"optim.width_aware_lr": False, "optim.lr": 2e-3},
+                       "lrS": {"optim.width_aware_lr": False, "optim.lr": 4e-3}}}
+    path = write_spec(tmp_path / "s.yaml", settings=settings, grid={"lr": ["lrA", "lrF", "lrS"]})
+    runs = {r.name: r for r in load_spec(path, runs_dir=tmp_path / "runs").runs}
+    assert set(runs) == {"S4-mng-repa-lrA-s0", "S4-mng-repa-lrS-s0"}
+    assert runs["S4-mng-repa-lrA-s0"].aliases == ["S4-mng-repa-lrF-s0"]
+    assert runs["S4-mng-repa-lrA-s0"].config.tracking.aliases == "S4-mng-repa-lrF-s0"  # the trainer's tag
+    assert gatscale_main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert "S4-mng-repa-lrA-s0 (= S4-mng-repa-lrF-s0)" in capsys.readouterr().out
 
 
 def test_dry_run_has_no_side_effects(tmp_path, monkeypatch, capsys):

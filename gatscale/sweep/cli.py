@@ -53,7 +53,7 @@ def run_table(spec: Spec, planned, device: str) -> str:
         labels.add(est.how)
         devices.add(device if r.gpus else "cpu")
         g, d = _model(cfg.model.generator), _model(cfg.model.discriminator)
-        rows.append([r.name, r.config_hash, g if g == d else f"{g}/{d}", cfg.method.mng,
+        rows.append([r.name + (f" (= {', '.join(r.aliases)})" if r.aliases else ""), r.config_hash, g if g == d else f"{g}/{d}", cfg.method.mng,
                      "on" if cfg.method.repa else "off",
                      f"{effective_lr(cfg, 'generator'):.3g}{' (A)' if cfg.optim.width_aware_lr else ''}",
                      cfg.train.iterations, cfg.train.batch_size, r.gpus or "cpu",

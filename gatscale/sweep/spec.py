@@ -16,7 +16,9 @@
     per_size:                            # keyed by the generator size: letter ('B') or name ('GAT-B/2')
       B: {train.batch_size: 512, resources: {gpus: 2, time_min: 2880}}
 
-`groups: [{grid, zip, seeds}, ...]` unions several such run sets (duplicates by hash are one run).
+`groups: [{grid, zip, seeds}, ...]` unions several such run sets. Runs that train the same thing (one
+`training_hash`: the same config once the LR rule is resolved, e.g. S2-lrA and S2-lrS above) are one run,
+under the first name; the others are its `aliases` (shown in the plan, tagged `gatscale.aliases` in the tracker).
 docs/sweeps.md is the full reference. Errors name the spec file and the key path in it.
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import (ConfigError, RunConfig, _coerce, _from_dict, config_hash, field_types, read_yaml_mapping,
-                      validate)
+                      training_hash, validate)
 from ..sizes import GAT_SIZES, MODEL_NAMES, size_letter
 from .profile import ClusterProfile, SizeResources, load_profile, merge_rows, size_resources, size_row
 
@@ -57,6 +59,7 @@ class Run:
     model: str                   # generator size name, e.g. 'GAT-B/2' (resource class, throughput key)
     resources: SizeResources     # GPUs, nodes, wall time: the profile's size row under the spec's overrides
     labels: dict = field(default_factory=dict)  # axis -> this run's value (its name if named), and the seed
+    aliases: list[str] = field(default_factory=list)  # the spec's other names for this same training
 
     @property
     def gpus(self) -> int:
@@ -339,9 +342,11 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
         for choices in _combinations(source, where, group, settings):
             for seed in seeds:
                 run = _expand_one(source, base, choices, seed, per_size, common_resources, runs_dir / name)
-                if run.config_hash not in seen:
-                    seen[run.config_hash] = run
+                same = seen.setdefault(training_hash(run.config), run)
+                if same is run:
                     runs.append(run)
+                elif run.name != same.name and run.name not in same.aliases:
+                    same.aliases.append(run.name)
     if not runs:
         raise ConfigError(source, "grid", None, "the spec expands to no runs")
     _dedupe_names(runs)
@@ -408,3 +413,4 @@ def _dedupe_names(runs: list[Run]):
     for r in runs:
         r.config.name = r.name
         r.config.run_dir = str(r.run_dir)
+        r.config.tracking.aliases = ",".join(r.aliases)

@@ -1,9 +1,10 @@
-"""`gatscale train CONFIG.yaml [--run-dir DIR] [--set key.path=value ...]`."""
+"""`gatscale train CONFIG.yaml [--run-dir DIR] [--set key.path=value ...] [--restart]`."""
 import sys
 from pathlib import Path
 
 from ..config import ConfigError, load_config
-from .status import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
+from .signals import StopFlag
+from .status import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PREEMPTED
 
 
 def add_arguments(parser):
@@ -12,9 +13,12 @@ def add_arguments(parser):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config value, e.g. --set train.iterations=200 (repeatable)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="force a device (default: CUDA when available)")
+    parser.add_argument("--restart", action="store_true",
+                        help="train from step 0 when the run folder shows progress but no checkpoint is usable")
 
 
 def main(args) -> int:
+    early = StopFlag().install()  # before importing torch: a preemption now is still checkpointed (signals.py)
     config = args.config
     if config is None:
         if not args.run_dir or not (Path(args.run_dir) / "config.yaml").is_file():
@@ -27,7 +31,17 @@ def main(args) -> int:
         print(f"gatscale train: config error: {e}", file=sys.stderr)
         return 2
     from ..tracking import build_tracker
-    from .trainer import train
+    from .status import RunInProgress
+    from .trainer import CheckpointsUnusable, train
 
-    result = train(cfg, args.run_dir, tracker=build_tracker(cfg.tracking), device=args.device)
+    try:
+        result = train(cfg, args.run_dir, tracker=build_tracker(cfg.tracking), device=args.device, restart=args.restart)
+    except RunInProgress as e:
+        print(f"gatscale train: {e}; not started (exit {EXIT_LOCKED}: already running)", file=sys.stderr)
+        return EXIT_LOCKED
+    except CheckpointsUnusable as e:
+        print(f"gatscale train: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        early.restore()
     return {"finished": EXIT_OK, "diverged": EXIT_OK, "preempted": EXIT_PREEMPTED}.get(result.status, EXIT_FAILED)

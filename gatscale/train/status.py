@@ -12,6 +12,7 @@ TERMINAL = ("finished", "diverged")  # a sweep never relaunches these
 
 # Process exit codes of `gatscale train`, for backends: finished and diverged are both terminal.
 EXIT_OK, EXIT_FAILED, EXIT_PREEMPTED = 0, 1, 75  # 75 = EX_TEMPFAIL: try again (requeue)
+EXIT_LOCKED = 16  # the run folder's lock is held by a live trainer (16 = EBUSY): already running, not a failure
 
 
 def write_status(run_dir: Path, status: str, step: int, iterations: int, reason: str | None = None,
@@ -44,19 +45,26 @@ class RunLock:
     (flock is advisory and local-node reliable; on NFS it depends on the server's lock support.)
     """
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, wait_s: float = 2.0):
         self.path = Path(run_dir) / LOCK_FILE
+        self.wait_s = wait_s  # rides out a sweep's `run_in_progress` probe, which holds the lock for a moment
         self.fd = None
 
     def __enter__(self):
         import fcntl
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self.path.read_text().strip() or "another process"
-            os.close(self.fd)
-            raise RunInProgress(f"{self.path.parent}: the run is already being trained by {holder}") from None
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                holder = self.path.read_text().strip() or "another process"
+                os.close(self.fd)
+                raise RunInProgress(f"{self.path.parent}: the run is already being trained by {holder}") from None
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())
         return self
@@ -69,7 +77,7 @@ def run_in_progress(run_dir: Path) -> bool:
     if not (Path(run_dir) / LOCK_FILE).exists():
         return False
     try:
-        with RunLock(run_dir):
+        with RunLock(run_dir, wait_s=0):
             return False
     except RunInProgress:
         return True

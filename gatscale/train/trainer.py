@@ -4,16 +4,20 @@ Per iteration (official train.py): one D step then one G step on the same real b
 same z; the G step updates G's per-class w average; then the EMA of G. Metrics stay on the device and
 are reduced every `train.log_every` steps (no host sync in the step, except the finiteness check every
 `train.divergence_check_every` steps). A SIGTERM/SIGUSR2 (SLURM/submitit preemption) makes the loop
-checkpoint at the next step boundary and exit with status `preempted`.
+checkpoint at the next step boundary and exit with status `preempted` (one that came before the first step:
+at once, without training).
+
+Resume takes the newest checkpoint that validates (checkpoint.py); newer ones that do not are set aside in
+checkpoints/rejected/ with a warning in log.txt and the tracker. When none validates but the folder shows
+progress (status.json's step, checkpoint files), the run is refused (CheckpointsUnusable) rather than silently
+restarted from step 0; `restart=True` (`gatscale train --restart`) starts over explicitly.
 """
 import contextlib
 import dataclasses
 import logging
 import math
 import random
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,10 +31,12 @@ from ..flops import run_flops
 from ..models import count_trainable
 from ..tracking import NullTracker, Tracker
 from ..vae import build_tokenizer
-from .checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (REJECTED_DIR, TRAINING_STATE, checkpoint_dir, checkpoint_step, find_latest_valid,
+                         remove_stale_temporaries, rng_state, save_checkpoint, set_aside, set_rng_state)
 from .distributed import DistInfo, all_reduce_max, barrier, init_distributed
 from .sample_grid import save_sample_grid
-from .status import RunLock, write_status
+from .signals import StopFlag
+from .status import TERMINAL, RunLock, read_status, write_status
 from .step import build_state, train_step
 
 log = logging.getLogger("gatscale.train")
@@ -43,27 +49,6 @@ class RunResult:
     step: int
     reason: str | None = None
     signum: int | None = None  # the signal that preempted the run (SIGTERM or SIGUSR2)
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGUSR2; the loop checkpoints and exits at the next step boundary."""
-
-    def __init__(self):
-        self.signum = None
-        self.previous = {}
-
-    def install(self):
-        if threading.current_thread() is not threading.main_thread():
-            return  # e.g. a Ray Tune trial thread: the backend handles preemption
-        for sig in (signal.SIGTERM, signal.SIGUSR2):
-            self.previous[sig] = signal.signal(sig, self._handle)
-
-    def restore(self):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame):
-        self.signum = signum
 
 
 def _setup_logging(run_dir: Path, is_main: bool):
@@ -80,8 +65,9 @@ def _setup_logging(run_dir: Path, is_main: bool):
 
 
 def train(cfg: RunConfig, run_dir: str | Path | None = None, tracker: Tracker | None = None,
-          device: str | None = None) -> RunResult:
-    """Train (or resume) one run. Returns its final status; never raises on divergence."""
+          device: str | None = None, restart: bool = False) -> RunResult:
+    """Train (or resume) one run. Returns its final status; never raises on divergence.
+    restart: train from step 0 even though the folder shows progress but holds no valid checkpoint."""
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
     info = init_distributed(device)
     validate(cfg, world_size=info.world_size)
@@ -90,11 +76,13 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, tracker: Tracker | 
     barrier(info)
     _setup_logging(run_dir, info.is_main)
     tracker = tracker if (tracker is not None and info.is_main) else NullTracker()
-    stop = _StopFlag()
-    stop.install()
-    state = {"step": 0, "iterations": cfg.train.iterations}
+    stop = StopFlag().install()
+    state = {"step": 0, "iterations": cfg.train.iterations, "restart": restart}
     try:
         with RunLock(run_dir) if info.is_main else contextlib.nullcontext():
+            if info.is_main:
+                for tmp in remove_stale_temporaries(run_dir):
+                    log.warning("removed %s, a checkpoint write that was killed", tmp)
             try:
                 return _train(cfg, run_dir, tracker, info, stop, state)
             except ResumeRefused:
@@ -119,6 +107,37 @@ class ResumeRefused(ValueError):
     """The run folder holds a checkpoint of a different config."""
 
 
+class CheckpointsUnusable(RuntimeError):
+    """The run made progress but no checkpoint of it validates: refuse to start over silently."""
+
+
+def _resume_point(run_dir: Path, restart: bool, state: dict, warnings: list[str]):
+    """The newest valid checkpoint (dict, path) or (None, None) for a fresh start. Newer invalid checkpoints
+    are set aside; with none valid and progress on record, CheckpointsUnusable (unless `restart`)."""
+    found = find_latest_valid(run_dir, TRAINING_STATE, map_location="cpu")
+    for path, why in found.rejected:
+        warnings.append(f"checkpoint {path.name} skipped: {why}")
+        log.warning("warning: checkpoint %s is not usable (%s); trying the previous one", path, why)
+    status = read_status(run_dir) or {}
+    recorded = max([status.get("step") or 0] + [checkpoint_step(p) for p, _ in found.rejected])
+    if found.state is None and recorded > 0 and not restart:
+        state["step"] = recorded  # a failure status keeps the step the run had reached
+        files = "; ".join(f"{p.name}: {why}" for p, why in found.rejected) or f"none in {checkpoint_dir(run_dir)}"
+        raise CheckpointsUnusable(
+            f"{run_dir}: the run reached step {recorded} (status.json: {status.get('status', 'none')} at step "
+            f"{status.get('step', 0)}) but no checkpoint is usable ({files}). Refusing to start over from step 0; "
+            f"nothing was deleted. Restore checkpoints/ from a backup, or run `gatscale train --restart` to train "
+            f"from step 0 (the unusable checkpoints are then moved to checkpoints/{REJECTED_DIR}/).")
+    if found.rejected:
+        moved = set_aside([p for p, _ in found.rejected])
+        warnings.append(f"moved to checkpoints/{REJECTED_DIR}/: {', '.join(p.name for p in moved)}")
+        log.warning("warning: moved %d unusable checkpoint(s) to %s (kept for inspection; delete them when done)",
+                    len(moved), checkpoint_dir(run_dir) / REJECTED_DIR)
+    if found.state is None and recorded > 0:
+        log.warning("warning: --restart: training %s from step 0 (it had reached step %d)", run_dir, recorded)
+    return found.state, found.path
+
+
 def _check_resume_config(cfg: RunConfig, run_dir: Path, saved: dict):
     old = config_from_dict(saved)
     if config_hash(old) != config_hash(cfg):
@@ -128,7 +147,7 @@ def _check_resume_config(cfg: RunConfig, run_dir: Path, saved: dict):
                          f"Differences: {'; '.join(diff[:10])}. Use another --run-dir to start a new run.")
 
 
-def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop: _StopFlag, state: dict) -> RunResult:
+def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop: StopFlag, state: dict) -> RunResult:
     dev = info.device
     data = dataset_info(cfg.data)
     if cfg.train.epochs is not None:
@@ -143,10 +162,14 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     G, D, G_ema = st.G, st.D, st.G_ema
 
     # Resume.
-    start_step, stand_ins = 0, []
-    ckpt, ckpt_path = load_latest(run_dir, map_location="cpu")
+    start_step, stand_ins, warnings = 0, [], []
+    ckpt, ckpt_path = _resume_point(run_dir, state["restart"], state, warnings)
     if ckpt is not None:
         _check_resume_config(cfg, run_dir, ckpt["config"])
+        done = read_status(run_dir) or {}
+        if done.get("status") in TERMINAL:  # e.g. a late relaunch by a second sweep: never reopen the run
+            log.info("run %s already %s at step %d; nothing to do", cfg.name, done["status"], done["step"])
+            return RunResult(done["status"], done["step"], done.get("reason"))
         G.load_state_dict(ckpt["generator"]), D.load_state_dict(ckpt["discriminator"]), G_ema.load_state_dict(ckpt["ema"])
         st.opt_g.load_state_dict(ckpt["opt_g"]), st.opt_d.load_state_dict(ckpt["opt_d"])
         start_step = state["step"] = ckpt["step"]
@@ -172,7 +195,11 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
                   "dataset_images": data.num_images}
         tags = {"gatscale.name": cfg.name, "gatscale.config_hash": config_hash(cfg), "gatscale.run_dir": str(run_dir.resolve()),
                 "gatscale.status": "running", "gatscale.stand_in": ",".join(stand_ins)}
+        if cfg.tracking.aliases:
+            tags["gatscale.aliases"] = ",".join(cfg.tracking.aliases)
         tracker.start(run_dir, cfg.name, params, tags)
+        if warnings:
+            tracker.set_tags({"gatscale.checkpoint_warnings": "; ".join(warnings)[:5000]})
         tracker.log_artifact(run_dir / "config.yaml")
         write_status(run_dir, "running", start_step, iterations)
         log.info("run %s (%s): G %s %.1fM params, D %s %.1fM params, lr G %.3g D %.3g, %d images, %d iterations, %s%s",
@@ -197,7 +224,9 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     progress = _progress(start_step, iterations, info.is_main)
     step = start_step
     result = None
-    while step < iterations:
+    if (all_reduce_max(torch.tensor([float(stop.signum is not None)], device=dev), info) > 0).item():
+        result = RunResult("preempted", step, f"signal {stop.signum} before step {step + 1}", signum=stop.signum)
+    while result is None and step < iterations:
         rng_cpu = torch.get_rng_state()
         batch = next(loader)
         torch.set_rng_state(rng_cpu)

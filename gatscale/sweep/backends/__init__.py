@@ -5,7 +5,8 @@
 `runs` are prepared: each run folder holds the resolved `config.yaml` and `sweep.json`. A backend trains
 `gatscale train RUN_DIR/config.yaml --run-dir RUN_DIR` (as a process, a torchrun, a submitit job or a Ray
 trial); the trainer resumes from the folder's checkpoint by itself. The Outcome says what became of each
-run (finished, diverged, preempted, failed) or, for a cluster, that it was submitted.
+run (finished, diverged, preempted, failed), that another process is training it right now (running: its
+lock was held, the trainer exited EXIT_LOCKED; never a failure), or, for a cluster, that it was submitted.
 
     local     this machine, --max-parallel at a time, each run its own process (torchrun for several GPUs)
     submitit  SLURM job arrays (one per resource class), requeued on timeout/preemption
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...train.status import EXIT_PREEMPTED, TERMINAL, read_status
+from ...train.status import EXIT_LOCKED, EXIT_PREEMPTED, LOCK_FILE, TERMINAL, read_status, run_in_progress
 from ..plan import note_failure
 from ..profile import ClusterProfile
 from ..spec import Run
@@ -43,7 +44,7 @@ class Options:
 @dataclass
 class Outcome:
     name: str
-    state: str                          # finished | diverged | preempted | failed | submitted | not-started
+    state: str                          # finished | diverged | preempted | failed | running | submitted | not-started
     step: int | None = None
     job_id: str | None = None
     detail: str = ""
@@ -76,15 +77,35 @@ def child_env(threads: int | None = None, gpu_ids: list[int] | None = None) -> d
 
 
 def outcome_of(run: Run, returncode: int | None = None) -> Outcome:
-    """What the run folder says after a process ended; an exit without a terminal status is a failure."""
+    """What the run folder says after a process ended; an exit without a terminal status is a failure, unless the
+    run's lock is held: another process is training it (torchrun reports a rank's EXIT_LOCKED as 1)."""
     status = read_status(run.run_dir) or {}
     state, step = status.get("status"), status.get("step")
+    if returncode == EXIT_LOCKED or (returncode not in (0, EXIT_PREEMPTED) and run_in_progress(run.run_dir)):
+        return already_running(run, step)
     if returncode == EXIT_PREEMPTED or state == "preempted":
         return Outcome(run.name, "preempted", step, detail="checkpointed; re-run the sweep to resume")
     if state in TERMINAL and returncode in (0, None):
         return Outcome(run.name, state, step, detail=status.get("reason") or "")
     reason = status.get("reason") if state == "failed" else f"exit code {returncode}, status {state or 'none'}"
     return Outcome(run.name, "failed", step, detail=(reason or "")[:200])
+
+
+def already_running(run: Run, step: int | None = None) -> Outcome:
+    holder = (run.run_dir / LOCK_FILE).read_text().strip() if (run.run_dir / LOCK_FILE).is_file() else ""
+    return Outcome(run.name, "running", step, detail=f"trained right now by {holder or 'another process'}; "
+                                                    f"not launched again")
+
+
+def skip_reason(run: Run) -> Outcome | None:
+    """Checked again just before a launch (another sweep may have got there since the plan): the run is being
+    trained (its lock is held) or has ended (finished, diverged): an Outcome saying so, else None."""
+    if run_in_progress(run.run_dir):
+        return already_running(run, (read_status(run.run_dir) or {}).get("step"))
+    status = read_status(run.run_dir) or {}
+    if status.get("status") in TERMINAL:
+        return Outcome(run.name, status["status"], status.get("step"), detail="ended meanwhile; not launched again")
+    return None
 
 
 def print_outcomes(outcomes: list[Outcome]):

@@ -2,7 +2,8 @@
 
 Runs start longest first. A CPU run gets OMP_NUM_THREADS = CPUs / max_parallel (unless set); a GPU run gets
 its own GPUs through CUDA_VISIBLE_DEVICES (torchrun when it asks for several). A run that fails is relaunched
-until it has failed `max_attempts` times.
+until it has failed `max_attempts` times. Just before each launch the run folder is asked again: a run another
+process trains now (its lock is held) or that ended meanwhile is not launched.
 
 Stopping: the runs stay in the sweep's process group but ignore SIGINT, so Ctrl-C reaches only the sweep,
 which forwards SIGTERM to every run (as does a SIGTERM to the sweep): each trainer checkpoints at its next
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import time
 
-from . import Options, Outcome, child_env, count_failure, outcome_of, train_command
+from . import Options, Outcome, child_env, count_failure, outcome_of, skip_reason, train_command
 from ..spec import Run
 from ..throughput import run_cost
 
@@ -56,6 +57,10 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
                 if run is None:
                     break
                 queue.remove(run)
+                if (skipped := skip_reason(run)) is not None:
+                    outcomes[run.name] = skipped
+                    print(f"  {skipped.state:<8} {run.name}: {skipped.detail}", flush=True)
+                    continue
                 gpus = [free_gpus.pop(0) for _ in range(run.gpus)]
                 with open(run.run_dir / "stdout.txt", "a") as out:
                     proc = subprocess.Popen(train_command(run), cwd=options.cwd, stdout=out, stderr=subprocess.STDOUT,

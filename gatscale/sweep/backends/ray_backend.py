@@ -8,7 +8,9 @@ names a cluster ('auto', 'ray://head:10001', 'head:6379'; see slurm/ray-on-slurm
 Resume and retries use the trainer's own checkpoints, not Tune's: a trial whose run fails or is preempted
 raises, Tune retries it (FailureConfig, max_attempts - 1 times) and the retried trial relaunches
 `gatscale train` on the same run folder, which resumes. A run that has failed max_attempts times is not
-launched again. The trainer process gets SIGTERM if its trial dies (PR_SET_PDEATHSIG): it checkpoints.
+launched again, nor one that another process trains right now (its lock is held: the trainer exits
+EXIT_LOCKED, the trial reports `running`, never a failure). The trainer process gets SIGTERM if its trial dies
+(PR_SET_PDEATHSIG): it checkpoints.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import signal
 import subprocess
 import time
 
-from . import Options, Outcome, child_env, count_failure, outcome_of, print_outcomes, train_command
+from . import Options, Outcome, child_env, count_failure, outcome_of, print_outcomes, skip_reason, train_command
 from ..plan import failure_ids
 from ..spec import Run
 
@@ -46,6 +48,9 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
         failures = len(failure_ids(run.run_dir, None))
         if failures >= max_attempts:
             tune.report({"state": "failed", "step": -1})
+            return
+        if (skipped := skip_reason(run)) is not None:  # trained by another process now, or ended meanwhile
+            tune.report({"state": skipped.state, "step": skipped.step or 0})
             return
         started = time.time()
         with open(run.run_dir / "stdout.txt", "a") as out:

@@ -19,7 +19,8 @@ handlers, which win. So:
   3. SIGTERM (scancel, or preemption that cancels): the trainer checkpoints and stops; no requeue. The run is
      `preempted` and the next `gatscale sweep` resumes it.
 The job's result is {'name', 'status', 'step', 'reason'}: finished and diverged are normal results (a
-diverged run must not be retried); a failure raises, so the job ends FAILED.
+diverged run must not be retried), and so is `running` (the run's lock was held by another live trainer: the
+job did nothing); a failure raises, so the job ends FAILED.
 """
 from __future__ import annotations
 
@@ -45,11 +46,15 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, config_path: str, run_dir: str) -> dict:
         from ...config import load_config
         from ...tracking import build_tracker
+        from ...train.status import RunInProgress
         from ...train.trainer import train
 
         submitit_usr2 = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint-and-requeue handler
         cfg = load_config(config_path)
-        result = train(cfg, run_dir, tracker=build_tracker(cfg.tracking))
+        try:
+            result = train(cfg, run_dir, tracker=build_tracker(cfg.tracking))
+        except RunInProgress as e:  # another process trains this run now: a normal result, not a failure
+            return {"name": cfg.name, "status": "running", "step": None, "reason": str(e)}
         if result.status == "preempted" and result.signum == signal.SIGUSR2 and callable(submitit_usr2):
             submitit_usr2(signal.SIGUSR2, None)  # requeues and exits on rank 0; returns on the others
         return {"name": cfg.name, "status": result.status, "step": result.step, "reason": result.reason}
