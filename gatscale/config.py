@@ -52,7 +52,8 @@ class ModelConfig:
     discriminator: NetConfig = field(default_factory=NetConfig)
     num_levels: int = 4                 # K MNG heads, tapped every depth/K blocks (official rgb_every = depth // 4)
     z_dim: int = 64                     # latent code and class-embedding width of G's mapping network
-    input_tokens: Literal["sincos", "fourier"] = "sincos"  # code: frozen sin-cos PE; paper figure: Fourier PE
+    input_tokens: Literal["sincos", "fourier"] = "sincos"  # code: sin-cos PE; paper figure: Fourier PE
+    pos_embed: Literal["trainable", "frozen"] = "trainable"  # G's and D's sin-cos PE: official train.py trains it (requires_grad_(True) each step)
     qk_norm: bool = True                # official --qk-norm default
     cmap_dim: int = 2048                # D projection-head width
     projector_dim: int = 2048           # REPA projector hidden width (REPA build_mlp)

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..config import RunConfig, config_from_dict, config_hash, dump_config, flatten, to_dict, validate
+from ..config import RunConfig, config_hash, dump_config, flatten, to_dict, validate
 from ..data import build_train_loader, dataset_info, sample_latents
 from ..flops import run_flops
 from ..models import count_trainable
 from ..tracking import NullTracker, Tracker
 from ..vae import build_tokenizer
-from .checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import checkpoint_config, load_latest, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_max, barrier, init_distributed
 from .sample_grid import save_sample_grid
 from .status import RunLock, write_status
@@ -120,7 +120,7 @@ class ResumeRefused(ValueError):
 
 
 def _check_resume_config(cfg: RunConfig, run_dir: Path, saved: dict):
-    old = config_from_dict(saved)
+    old = checkpoint_config(saved)
     if config_hash(old) != config_hash(cfg):
         a, b = flatten(to_dict(old)), flatten(to_dict(cfg))
         diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
