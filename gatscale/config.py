@@ -150,6 +150,8 @@ class EvalConfig:
     reference_stats: str | None = None  # .npz with mu/sigma (ADM VIRTUAL_imagenet256_labeled.npz or our cache)
     truncation_psi: float = 0.0         # official: psi = 0 (none) for FID-5K in training
     batch_size: int = 64
+    fid_decoder: str = "stabilityai/sd-vae-ft-mse"  # decodes FID-5K and sample grids in training (official train.py: ft-mse)
+    precision: Literal["fp32", "bf16"] = "fp32"  # G and VAE decoder for metrics: official train.py/generate.py run fp32 (TF32)
 
 
 @dataclass

@@ -169,6 +169,16 @@ def test_checkpoint_from_before_the_pos_embed_switch_resumes_and_loads_as_frozen
     assert train(tiny_config(train={"iterations": 10}, model={"pos_embed": "frozen"}), tmp_path).status == "finished"
 
 
+def test_training_decodes_samples_and_fid_with_the_official_train_py_decoder_in_float32(tmp_path, monkeypatch):
+    import gatscale.vae
+    built = []
+    real_build = gatscale.vae.build_tokenizer
+    monkeypatch.setattr(gatscale.vae, "build_tokenizer", lambda kind, source=None, **kw: (
+        built.append((source, kw["dtype"])), real_build(kind, source, **kw))[1])
+    train(tiny_config(train={"iterations": 1}), tmp_path)
+    assert built == [("stabilityai/sd-vae-ft-mse", torch.float32)]  # eval.fid_decoder, eval.precision defaults
+
+
 def test_two_trainers_never_share_a_run_folder(tmp_path):
     from gatscale.train.status import RunInProgress, RunLock, run_in_progress
     tmp_path.mkdir(exist_ok=True)
