@@ -1,9 +1,9 @@
 """GAT discriminator (official `models/discriminator.py`, class `GATD`).
 
 One ViT forward over all K MNG levels jointly: the levels are concatenated on channels, patch
-embedded, given a sin-cos PE (trained, as the released loop does, or frozen) and a learnable [cls] token, then pre-norm blocks with
-LayerScale 0.1. The logit is a projection-discriminator head: <Linear(RMSNorm(h_cls)), MLP(e_y)>.
-A REPA projector maps the last block's tokens to the vision encoder's feature width.
+embedded, given a sin-cos PE (trained, as the released loop does, or frozen) and a learnable [cls]
+token, then pre-norm blocks with LayerScale 0.1. The logit is a projection-discriminator head:
+<Linear(RMSNorm(h_cls)), MLP(e_y)>. A REPA projector maps the last block's tokens to the vision encoder's feature width.
 """
 import torch
 import torch.nn as nn
