@@ -52,7 +52,8 @@ class ModelConfig:
     discriminator: NetConfig = field(default_factory=NetConfig)
     num_levels: int = 4                 # K MNG heads, tapped every depth/K blocks (official rgb_every = depth // 4)
     z_dim: int = 64                     # latent code and class-embedding width of G's mapping network
-    input_tokens: Literal["sincos", "fourier"] = "sincos"  # code: frozen sin-cos PE; paper figure: Fourier PE
+    input_tokens: Literal["sincos", "fourier"] = "sincos"  # code: sin-cos PE; paper figure: Fourier PE
+    pos_embed: Literal["trainable", "frozen"] = "trainable"  # G/D sin-cos PE: official train.py trains it (requires_grad_(True))
     qk_norm: bool = True                # official --qk-norm default
     cmap_dim: int = 2048                # D projection-head width
     projector_dim: int = 2048           # REPA projector hidden width (REPA build_mlp)
@@ -149,6 +150,8 @@ class EvalConfig:
     reference_stats: str | None = None  # .npz with mu/sigma (ADM VIRTUAL_imagenet256_labeled.npz or our cache)
     truncation_psi: float = 0.0         # official: psi = 0 (none) for FID-5K in training
     batch_size: int = 64
+    fid_decoder: str = "stabilityai/sd-vae-ft-mse"  # in-training FID-5K and grids (official train.py decodes with ft-mse)
+    precision: Literal["fp32", "bf16"] = "fp32"  # G and decoder for metrics: official code runs them fp32 (TF32)
 
 
 @dataclass

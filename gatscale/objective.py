@@ -5,6 +5,11 @@ a fake's K levels share the augmentation drawn on its final level. The approxima
 the exact augmentation parameters and MNG noise draws of the clean pass (for reals the finite-difference
 noise is added before copying, so it is shared by the levels; for fakes each level gets its own).
 
+Precision, as the released code: under bf16 autocast only the networks run in bf16. G's output is cast to
+float32 once (accelerate's wrapper does the same to the official G's output), so DiffAugment, the MNG noise
+chain and the finite-difference perturbations x + sigma*eps run in float32; D's patch embedding rounds its
+input to bf16 where it consumes it. (Perturbing a bf16 fake by sigma = 0.01 would mostly round it away.)
+
 For speed, all D evaluations of the D step (reals, fakes, perturbed reals, perturbed fakes) run as one
 batched forward; the REPA projector runs on the real rows only.
 """
@@ -51,7 +56,7 @@ class GATObjective:
         """L_D = RpGAN + gamma1/2 aR1 + gamma2/2 aR2 + lambda REPA, averaged over the batch."""
         B = real.shape[0]
         with torch.no_grad():
-            fake = G(z, y, return_levels=True)
+            fake = G(z, y, return_levels=True).float()  # (K, B, C, H, W)
         fake_aug, fake_params = diff_augment(fake, self.policy, draw_on=fake[-1])
         real_aug, real_params = diff_augment(real, self.policy)
         fake_in, fake_eps = self.schedule.perturb(fake_aug)
@@ -96,7 +101,7 @@ class GATObjective:
 
     def generator_loss(self, G, D, real, y, z):
         """L_G = softplus(-(D(E(x_f)) - sg[D(E(x_r))])); updates G's per-class w average."""
-        fake = G(z, y, update_w_avg=True, return_levels=True)
+        fake = G(z, y, update_w_avg=True, return_levels=True).float()  # (K, B, C, H, W)
         fake_aug, _ = diff_augment(fake, self.policy, draw_on=fake[-1])
         real_aug, _ = diff_augment(real, self.policy)
         fake_in, _ = self.schedule.perturb(fake_aug)

@@ -14,9 +14,10 @@ def test_eval_writes_metrics_json_and_adm_npz(tmp_path, eval_cache):
     rc = main(["eval", str(run_dir), "--num-samples", "40", "--batch-size", "16", "--device", "cpu",
                "--npz-out", str(tmp_path / "samples.npz")])
     assert rc == 0
-    record = json.loads((run_dir / "eval" / "metrics-0000100.json").read_text())
+    record = json.loads((run_dir / "eval" / "metrics-0000100-psi0.3.json").read_text())  # official sampler's psi
     assert set(record["metrics"]) == {"fd_digits", "is_digits", "is_std_digits", "precision_digits", "recall_digits"}
     assert record["step"] == 100 and record["num_samples"] == 40 and record["feature_extractor"] == "digits"
+    assert record["truncation_psi"] == 0.3 and record["precision"] == "fp32"
     samples = np.load(tmp_path / "samples.npz")
     assert samples["arr_0"].shape == (40, 16, 16, 3) and np.bincount(samples["arr_1"]).tolist() == [4] * 10
 
@@ -29,24 +30,45 @@ class RecordingTracker:
         return lambda *args: self.calls.append((name, *args))
 
 
+def _eval_logged(run_dir, monkeypatch, *args):
+    """(metric names logged, tags set) by one `gatscale eval` of run_dir with a recording tracker."""
+    import gatscale.tracking
+
+    tracker = RecordingTracker()
+    monkeypatch.setattr(gatscale.tracking, "build_tracker", lambda cfg: tracker)
+    assert main(["eval", str(run_dir), "--metrics", "fid", "--device", "cpu", *args]) == 0
+    (logged,) = [c for c in tracker.calls if c[0] == "log_metrics"]
+    assert logged[2] == 100 and tracker.calls[-1] == ("finish", "finished")  # the run's status is kept
+    (tags,) = [c[1] for c in tracker.calls if c[0] == "set_tags"]
+    return list(logged[1]), tags
+
+
 def test_eval_logs_to_the_runs_tracker_with_a_protocol_suffix_and_keeps_its_status(tmp_path, eval_cache, monkeypatch):
     import gatscale.tracking
 
     run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
     (run_dir / "tracking.json").write_text(json.dumps({"run_id": "abc"}))
     (run_dir / "status.json").write_text(json.dumps({"status": "finished"}))
-    tracker = RecordingTracker()
-    monkeypatch.setattr(gatscale.tracking, "build_tracker", lambda cfg: tracker)
-    assert main(["eval", str(run_dir), "--num-samples", "40", "--metrics", "fid", "--truncation-psi", "0.5",
-                 "--device", "cpu"]) == 0
-    (logged,) = [c for c in tracker.calls if c[0] == "log_metrics"]
-    assert list(logged[1]) == ["fd_digits_40_psi0.5"] and logged[2] == 100   # not the FID-k curve of training
-    assert tracker.calls[-1] == ("finish", "finished")
+    names, _ = _eval_logged(run_dir, monkeypatch, "--num-samples", "40", "--truncation-psi", "0.5")
+    assert names == ["fd_digits_40_psi0.5"]   # not the FID-k curve of training
     assert (run_dir / "eval" / "metrics-0000100-psi0.5.json").exists()
 
     monkeypatch.setattr(gatscale.tracking, "build_tracker", lambda cfg: 1 / 0)   # a broken tracker is only a warning
     assert main(["eval", str(run_dir), "--num-samples", "200", "--metrics", "fid", "--device", "cpu"]) == 0
-    assert (run_dir / "eval" / "metrics-0000100.json").exists()
+    assert (run_dir / "eval" / "metrics-0000100-psi0.3.json").exists()
+
+
+def test_eval_psi_is_in_every_recorded_metric_name_and_tag(tmp_path, eval_cache, monkeypatch):
+    run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
+    (run_dir / "tracking.json").write_text(json.dumps({"run_id": "abc"}))
+    names, tags = _eval_logged(run_dir, monkeypatch, "--num-samples", "40")   # defaults: psi 0.3, fp32
+    assert names == ["fd_digits_40_psi0.3"]
+    assert json.loads(tags["gatscale.eval_40_psi0.3"])["truncation_psi"] == 0.3
+    names, _ = _eval_logged(run_dir, monkeypatch, "--num-samples", "200", "--truncation-psi", "0")  # = fid_samples
+    assert names == ["fd_digits"]   # exactly the in-training protocol: psi is the run's eval.truncation_psi
+    names, tags = _eval_logged(run_dir, monkeypatch, "--num-samples", "200", "--truncation-psi", "0",
+                               "--precision", "bf16")
+    assert names == ["fd_digits_200_psi0_bf16"] and json.loads(tags["gatscale.eval_200_psi0_bf16"])["precision"] == "bf16"
 
 
 def test_eval_without_inception_weights_fails_before_generating(tmp_path, monkeypatch, capsys):

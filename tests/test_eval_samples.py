@@ -64,3 +64,12 @@ def test_npz_export_is_the_adm_layout_and_never_left_partial(tmp_path):
         with NpzWriter(tmp_path / "short.npz", 5, 4) as w:
             w.write(images[:3], labels[:3])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_samples_run_g_in_float32_by_default_even_inside_a_callers_autocast(precision, dtype):
+    G, seen = tiny_generator(), []
+    G.heads[-1].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # e.g. the training step's
+        list(generate_images(G, build_tokenizer("pixels"), num_samples=4, batch_size=4, precision=precision))
+    assert seen == [dtype]

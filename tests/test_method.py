@@ -197,3 +197,40 @@ def test_repa_loss_is_zero_when_projections_equal_targets():
     cls, patch = torch.randn(3, 8), torch.randn(3, 5, 8)
     assert torch.allclose(repa_loss(cls, patch, 2 * cls, 3 * patch), torch.zeros(3), atol=1e-6)
     assert (repa_loss(cls, patch, -cls, -patch) > 3.9).all()
+
+
+def _r2_rows_at_d_input(autocast: bool):
+    """D's input rows for the fakes and their approx-R2 copies (fake + sigma*eps, augmented, MNG-noised)."""
+    G, _, _ = tiny_models(repa=False)
+    obj = GATObjective(build_schedule("exp"), POLICY, r1_gamma=0.0, d_grid_size=4)
+    seen = []
+
+    def D(levels, y):
+        seen.append(levels)
+        return levels.float().sum(dim=(0, 2, 3, 4))
+
+    x, y, _ = toy_batch()
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        obj.discriminator_loss(G, D, x, y, torch.randn(len(y), G.z_dim))
+    _, fakes, perturbed = seen[0].chunk(3, dim=1)  # rows: reals, fakes, perturbed fakes
+    return fakes, perturbed
+
+
+def test_r2_finite_difference_under_bf16_autocast_is_as_accurate_as_the_official_code():
+    """The official loss side runs in float32 and D's patch embedding rounds its input to bf16 once; the
+    difference D sees between the perturbed and the clean fake must be no less accurate than that."""
+    clean_32, perturbed_32 = _r2_rows_at_d_input(autocast=False)
+    clean, perturbed = _r2_rows_at_d_input(autocast=True)
+    exact = perturbed_32 - clean_32  # sigma * (augmented, MNG-scaled eps): independent of the fake's values
+
+    def relative_error(difference):
+        return ((difference - exact).norm() / exact.norm()).item()
+
+    def at_patch_embed(t):  # where D consumes its input, autocast rounds it to bf16
+        return t.to(torch.bfloat16).float()
+
+    assert clean.dtype == perturbed.dtype == torch.float32
+    assert relative_error(perturbed - clean) < 1e-3  # loss side in float32: no bf16 rounding before D
+    official = relative_error(at_patch_embed(perturbed_32) - at_patch_embed(clean_32))
+    assert relative_error(at_patch_embed(perturbed) - at_patch_embed(clean)) <= 1.1 * official

@@ -154,6 +154,31 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert read_status(tmp_path)["status"] == "finished"  # untouched
 
 
+def test_checkpoint_from_before_the_pos_embed_switch_resumes_and_loads_as_frozen(tmp_path):
+    from gatscale.train.checkpoint import load_generator
+    train(tiny_config(train={"iterations": 10}, model={"pos_embed": "frozen"}), tmp_path)
+    path = list_checkpoints(tmp_path)[-1]
+    state = load_checkpoint(path)
+    del state["config"]["model"]["pos_embed"]  # as written before the key existed
+    assert "pos_embed" not in state["generator"] and "pos_embed" not in state["discriminator"]
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="model.pos_embed: 'frozen' -> 'trainable'"):
+        train(tiny_config(train={"iterations": 10}), tmp_path)  # the new default would change the run
+    G, cfg = load_generator(path)
+    assert cfg.model.pos_embed == "frozen" and not any(p is G.pos_embed for p in G.parameters())
+    assert train(tiny_config(train={"iterations": 10}, model={"pos_embed": "frozen"}), tmp_path).status == "finished"
+
+
+def test_training_decodes_samples_and_fid_with_the_official_train_py_decoder_in_float32(tmp_path, monkeypatch):
+    import gatscale.vae
+    built = []
+    real_build = gatscale.vae.build_tokenizer
+    monkeypatch.setattr(gatscale.vae, "build_tokenizer", lambda kind, source=None, **kw: (
+        built.append((source, kw["dtype"])), real_build(kind, source, **kw))[1])
+    train(tiny_config(train={"iterations": 1}), tmp_path)
+    assert built == [("stabilityai/sd-vae-ft-mse", torch.float32)]  # eval.fid_decoder, eval.precision defaults
+
+
 def test_two_trainers_never_share_a_run_folder(tmp_path):
     from gatscale.train.status import RunInProgress, RunLock, run_in_progress
     tmp_path.mkdir(exist_ok=True)
@@ -177,6 +202,11 @@ def test_two_process_gloo_ddp_stays_in_sync(tmp_path):
     state = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
     assert state["step"] == 20 and len(state["rng"]) == 2
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # per-rank seeds
+    # model.pos_embed: trainable (default): the embeddings moved, and the checksums above say the two ranks
+    # (different data) still hold the same ones, so their gradients were all-reduced (unlike the released code)
+    from gatscale.models.layers import sincos_pos_embed_2d
+    for net in ("generator", "discriminator"):
+        assert not torch.allclose(state[net]["pos_embed"], sincos_pos_embed_2d(16, 2)[None], atol=1e-4)
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
 
 

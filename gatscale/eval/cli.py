@@ -2,13 +2,16 @@
 
     gatscale eval runs/b2 --num-samples 50000 --truncation-psi 0.3 --npz-out samples.npz
 
-Writes <run_dir>/eval/metrics-<step>.json (atomically; `-psi0.3` / `-generator` appended for those
-variants) and, when the run has a tracking.json, logs the metrics to its tracker run at that step:
-as `fid`, `is`, ... for the in-training protocol (eval.fid_samples, EMA), else with a suffix such as
-`fid_50k` or `fid_50k_psi0.3`, so FID-50K never joins the FID-5K curve. `--npz-out` also streams the samples into an `.npz`
-(arr_0 NHWC uint8, arr_1 labels) for the ADM evaluator (openai/guided-diffusion/evaluations).
-The feature extractor, Inception weights and reference statistics come from the run's `eval:`
-config section, overridable here.
+Defaults are the official sampler's (`generate.py`): truncation psi = 0.3, the EMA weights, G and the VAE
+decoder (data.vae_decoder: sd-vae-ft-ema) in float32 with TF32 (train.tf32); `--precision bf16` is faster.
+Writes <run_dir>/eval/metrics-<step>.json (atomically; `-psi0.3` / `-generator` / `-bf16` appended for those
+variants) and, when the run has a tracking.json, logs the metrics to its tracker run at that step: as `fid`,
+`is`, ... only for exactly the in-training protocol (eval.fid_samples, its psi, decoder and precision, EMA), else
+with a suffix naming the sample count and psi, e.g. `fid_50k_psi0.3`, so FID-50K never joins the FID-5K curve
+and psi is visible in every name; a tag `gatscale.eval<suffix>` records the whole protocol. `--npz-out` also
+streams the samples into an `.npz` (arr_0 NHWC uint8, arr_1 labels) for the ADM evaluator
+(openai/guided-diffusion/evaluations). The feature extractor, Inception weights and reference statistics come
+from the run's `eval:` config section, overridable here.
 """
 from __future__ import annotations
 
@@ -32,8 +35,10 @@ from .samples import NpzWriter, generate_images
 def add_arguments(parser):
     parser.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder (its newest checkpoint) or a ckpt-*.pt file")
     parser.add_argument("--num-samples", type=int, default=50_000, help="number of generated images (default 50000: FID-50K)")
-    parser.add_argument("--truncation-psi", type=float, default=None,
-                        help="0 = none, 1 = class mean (default: the run's eval.truncation_psi; official generate.py uses 0.3)")
+    parser.add_argument("--truncation-psi", type=float, default=OFFICIAL_SAMPLER_PSI,
+                        help="0 = none, 1 = class mean (default 0.3, the official generate.py's; training's FID-5K uses 0)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="G and VAE decoder (default: the run's eval.precision, fp32 with TF32 as the official code)")
     parser.add_argument("--npz-out", default=None, help="also write the samples as an ADM-evaluator .npz")
     parser.add_argument("--which", choices=("ema", "generator"), default="ema", help="generator weights to evaluate")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the run's eval.batch_size")
@@ -46,16 +51,22 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
 
 
-def tracker_suffix(num_samples: int, psi: float, which: str, trained_eval) -> str:
-    """'' for the in-training protocol (eval.fid_samples samples, its psi, EMA weights), so that `fid` stays
-    one comparable series; otherwise e.g. '_50k', '_50k_psi0.3', '_generator' (FID-50K is not FID-5K)."""
-    parts = []
-    if num_samples != trained_eval.fid_samples:
-        parts.append(f"{num_samples // 1000}k" if num_samples % 1000 == 0 else str(num_samples))
-    if psi != trained_eval.truncation_psi:
-        parts.append(f"psi{psi:g}")
+OFFICIAL_SAMPLER_PSI = 0.3  # generate.py --truncation-psi default
+
+
+def tracker_suffix(num_samples: int, which: str, eval_cfg, trained_eval, same_decoder: bool = True) -> str:
+    """'' for exactly the in-training protocol (eval.fid_samples samples, its psi, precision and decoder, EMA
+    weights), so that `fid` stays one comparable series (its psi is the run's eval.truncation_psi parameter);
+    otherwise the sample count and psi, then the variants: '_50k_psi0.3', '_5k_psi0', '_50k_psi0.3_generator_bf16'."""
+    psi, precision = eval_cfg.truncation_psi, eval_cfg.precision
+    if (num_samples, psi, precision, which, same_decoder) == (
+            trained_eval.fid_samples, trained_eval.truncation_psi, trained_eval.precision, "ema", True):
+        return ""
+    parts = [f"{num_samples // 1000}k" if num_samples % 1000 == 0 else str(num_samples), f"psi{psi:g}"]
     if which != "ema":
         parts.append(which)
+    if precision != "fp32":
+        parts.append(precision)
     return "".join("_" + p for p in parts)
 
 
@@ -76,19 +87,21 @@ def main(args) -> int:
         trained_eval = dataclasses.replace(cfg.eval)
         for key, value in (("feature_extractor", args.feature_extractor), ("inception_weights", args.inception_weights),
                            ("reference_stats", args.reference_stats), ("truncation_psi", args.truncation_psi),
-                           ("batch_size", args.batch_size)):
+                           ("batch_size", args.batch_size), ("precision", args.precision)):
             if value is not None:
                 setattr(cfg.eval, key, value)
         extractor = fid.get_extractor(cfg.eval.feature_extractor, cfg.eval.inception_weights, device)  # fails before generating
         reference = fid.get_reference(cfg, extractor, device)
         tokenizer = build_eval_tokenizer(cfg, device)
+        if device.type == "cuda":  # float32 matmuls in TF32, as the official generate.py (--tf32) and train.py
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.tf32
     except (FileNotFoundError, ValueError) as e:
         print(f"gatscale eval: {e}", file=sys.stderr)
         return 2
 
     start = time.time()
     batches = generate_images(G, tokenizer, args.num_samples, cfg.eval.batch_size, cfg.eval.truncation_psi,
-                              seed=args.seed, device=device)
+                              seed=args.seed, device=device, precision=cfg.eval.precision)
     writer = NpzWriter(args.npz_out, args.num_samples, cfg.data.resolution) if args.npz_out else None
 
     def images():
@@ -100,19 +113,26 @@ def main(args) -> int:
 
     values = fid.compute_metrics(images(), cfg.eval.feature_extractor, extractor, reference, metrics)
 
+    decoder = cfg.data.vae_decoder if cfg.data.tokenizer == "sd-vae" else None
+    protocol = {"num_samples": args.num_samples, "truncation_psi": cfg.eval.truncation_psi, "which": args.which,
+                "precision": cfg.eval.precision, "decoder": decoder}
     record = {
-        "metrics": values, "step": step, "checkpoint": str(ckpt), "which": args.which, "num_samples": args.num_samples,
-        "truncation_psi": cfg.eval.truncation_psi, "seed": args.seed, "feature_extractor": cfg.eval.feature_extractor,
-        "reference_stats": reference["path"], "reference_num_images": reference["num_images"],
-        "npz": args.npz_out, "seconds": round(time.time() - start, 2), "eval_config": to_dict(cfg.eval),
+        "metrics": values, "step": step, "checkpoint": str(ckpt), **protocol, "seed": args.seed,
+        "feature_extractor": cfg.eval.feature_extractor, "reference_stats": reference["path"],
+        "reference_num_images": reference["num_images"], "npz": args.npz_out, "seconds": round(time.time() - start, 2),
+        "eval_config": to_dict(cfg.eval),
     }
     variant = "".join([f"-psi{cfg.eval.truncation_psi:g}" if cfg.eval.truncation_psi else "",
-                       "" if args.which == "ema" else f"-{args.which}"])
+                       "" if args.which == "ema" else f"-{args.which}",
+                       "" if cfg.eval.precision == "fp32" else f"-{cfg.eval.precision}"])
     tag = f"{step:07d}" if step is not None else re.sub(r"[^\w.-]", "_", ckpt.stem)
     out = run_dir / "eval" / f"metrics-{tag}{variant}.json"
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
-    suffix = tracker_suffix(args.num_samples, cfg.eval.truncation_psi, args.which, trained_eval)
-    log_to_tracker(run_dir, cfg, {f"{k}{suffix}": v for k, v in values.items()}, step, out)
-    print(json.dumps(values))
-    print(f"[gatscale eval] wrote {out}" + (f" and {args.npz_out}" if args.npz_out else ""))
+    same_decoder = decoder is None or decoder == cfg.eval.fid_decoder
+    suffix = tracker_suffix(args.num_samples, args.which, cfg.eval, trained_eval, same_decoder)
+    named = {f"{k}{suffix}": v for k, v in values.items()}
+    log_to_tracker(run_dir, cfg, named, step, out, tags={f"gatscale.eval{suffix}": json.dumps(protocol)})
+    print(json.dumps({**named, "truncation_psi": cfg.eval.truncation_psi}))
+    print(f"[gatscale eval] psi {cfg.eval.truncation_psi:g}, {args.num_samples} samples, {args.which} weights, "
+          f"{cfg.eval.precision}; wrote {out}" + (f" and {args.npz_out}" if args.npz_out else ""))
     return 0

@@ -167,11 +167,11 @@ def evaluate_generator(G, cfg, tokenizer, device, num_samples: int | None = None
     """The trainer's in-training hook: e.g. {'fid': ...} (Inception) or {'fd_digits': ...} (digits CNN).
 
     Uses cfg.eval (fid_samples, feature_extractor, inception_weights, reference_stats,
-    truncation_psi, batch_size); the same z and labels (seed cfg.train.seed) at every call, so
+    truncation_psi, batch_size, precision); the same z and labels (seed cfg.train.seed) at every call, so
     successive values differ only through G. Extractor and reference stay cached in-process.
     """
     extractor = get_extractor(cfg.eval.feature_extractor, cfg.eval.inception_weights, device)
     reference = get_reference(cfg, extractor, device)
     batches = generate_images(G, tokenizer, num_samples or cfg.eval.fid_samples, cfg.eval.batch_size,
-                              cfg.eval.truncation_psi, seed=cfg.train.seed, device=device)
+                              cfg.eval.truncation_psi, seed=cfg.train.seed, device=device, precision=cfg.eval.precision)
     return compute_metrics((images for images, _ in batches), cfg.eval.feature_extractor, extractor, reference, metrics)

@@ -36,14 +36,20 @@ def load_run(path, which: str, device):
     return G, cfg, run_dir, (int(m.group(1)) if m else None), ckpt
 
 
-def build_eval_tokenizer(cfg, device):
+def build_eval_tokenizer(cfg, device, decoder: str | None = None):
+    """The run's tokenizer decoding with `decoder` (default data.vae_decoder: ft-ema, as the official sampler),
+    in float32 unless eval.precision is bf16."""
+    import torch
+
     from gatscale.vae import build_tokenizer
 
-    return build_tokenizer(cfg.data.tokenizer, cfg.data.vae_decoder, scale=cfg.data.scale, device=device)
+    dtype = torch.bfloat16 if cfg.eval.precision == "bf16" else torch.float32
+    return build_tokenizer(cfg.data.tokenizer, decoder or cfg.data.vae_decoder, scale=cfg.data.scale, device=device,
+                           dtype=dtype)
 
 
-def log_to_tracker(run_dir: Path, cfg, metrics: dict, step: int | None, artifact: Path):
-    """Best effort: the run's tracker run gets the metrics (at `step`) and the artifact file; any
+def log_to_tracker(run_dir: Path, cfg, metrics: dict, step: int | None, artifact: Path, tags: dict | None = None):
+    """Best effort: the run's tracker run gets the metrics (at `step`), the tags and the artifact file; any
     failure is a warning, not an error."""
     if not (run_dir / "tracking.json").exists():
         return
@@ -56,6 +62,8 @@ def log_to_tracker(run_dir: Path, cfg, metrics: dict, step: int | None, artifact
         tracker.start(run_dir, cfg.name, {}, {})
         if metrics and step is not None:
             tracker.log_metrics(metrics, step)
+        if tags:
+            tracker.set_tags(tags)
         tracker.log_artifact(artifact, "eval")
         tracker.finish(status)  # leaves the run's status as it was
     except Exception as e:  # noqa: BLE001 - tracking is optional for an evaluation

@@ -49,16 +49,18 @@ def eval_inputs(G, num_samples: int, batch_size: int, seed: int = 0) -> Iterator
 
 @torch.no_grad()
 def generate_images(G, tokenizer, num_samples: int, batch_size: int = 64, truncation_psi: float = 0.0,
-                    seed: int = 0, device=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                    seed: int = 0, device=None, precision: str = "fp32") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 images (B,3,R,R) on CPU, labels (B,)) batches, num_samples in total.
 
-    z and labels come from `eval_inputs`, so the samples depend on the seed only. bf16 autocast on CUDA
-    for G; the tokenizer decodes in float32.
+    z and labels come from `eval_inputs`, so the samples depend on the seed only. G runs in float32 (TF32
+    where the caller allows it), as the official sampler and in-training FID do, also inside a caller's
+    autocast; precision 'bf16' runs it under bf16 autocast. The tokenizer decodes in its own dtype.
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision = {precision!r}: must be 'fp32' or 'bf16'")
     device = torch.device(device) if device is not None else next(G.parameters()).device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     for z, y in eval_inputs(G, num_samples, batch_size, seed):
-        with autocast:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             latents = G(z.to(device), y.to(device), truncation_psi=truncation_psi)
         images = tokenizer.decode(latents.float())
         yield to_uint8(images).cpu(), y

@@ -1,9 +1,9 @@
 """GAT discriminator (official `models/discriminator.py`, class `GATD`).
 
 One ViT forward over all K MNG levels jointly: the levels are concatenated on channels, patch
-embedded, given a frozen sin-cos PE and a learnable [cls] token, then pre-norm blocks with
-LayerScale 0.1. The logit is a projection-discriminator head: <Linear(RMSNorm(h_cls)), MLP(e_y)>.
-A REPA projector maps the last block's tokens to the vision encoder's feature width.
+embedded, given a sin-cos PE (trained, as the released loop does, or frozen) and a learnable [cls]
+token, then pre-norm blocks with LayerScale 0.1. The logit is a projection-discriminator head:
+<Linear(RMSNorm(h_cls)), MLP(e_y)>. A REPA projector maps the last block's tokens to the vision encoder's feature width.
 """
 import torch
 import torch.nn as nn
@@ -11,7 +11,7 @@ from timm.layers import PatchEmbed
 from torch.utils.checkpoint import checkpoint
 
 from ..sizes import swiglu_hidden
-from .layers import Attention, AxialRoPE, EqualLinear, RMSNorm, SwiGLU, sincos_pos_embed_2d
+from .layers import Attention, AxialRoPE, EqualLinear, RMSNorm, SwiGLU, add_pos_embed
 
 LAYERSCALE_INIT = 0.1
 
@@ -58,6 +58,7 @@ class Discriminator(nn.Module):
         cmap_dim: int = 2048,
         encoder_dim: int = 768,
         projector_dim: int = 2048,
+        pos_embed: str = "trainable",
         qk_norm: bool = True,
         grad_checkpointing: bool = False,
     ):
@@ -71,7 +72,7 @@ class Discriminator(nn.Module):
         grid = input_size // patch_size
 
         self.patch_embed = PatchEmbed(input_size, patch_size, in_channels * num_levels, hidden_size, bias=True)
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(hidden_size, grid)[None], persistent=False)
+        add_pos_embed(self, hidden_size, grid, pos_embed)
         self.cls_token = nn.Parameter(torch.randn(1, 1, hidden_size) * 0.02)
         self.rope = AxialRoPE(hidden_size // num_heads, grid, num_prefix_tokens=1)
         self.blocks = nn.ModuleList(DiscriminatorBlock(hidden_size, num_heads, mlp_ratio, qk_norm) for _ in range(depth))

@@ -1,6 +1,6 @@
 """GAT generator (official `models/generator.py`, class `GAT`).
 
-A ViT whose input is a fixed 2-D sin-cos position embedding (StyleGAN's constant input), with all
+A ViT whose input is a 2-D sin-cos position embedding (StyleGAN's constant input), with all
 sample variation entering through a style vector w from a StyleGAN mapping network. Blocks use
 scale-and-gate modulation on RMSNorm (no shift). K "RGB" heads tapped every depth/K blocks produce
 latents that accumulate like residuals: x_hat_k = sum_{j<=k} head_j(h_{l_j}). MNG feeds all K to D.
@@ -11,8 +11,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..sizes import swiglu_hidden
 from .layers import (
-    Attention, AxialRoPE, EqualLinear, RMSNorm, SwiGLU, fourier_features_2d, normalize_2nd_moment,
-    sincos_pos_embed_2d, unpatchify,
+    Attention, AxialRoPE, EqualLinear, RMSNorm, SwiGLU, add_pos_embed, fourier_features_2d, normalize_2nd_moment,
+    unpatchify,
 )
 
 MODULATION_GAIN = 0.1  # official init: xavier_uniform(gain=0.1) on every modulation linear, bias 0
@@ -68,6 +68,7 @@ class Generator(nn.Module):
         num_levels: int = 4,
         use_intermediate_heads: bool = True,
         input_tokens: str = "sincos",
+        pos_embed: str = "trainable",
         qk_norm: bool = True,
         w_avg_beta: float = 0.995,
         grad_checkpointing: bool = False,
@@ -87,8 +88,9 @@ class Generator(nn.Module):
         self.grad_checkpointing = grad_checkpointing
         grid = input_size // patch_size
 
-        # Input tokens: frozen sin-cos PE (official default) or the paper figure's Fourier PE.
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(hidden_size, grid)[None], persistent=False)
+        # Input tokens: the sin-cos PE (official code; trained or frozen) or the paper figure's Fourier PE.
+        if input_tokens == "sincos":
+            add_pos_embed(self, hidden_size, grid, pos_embed)
         self.register_buffer("grid_xy", torch.stack(torch.meshgrid(
             torch.linspace(-1, 1, grid), torch.linspace(-1, 1, grid), indexing="xy"), -1).view(1, -1, 2), persistent=False)
         self.fourier = fourier_features_2d(hidden_size, grid) if input_tokens == "fourier" else None
@@ -128,7 +130,7 @@ class Generator(nn.Module):
         Vectorised version of the official per-label loop; under DDP the class sums are all-reduced
         so every rank holds the same running mean (the official code keeps per-rank means).
         """
-        sums = torch.zeros_like(self.w_avg).index_add_(0, y, w.float())
+        sums = torch.zeros_like(self.w_avg).index_add_(0, y, w.to(self.w_avg.dtype))
         counts = torch.bincount(y, minlength=self.num_classes).to(sums.dtype)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(sums)

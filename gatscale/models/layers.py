@@ -3,7 +3,8 @@
 Follows the official GAT code (github.com/hse1032/GAT, `models/custom_layers.py`,
 `models/pos_embed.py`, `models/swiglu_ffn.py`): equalised linear with an LR multiplier,
 attention with per-head q/k RMSNorm and 2-D axial RoPE (EVA-02 style) through
-`F.scaled_dot_product_attention`, SwiGLU MLP, and the frozen 2-D sin-cos positional embedding.
+`F.scaled_dot_product_attention`, SwiGLU MLP, and the 2-D sin-cos positional embedding (declared frozen
+there, trained by its `train.py`: `add_pos_embed`).
 """
 import math
 
@@ -131,6 +132,35 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> torch.Tensor:
     # As in MAE/DiT, the first half encodes the meshgrid's first output (the column index).
     emb = np.concatenate([embed_1d(embed_dim // 2, grid_w), embed_1d(embed_dim // 2, grid_h)], axis=1)
     return torch.tensor(emb, dtype=torch.float32)  # respects a torch.device(...) context (meta)
+
+
+POS_EMBED_MODES = ("trainable", "frozen")
+
+
+def add_pos_embed(module: nn.Module, embed_dim: int, grid_size: int, mode: str = "trainable"):
+    """Give `module` a 2-D sin-cos `pos_embed` (1, grid_size**2, embed_dim), initialised as MAE/DiT.
+
+    'trainable': an nn.Parameter, what the released code runs. Its modules declare the embedding
+    `requires_grad=False`, but `train.py` calls `requires_grad_(True)` on the whole G and D every step and
+    AdamW holds every parameter, so it trains from step 1 (REFERENCE.md §10.9). Here it is a parameter from
+    the start, so DDP all-reduces its gradient like any other (the released code's DDP wrapper was built
+    while it was frozen: its ranks' embeddings drift apart).
+    'frozen': a non-persistent buffer (what the official modules declare; gatscale's only mode before the switch).
+
+    A state dict without the key (checkpoints written when the embedding was a non-persistent buffer) loads
+    into a trainable model with the sin-cos values that buffer held.
+    """
+    if mode not in POS_EMBED_MODES:
+        raise ValueError(f"pos_embed mode must be one of {', '.join(POS_EMBED_MODES)}, got {mode!r}")
+    initial = sincos_pos_embed_2d(embed_dim, grid_size)[None]
+    if mode == "frozen":
+        module.register_buffer("pos_embed", initial, persistent=False)
+        return
+    module.pos_embed = nn.Parameter(initial)
+
+    def fill_missing(module, state_dict, prefix, *args):
+        state_dict.setdefault(prefix + "pos_embed", sincos_pos_embed_2d(embed_dim, grid_size)[None])
+    module.register_load_state_dict_pre_hook(fill_missing)
 
 
 def fourier_features_2d(embed_dim: int, grid_size: int, seed: int = 0) -> nn.Linear:

@@ -104,8 +104,8 @@ def state_digest(state: dict) -> str:
 
 
 def _config_hash(config: dict) -> str:
-    from ..config import config_from_dict, config_hash
-    return config_hash(config_from_dict(config))
+    from ..config import config_hash
+    return config_hash(checkpoint_config(config))
 
 
 def with_integrity(state: dict) -> dict:
@@ -251,12 +251,22 @@ def load_latest(run_dir: Path, map_location="cpu", required=TRAINING_STATE) -> t
     return found.state, found.path
 
 
+def checkpoint_config(saved: dict, source: str | None = None):
+    """The RunConfig a checkpoint was trained with. A config saved before `model.pos_embed` existed
+    means 'frozen' (then gatscale's only mode; the default is now 'trainable', as the released code runs),
+    so such a run resumes, and its weights load, as it was trained."""
+    from ..config import config_from_dict
+
+    model = dict(saved.get("model") or {})
+    model.setdefault("pos_embed", "frozen")
+    return config_from_dict({**saved, "model": model}, source=source)
+
+
 def load_generator(path_or_run_dir, which: str = "ema", device="cpu"):
     """(Generator in eval mode, RunConfig) from a checkpoint file or a run folder's newest checkpoint.
 
     which: 'ema' (the EMA weights, what the paper evaluates) or 'generator' (the raw weights).
     """
-    from ..config import config_from_dict
     from ..models import generator_from_config
 
     path = Path(path_or_run_dir)
@@ -270,7 +280,7 @@ def load_generator(path_or_run_dir, which: str = "ema", device="cpu"):
         state = read_valid(path, required=("config", which))
     else:
         raise FileNotFoundError(f"{path}: neither a checkpoint file nor a run folder")
-    cfg = config_from_dict(state["config"], source=str(path))
+    cfg = checkpoint_config(state["config"], source=str(path))
     G = generator_from_config(cfg)
     G.load_state_dict(state[which])
     return G.to(device).eval().requires_grad_(False), cfg

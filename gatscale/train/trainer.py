@@ -25,14 +25,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..config import RunConfig, config_from_dict, config_hash, dump_config, flatten, to_dict, validate
+from ..config import RunConfig, config_hash, dump_config, flatten, to_dict, validate
 from ..data import build_train_loader, dataset_info, sample_latents
+from ..eval.run import build_eval_tokenizer
 from ..flops import run_flops
 from ..models import count_trainable
 from ..tracking import NullTracker, Tracker
-from ..vae import build_tokenizer
-from .checkpoint import (REJECTED_DIR, TRAINING_STATE, checkpoint_dir, checkpoint_step, find_latest_valid,
-                         remove_stale_temporaries, rng_state, save_checkpoint, set_aside, set_rng_state)
+from .checkpoint import (REJECTED_DIR, TRAINING_STATE, checkpoint_config, checkpoint_dir, checkpoint_step,
+                         find_latest_valid, remove_stale_temporaries, rng_state, save_checkpoint, set_aside,
+                         set_rng_state)
 from .distributed import DistInfo, all_reduce_max, barrier, init_distributed
 from .sample_grid import save_sample_grid
 from .signals import StopFlag
@@ -139,7 +140,7 @@ def _resume_point(run_dir: Path, restart: bool, state: dict, warnings: list[str]
 
 
 def _check_resume_config(cfg: RunConfig, run_dir: Path, saved: dict):
-    old = config_from_dict(saved)
+    old = checkpoint_config(saved)
     if config_hash(old) != config_hash(cfg):
         a, b = flatten(to_dict(old)), flatten(to_dict(cfg))
         diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
@@ -183,8 +184,8 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
 
     if st.encoder is not None and st.encoder.stand_in:
         stand_ins.append("repa_encoder")
-    tokenizer = build_tokenizer(cfg.data.tokenizer, cfg.data.vae_decoder, scale=cfg.data.scale, device=dev) \
-        if info.is_main else None
+    # Sample grids and FID-k decode with eval.fid_decoder (official train.py: ft-mse), in eval.precision.
+    tokenizer = build_eval_tokenizer(cfg, dev, decoder=cfg.eval.fid_decoder) if info.is_main else None
     flops = run_flops(cfg)
 
     if info.is_main:
@@ -282,7 +283,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             save_sample_grid(G_ema, vis_z, vis_y, tokenizer, run_dir / "samples" / f"step-{step:07d}.png", tracker, st.autocast)
 
         if cfg.eval.fid_every and step % cfg.eval.fid_every == 0:
-            fid = _evaluate(G_ema, cfg, tokenizer, dev, info, st.autocast)
+            fid = _evaluate(G_ema, cfg, tokenizer, dev, info)
             if fid:
                 fid["epoch"] = step * cfg.train.batch_size / data.num_images
                 tracker.log_metrics(fid, step)
@@ -333,13 +334,13 @@ def _save(run_dir, step, st, info: DistInfo):
     barrier(info)
 
 
-def _evaluate(G_ema, cfg, tokenizer, dev, info: DistInfo, autocast) -> dict:
+def _evaluate(G_ema, cfg, tokenizer, dev, info: DistInfo) -> dict:
     """FID-k of the EMA generator on rank 0, without touching the training RNG streams."""
     result = {}
     if info.is_main:
         from ..eval.fid import evaluate_generator
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), autocast():
-            result = evaluate_generator(G_ema, cfg, tokenizer, dev)
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            result = evaluate_generator(G_ema, cfg, tokenizer, dev)  # in eval.precision, not the step's autocast
     barrier(info)
     return result
 
