@@ -15,7 +15,8 @@ def test_eval_writes_metrics_json_and_adm_npz(tmp_path, eval_cache):
                "--npz-out", str(tmp_path / "samples.npz")])
     assert rc == 0
     record = json.loads((run_dir / "eval" / "metrics-0000100.json").read_text())
-    assert set(record["metrics"]) == {"fd_digits", "is_digits", "is_std_digits", "precision_digits", "recall_digits"}
+    assert set(record["metrics"]) == {"fd_digits", "acc_digits", "is_digits", "is_std_digits", "precision_digits",
+                                      "recall_digits"}
     assert record["step"] == 100 and record["num_samples"] == 40 and record["feature_extractor"] == "digits"
     samples = np.load(tmp_path / "samples.npz")
     assert samples["arr_0"].shape == (40, 16, 16, 3) and np.bincount(samples["arr_1"]).tolist() == [4] * 10
@@ -40,7 +41,7 @@ def test_eval_logs_to_the_runs_tracker_with_a_protocol_suffix_and_keeps_its_stat
     assert main(["eval", str(run_dir), "--num-samples", "40", "--metrics", "fid", "--truncation-psi", "0.5",
                  "--device", "cpu"]) == 0
     (logged,) = [c for c in tracker.calls if c[0] == "log_metrics"]
-    assert list(logged[1]) == ["fd_digits_40_psi0.5"] and logged[2] == 100   # not the FID-k curve of training
+    assert list(logged[1]) == ["fd_digits_40_psi0.5", "acc_digits_40_psi0.5"] and logged[2] == 100  # not the FID-k curve of training
     assert tracker.calls[-1] == ("finish", "finished")
     assert (run_dir / "eval" / "metrics-0000100-psi0.5.json").exists()
 

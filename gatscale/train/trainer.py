@@ -174,6 +174,9 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
                 "gatscale.status": "running", "gatscale.stand_in": ",".join(stand_ins)}
         tracker.start(run_dir, cfg.name, params, tags)
         tracker.log_artifact(run_dir / "config.yaml")
+        if cfg.eval.fid_every and cfg.eval.feature_extractor == "digits" and start_step == 0:
+            from ..eval.fid import real_data_floor
+            tracker.log_metrics(real_data_floor(cfg, dev), 0)  # fd_digits_floor: real images score this (cached)
         write_status(run_dir, "running", start_step, iterations)
         log.info("run %s (%s): G %s %.1fM params, D %s %.1fM params, lr G %.3g D %.3g, %d images, %d iterations, %s%s",
                  cfg.name, config_hash(cfg), cfg.model.generator.size, count_trainable(G) / 1e6, cfg.model.discriminator.size,
