@@ -71,3 +71,10 @@ def test_analyze_writes_lpips_contribution_csv_and_pca_png(tmp_path):
     assert main(["analyze", "pca", str(run_dir), "--blocks", "0,1", "--num-samples", "3", "--device", "cpu"]) == 0
     from PIL import Image
     assert Image.open(run_dir / "eval" / "pca-0000007.png").size == (3 * 64, 3 * 64)
+
+
+def test_analyze_lpips_contribution_on_digits_uses_the_trained_digits_network(tmp_path, eval_cache):
+    run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=7)
+    assert main(["analyze", "lpips-contribution", str(run_dir), "--num-samples", "4", "--device", "cpu"]) == 0
+    rows = list(csv.DictReader((run_dir / "eval" / "lpips_contribution.csv").open()))
+    assert {r["backbone"] for r in rows} == {"digits"} and len(rows) == 4
