@@ -44,6 +44,7 @@ def regenerate(runs, histories, lpips, out_dir, step=None, metric=None):
         "fid_vs_train_compute": lambda: figures.fid_vs_compute(runs, histories, "train", step, out_dir, metric),
         "fid_vs_inference_gflops": lambda: figures.fid_vs_compute(runs, histories, "inference", step, out_dir, metric),
         "ablation": lambda: figures.ablation_table(runs, histories, step, out_dir, metric),
+        "samples": lambda: figures.samples_sheet(runs, out_dir),
     }
     written, missing = {}, {}
     for name, make in jobs.items():
@@ -53,6 +54,8 @@ def regenerate(runs, histories, lpips, out_dir, step=None, metric=None):
             missing[name] = str(e).removeprefix(f"{name}: ")
             continue
         written[name] = result.attrs["files"] if name == "ablation" else result.files
+        if getattr(result, "note", None):
+            print(f"{name}: {result.note}")  # e.g. the FD-vs-compute exponent with its 95% CI, or 'no trend
     return written, missing
 
 

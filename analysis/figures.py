@@ -9,6 +9,10 @@ run) when they are not there, returns the Figure (the table function: the DataFr
     fid_curves            scaling Fig. (a)/(b): FID against iteration per model size / per patch size
     fid_vs_compute        scaling Fig. (c): FID against GFLOPs with a fitted power law FID = a * C^b
     ablation_table        MNG x REPA x width-aware LR -> FID at a matched iteration
+    samples_sheet         the final sample grid of each model size side by side (from the run folders)
+
+Every FD figure draws the real-data floor (metric `<fd>_floor`, e.g. fd_digits_floor, logged once per run)
+as a dashed line: real images score that much with the same number of samples.
 """
 from __future__ import annotations
 
@@ -104,6 +108,15 @@ def _once(seen: set, label: str) -> str:
     return label
 
 
+def draw_floor(ax, runs: pd.DataFrame, histories: pd.DataFrame, metric: str):
+    """The real-data floor of `metric` (its `<metric>_floor`, mean over `runs`) as a dashed line; None if not logged."""
+    h = histories[(histories["metric"] == f"{metric}_floor") & histories["run_id"].isin(runs["run_id"])]
+    h = h[np.isfinite(h["value"]) & (h["value"] > 0)]
+    if h.empty:
+        return None
+    return ax.axhline(h["value"].mean(), **style.FLOOR, label="real data (same number of samples)")
+
+
 def matched_fid(runs: pd.DataFrame, histories: pd.DataFrame, metric: str, step: int | None = None):
     """FID of each run at one common iteration -> (frame run_id/at_step/value, step).
 
@@ -194,6 +207,7 @@ def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
                     marker="o" if sparse else None, markersize=3)
             if stop is not None and mark_divergence(ax, x, y, stop) is not None:
                 any_diverged = True
+    floor = draw_floor(axes[len(panels) - 1], sel, histories, panels[-1][0]) if panels[-1][0] else None
     for i, (ax, (metric, title, ylabel, log)) in enumerate(zip(axes, panels)):
         is_fid = i == len(panels) - 1  # its long, honest name goes on top, the short one on the axis
         ax.set_title(ylabel if is_fid else title, fontsize=9 if is_fid else None)
@@ -209,6 +223,9 @@ def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
     if any_diverged:
         handles.append(Line2D([], [], **style.DIVERGED))
         labels.append("diverged (non-finite loss)")
+    if floor is not None:
+        handles.append(floor)
+        labels.append(floor.get_label())
     legend_ax.legend(handles, labels, loc="center", frameon=False, title=switches_of(sel), fontsize=7.5,
                      title_fontsize=7.5)
     fig.suptitle("LR cross-check: width-aware LR (Eq. 4) vs a narrower model's LR")
@@ -301,6 +318,7 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
             if stop is not None:
                 rx, ry = series(histories, run.run_id, metric, x="step")
                 mark_divergence(ax, rx, ry, stop, epoch_at(histories, run.run_id, stop) if x == "epoch" else None)
+    draw_floor(ax, sel, histories, metric)
     style.log_axis(ax)
     ax.set_ylabel(style.fid_label(metric, sel))
     if x == "epoch":
@@ -330,6 +348,19 @@ class PowerLaw:
     mean_log_c: float
     sxx: float        # sum of squared deviations of log10 C
     resid_std: float  # residual standard deviation in log10 FID (nan for n = 2)
+    b_ci: tuple = (float("nan"), float("nan"))  # 95% confidence interval of the exponent b (nan for n = 2)
+
+    @property
+    def trend(self) -> str | None:
+        """None when FID falls with compute with confidence; else the plain reason it does not."""
+        lo, hi = self.b_ci
+        if self.b >= 0:
+            return f"no scaling trend: the fitted exponent is {self.b:+.3f} (FID does not fall with compute)"
+        if not np.isfinite(lo):
+            return f"no confidence interval with {self.n} points: the exponent {self.b:+.3f} is not established"
+        if hi >= 0:
+            return f"no clear scaling trend: the exponent's 95% CI [{lo:+.3f}, {hi:+.3f}] includes 0"
+        return None
 
     def __call__(self, c):
         return self.a * np.asarray(c, float) ** self.b
@@ -348,9 +379,11 @@ def fit_power_law(c, fid) -> PowerLaw:
     fit = stats.linregress(lc, lf)
     resid = lf - (fit.intercept + fit.slope * lc)
     n = len(lc)
+    half = float(stats.t.ppf(0.975, n - 2) * fit.stderr) if n > 2 else float("nan")
     return PowerLaw(a=float(10 ** fit.intercept), b=float(fit.slope), r=float(fit.rvalue), n=n,
                     mean_log_c=float(lc.mean()), sxx=float(((lc - lc.mean()) ** 2).sum()),
-                    resid_std=float(np.sqrt((resid ** 2).sum() / (n - 2))) if n > 2 else float("nan"))
+                    resid_std=float(np.sqrt((resid ** 2).sum() / (n - 2))) if n > 2 else float("nan"),
+                    b_ci=(fit.slope - half, fit.slope + half))
 
 
 def _sci(v: float) -> str:
@@ -388,18 +421,31 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
     fit = fit_power_law(pts["c"], pts["value"])
     fd = "FD" if metric.startswith("fd_") else "FID"
     fig, axes = style.new_figure(6.4, 3.6)
-    ax, seen = axes[0, 0], set()
-    for p in pts.itertuples():
+    ax = axes[0, 0]
+    # one marker per model: the mean over its seeds, error bars = their std; the fit uses every run
+    means = pts.groupby("model", sort=False).agg(c=("c", "mean"), value=("value", "mean"), std=("value", "std"),
+                                                 seeds=("value", "size"), size=("size", "first"),
+                                                 patch=("patch", "first")).reset_index()
+    for p in means.itertuples():
+        seeds = f" (mean of {p.seeds} seeds)" if p.seeds > 1 else ""
         ax.plot([p.c], [p.value], linestyle="none", marker=style.patch_marker(p.patch), markersize=6,
-                color=style.size_color(p.size), label=_once(seen, p.model))
+                color=style.size_color(p.size), label=f"{p.model}{seeds}")
+        if p.seeds > 1:
+            ax.errorbar([p.c], [p.value], yerr=[p.std], linestyle="none", capsize=3, color=style.size_color(p.size))
     lo, hi = np.log10(pts["c"].min()), np.log10(pts["c"].max())
     cs = np.logspace(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), 100)
     # the fit and its correlation go in the legend (outside the axes), so they never cover a point
+    ci = f", 95% CI [{fit.b_ci[0]:.3f}, {fit.b_ci[1]:.3f}]" if np.isfinite(fit.b_ci[0]) else ""
     ax.plot(cs, fit(cs), color="black", linewidth=1,
             label=rf"fit: $\mathrm{{{fd}}} = {_sci(fit.a)}\,C^{{{fit.b:.3f}}}$" + "\n"
-                  + f"Pearson r (log C, log {fd}) = {fit.r:.3f}, n = {fit.n}")
+                  + f"exponent {fit.b:.3f}{ci}\nPearson r (log C, log {fd}) = {fit.r:.3f}, n = {fit.n} runs")
     if fit.n >= 3:
         ax.fill_between(cs, *fit.band(cs), color="grey", alpha=0.2, linewidth=0, label="95% confidence band")
+    draw_floor(ax, pts, histories, metric)
+    fig.note = fit.trend or f"{fd} falls with compute: exponent {fit.b:.3f}{ci}"
+    if fit.trend:
+        ax.text(0.02, 0.03, fit.trend[0].upper() + fit.trend[1:], transform=ax.transAxes, fontsize=7.5,
+                color="#8B0000", ha="left", va="bottom", wrap=True)
     style.log_axis(ax, "x")
     style.log_axis(ax, "y")
     ax.set_xlabel(xlabel)
@@ -407,7 +453,7 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
     ax.set_title(f"{style.fid_short_label(metric)} at iteration {step:,} against compute")
     style.legend_outside(fig, ax, switches_of(sel))
     style.add_footnote(fig, pts)
-    style.annotate_points(ax, pts["c"], pts["value"], [m.removeprefix("GAT-") for m in pts["model"]])
+    style.annotate_points(ax, means["c"], means["value"], [m.removeprefix("GAT-") for m in means["model"]])
     fig.power_law = fit
     return _finish(fig, pts, out_dir, stem, footnote=False)
 
@@ -476,3 +522,31 @@ def ablation_latex(table: pd.DataFrame, metric: str, runs=None) -> str:
     if stand_in:
         lines.append(f"% STAND-IN: random weights for {', '.join(stand_in)}; not comparable to the paper")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples: the final grid of each model size side by side
+
+def samples_sheet(runs: pd.DataFrame, out_dir=None):
+    """One panel per model (full method, first seed, in size order): its run folder's samples/final.png."""
+    from PIL import Image
+
+    sel = main_method(runs)
+    found = []
+    for model, group in sel.groupby("model", sort=False):
+        for _, run in group.sort_values("seed", na_position="last").iterrows():
+            folder = run.get("gatscale.run_dir")
+            path = Path(folder) / "samples" / "final.png" if isinstance(folder, str) else None
+            if path is not None and path.is_file():
+                found.append((model, path))
+                break
+    if not found:
+        raise MissingData("samples: no run folder with samples/final.png (tag gatscale.run_dir); train to the end "
+                          "on this machine, or run `gatscale figures` where the run folders are")
+    fig, axes = style.new_figure(2.2 * len(found), 2.6, 1, len(found))
+    for ax, (model, path) in zip(axes[0], found):
+        ax.imshow(np.asarray(Image.open(path).convert("RGB")), interpolation="nearest")
+        ax.set_title(model, fontsize=8)
+        ax.axis("off")
+    fig.suptitle("Final samples (EMA generator), one row per class")
+    return _finish(fig, sel[sel["model"].isin([m for m, _ in found])], out_dir, "samples")

@@ -21,6 +21,7 @@ OTHER_COLOR = "#555555"
 PATCH_LINESTYLES = {2: "-", 4: "--", 8: ":"}
 PATCH_MARKERS = {2: "o", 4: "s", 8: "^"}
 DIVERGED = dict(marker="x", color="red", markersize=9, markeredgewidth=2.2, linestyle="none", zorder=6)
+FLOOR = dict(color="black", linestyle="--", linewidth=1.0, alpha=0.7, zorder=1)  # the real-data floor
 
 matplotlib.rcParams.update({
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,

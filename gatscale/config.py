@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from .atomic import atomic_write_text
-from .sizes import parse_model_name
+from .sizes import DIGITS_ENCODER, parse_model_name
 
 
 class ConfigError(ValueError):
@@ -77,7 +77,8 @@ class MethodConfig:
 @dataclass
 class EncoderConfig:
     """The REPA target encoder (DINOv2 ViT-B/14 in the paper) through timm."""
-    name: str = "vit_base_patch14_dinov2.lvd142m"  # timm id of facebookresearch dinov2_vitb14
+    name: str = "vit_base_patch14_dinov2.lvd142m"  # timm id of facebookresearch dinov2_vitb14, or 'digits-vit':
+    #   the digits encoder (a tiny ViT trained on the digits set, cached; its own 16 px resolution, no kwargs)
     pretrained: bool = True            # False: random init, a stand-in for tests (runs are tagged so)
     checkpoint: str | None = None      # local weights file (safetensors/pt) instead of the hub
     resolution: int = 224              # raw images are bicubically resized to this before the encoder
@@ -358,6 +359,8 @@ def validate(cfg: RunConfig, source: str | None = None, world_size: int = 1):
         fail("method.mng_t_offset", "must be in [0, 0.1)")
     if not 0 <= cfg.eval.truncation_psi <= 1:
         fail("eval.truncation_psi", "must be in [0, 1] (0 = no truncation)")
+    if cfg.encoder.name == DIGITS_ENCODER and cfg.encoder.kwargs:
+        fail("encoder.kwargs", f"encoder.name {DIGITS_ENCODER!r} has a fixed architecture; remove encoder.kwargs")
     if cfg.train.epochs is not None and cfg.train.epochs <= 0:
         fail("train.epochs", "must be > 0")
     known = {"color", "translation", "cutout", "flip"}

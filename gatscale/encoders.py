@@ -1,4 +1,6 @@
-"""The REPA target encoder: DINOv2 through timm (official: torch.hub dinov2_vitb14, no registers).
+"""The REPA target encoder: DINOv2 through timm (official: torch.hub dinov2_vitb14, no registers), or on
+digits the "digits encoder" (`encoder.name: digits-vit`), a tiny ViT trained on the digits set
+(`gatscale.digits_nets`; not DINOv2, and not the CNN behind fd_digits).
 
 Preprocessing as the official `preprocess_raw_image` for 'dinov2': uint8 -> /255 -> ImageNet
 mean/std -> bicubic resize to 224 -> forward_features -> normed [cls] and patch tokens (16x16 for
@@ -12,13 +14,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from .sizes import DIGITS_ENCODER, DIGITS_VIT
+
 
 class RepaEncoder(nn.Module):
     def __init__(self, model: nn.Module, resolution: int, stand_in: bool):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.resolution = resolution
-        self.stand_in = stand_in  # random weights: REPA targets are not DINOv2's (runs are tagged so)
+        self.stand_in = stand_in  # random weights: REPA targets are not a trained encoder's (runs are tagged so)
         self.dim = model.num_features
         self.num_prefix_tokens = getattr(model, "num_prefix_tokens", 1)
         self.register_buffer("mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -42,7 +46,11 @@ class RepaEncoder(nn.Module):
 
 
 def build_encoder(cfg) -> RepaEncoder:
-    """cfg: EncoderConfig. Loads pretrained weights from the hub, or a local file via `checkpoint`."""
+    """cfg: EncoderConfig. Loads pretrained weights from the hub, or a local file via `checkpoint`; `digits-vit`
+    is trained on the digits set on first use and cached (it has its own resolution, 16 px)."""
+    if cfg.name == DIGITS_ENCODER:
+        from .digits_nets import load_digits_vit
+        return RepaEncoder(load_digits_vit(cfg.checkpoint), DIGITS_VIT["resolution"], stand_in=False)
     kwargs = dict(img_size=cfg.resolution, num_classes=0, **cfg.kwargs)
     if cfg.checkpoint:
         kwargs["pretrained_cfg_overlay"] = dict(file=cfg.checkpoint)

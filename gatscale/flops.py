@@ -5,9 +5,10 @@ convolution (what torch.utils.flop_counter counts and what MFU needs). The paper
 "GFLOPs" as multiply-accumulates: `paper_gflops = flops / 2e9` (GAT-XL/2's generator: ~119, like
 DiT-XL/2's 118.6). Norms, activations and RoPE are not counted.
 """
+import re
 from dataclasses import dataclass
 
-from .sizes import swiglu_hidden
+from .sizes import DIGITS_ENCODER, DIGITS_VIT, VIT_SIZES, swiglu_hidden
 
 
 def _block_flops(tokens: int, width: int, mlp_ratio: float = 4.0) -> int:
@@ -44,12 +45,31 @@ def projector_flops(hidden_size: int, tokens: int, projector_dim: int = 2048, en
     return tokens * 2 * (hidden_size * projector_dim + projector_dim * projector_dim + projector_dim * encoder_dim)
 
 
-def vit_encoder_flops(depth: int = 12, width: int = 768, patch_size: int = 14, resolution: int = 224) -> int:
+def vit_encoder_flops(depth: int = 12, width: int = 768, patch_size: int = 14, resolution: int = 224,
+                      mlp_ratio: float = 4.0) -> int:
     """A plain ViT (the REPA encoder; DINOv2 ViT-B/14 by default) for one image."""
     patches = (resolution // patch_size) ** 2
     tokens = patches + 1
-    per_block = tokens * (2 * (4 * width * width + 2 * 4 * width * width) + 2 * 2 * tokens * width)
+    hidden = int(width * mlp_ratio)
+    per_block = tokens * (2 * (4 * width * width + 2 * hidden * width) + 2 * 2 * tokens * width)
     return patches * 2 * 3 * patch_size * patch_size * width + depth * per_block
+
+
+def encoder_arch(encoder) -> dict:
+    """dict(depth, width, patch_size, resolution, mlp_ratio) of the REPA encoder an EncoderConfig names: the
+    digits encoder, or a timm ViT 'vit_<size>_patch<N>...' (DINOv2 or a stand-in) with its kwargs overrides."""
+    if encoder.name == DIGITS_ENCODER:
+        return dict(depth=DIGITS_VIT["depth"], width=DIGITS_VIT["width"], patch_size=DIGITS_VIT["patch_size"],
+                    resolution=DIGITS_VIT["resolution"], mlp_ratio=4.0)
+    m = re.match(r"vit_([a-z]+)_patch(\d+)", encoder.name)
+    if not m or m.group(1) not in VIT_SIZES:
+        raise ValueError(f"encoder.name = {encoder.name!r}: cannot count its FLOPs; expected {DIGITS_ENCODER!r} or a "
+                         f"timm ViT 'vit_<size>_patch<N>...' with size one of {', '.join(VIT_SIZES)}")
+    depth, width, _ = VIT_SIZES[m.group(1)]
+    kw = encoder.kwargs
+    return dict(depth=kw.get("depth", depth), width=kw.get("embed_dim", width),
+                patch_size=kw.get("patch_size", int(m.group(2))), resolution=encoder.resolution,
+                mlp_ratio=kw.get("mlp_ratio", 4.0))
 
 
 @dataclass
@@ -61,13 +81,13 @@ class RunFlops:
     d_paper_gflops: float
 
 
-def run_flops(cfg, encoder_arch: dict | None = None) -> RunFlops:
+def run_flops(cfg) -> RunFlops:
     """FLOPs of a run from its RunConfig.
 
     D step: G forward; D forward + backward (2x) over reals, fakes and the perturbed copies of the
     approximated R1/R2; the REPA projector on reals; the encoder forward on reals. G step: G forward
     + backward; D forward on reals (no grad); D forward + input-gradient backward (1x) on fakes.
-    encoder_arch: dict(depth, width, patch_size, resolution) of the REPA encoder (default DINOv2 ViT-B/14).
+    The REPA encoder and projector are those of cfg.encoder (`encoder_arch`); none when method.repa is off.
     """
     mng_on = cfg.method.mng != "off"
     shapes = dict(input_size=cfg.data.latent_size, in_channels=cfg.data.latent_channels)
@@ -79,7 +99,7 @@ def run_flops(cfg, encoder_arch: dict | None = None) -> RunFlops:
     n_d = 2 + (cfg.method.r1_gamma > 0) + (cfg.method.r2_gamma > 0)
     per_image = g + 3 * d * n_d + 3 * g + d + 2 * d
     if cfg.method.repa:
-        arch = encoder_arch or dict(depth=12, width=768, patch_size=14, resolution=cfg.encoder.resolution)
+        arch = encoder_arch(cfg.encoder)
         tokens = (cfg.data.latent_size // d_arch["patch_size"]) ** 2 + 1
         per_image += 3 * projector_flops(d_arch["hidden_size"], tokens, cfg.model.projector_dim, arch["width"])
         per_image += vit_encoder_flops(**arch)

@@ -35,3 +35,12 @@ def parse_model_name(name: str) -> dict:
 def swiglu_hidden(dim: int, mlp_ratio: float = 4.0) -> int:
     """SwiGLU hidden width as the official code computes it: int(2/3 * int(C * mlp_ratio))."""
     return int(2 / 3 * int(dim * mlp_ratio))
+
+
+# REPA target encoders (torch-free, for FLOP counts): timm ViT size words -> (depth, width, heads). The DINOv2
+# family (vit_{small,base,large,giant}_patch14_dinov2.*) and the other plain timm ViTs; giant's SwiGLU MLP
+# costs the same FLOPs as a 4x GELU MLP.
+VIT_SIZES = {"tiny": (12, 192, 3), "small": (12, 384, 6), "base": (12, 768, 12), "large": (24, 1024, 16),
+             "huge": (32, 1280, 16), "giant": (40, 1536, 24)}
+DIGITS_ENCODER = "digits-vit"  # encoder.name of the ViT trained on the digits set (gatscale.digits_nets)
+DIGITS_VIT = dict(depth=2, width=64, num_heads=4, patch_size=4, resolution=16)

@@ -100,6 +100,7 @@ def write_study(tracking_uri: str, experiment: str, artifact_dir: Path, runs=STU
     """Write `runs` as nested runs under one sweep parent run into an MLflow store -> {name: run_id}."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
+    from PIL import Image
 
     client = MlflowClient(tracking_uri)
     exp_id = client.create_experiment(experiment, artifact_location=Path(artifact_dir).as_uri())
@@ -117,6 +118,10 @@ def write_study(tracking_uri: str, experiment: str, artifact_dir: Path, runs=STU
                 "gatscale.stand_in": STAND_IN}
         if status == "diverged":
             tags.update({"gatscale.diverged_step": str(DIVERGED_AT), "gatscale.divergence_reason": "loss/d is nan"})
+        run_dir = Path(artifact_dir) / "runs" / name  # a run folder with its final sample grid (samples sheet)
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (36, 34), "grey").save(run_dir / "samples" / "final.png")
+        tags["gatscale.run_dir"] = str(run_dir)
         items = list(params.items())
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + 100]])

@@ -183,3 +183,63 @@ def test_ablation_needs_runs_that_differ_in_a_switch(study):
     runs, histories, _ = study
     with pytest.raises(MissingData, match="ablation: needs runs of one model that differ"):
         figures.ablation_table(figures.main_method(runs), histories)
+
+
+def with_floor(histories, runs, metric="fid", value=5.0):
+    rows = pd.DataFrame({"run_id": runs["run_id"], "name": runs["name"], "metric": f"{metric}_floor", "step": 0,
+                         "epoch": 0.0, "value": value})
+    return pd.concat([histories, rows], ignore_index=True)
+
+
+def test_fd_figures_draw_the_real_data_floor_as_a_dashed_line(study):
+    runs, histories, _ = study
+    histories = with_floor(histories, runs)
+    for fig in (figures.fid_curves(runs, histories, by="size"), figures.fid_vs_compute(runs, histories)):
+        floor = line_by_label(fig.axes[0], "real data (same number of samples)")
+        assert floor.get_linestyle() == "--" and list(floor.get_ydata()) == [5.0, 5.0]
+    assert "real data (same number of samples)" not in [l.get_label() for l in
+                                                        figures.fid_curves(runs, study[1], by="size").axes[0].get_lines()]
+
+
+def test_fid_vs_compute_averages_seeds_with_error_bars_and_prints_the_exponent_ci(study):
+    runs, histories, _ = study
+    again = runs.assign(run_id=runs["run_id"] + "-s1", name=runs["name"] + "-s1", seed=1)
+    h = histories.assign(run_id=histories["run_id"] + "-s1")
+    h.loc[h["metric"] == "fid", "value"] *= 1.1
+    fig = figures.fid_vs_compute(pd.concat([runs, again]), pd.concat([histories, h]))
+    ax = fig.axes[0]
+    b2 = line_by_label(ax, "GAT-B/2 (mean of 2 seeds)")
+    planted = planted_fid("GAT-B/2", ("exp", True, True), max(FID_STEPS))
+    assert b2.get_ydata()[0] == pytest.approx(planted * 1.05)
+    assert len(ax.containers) == 5  # one error bar per full-method model
+    lo, hi = fig.power_law.b_ci
+    assert lo < FID_B < hi < 0 and fig.power_law.trend is None
+    assert f"95% CI [{lo:.3f}, {hi:.3f}]" in next(l.get_label() for l in ax.get_lines() if l.get_label().startswith("fit"))
+    assert "falls with compute" in fig.note
+
+
+def test_fid_vs_compute_says_plainly_when_there_is_no_scaling_trend(study):
+    runs, histories, _ = study
+    h = histories.copy()
+    worse = h["metric"] == "fid"
+    h.loc[worse, "value"] = 1e4 / h.loc[worse, "value"]  # FID now grows with compute
+    fig = figures.fid_vs_compute(runs, h)
+    assert fig.power_law.b > 0 and fig.note.startswith("no scaling trend")
+    assert any("No scaling trend" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_samples_sheet_puts_each_sizes_final_grid_side_by_side(study, tmp_path):
+    from PIL import Image
+
+    runs, _, _ = study
+    runs = runs.copy()
+    runs["gatscale.run_dir"] = [str(tmp_path / name) for name in runs["name"]]
+    for name in ("S2-full", "B2-full"):
+        (tmp_path / name / "samples").mkdir(parents=True)
+        Image.new("RGB", (40, 30), "white").save(tmp_path / name / "samples" / "final.png")
+    fig = figures.samples_sheet(runs, out_dir=tmp_path / "figures")
+    assert [ax.get_title() for ax in fig.axes] == ["GAT-S/2", "GAT-B/2"]
+    assert fig.axes[0].get_images()[0].get_array().shape == (30, 40, 3)
+    assert (tmp_path / "figures" / "samples.png").is_file()
+    with pytest.raises(MissingData, match="samples/final.png"):
+        figures.samples_sheet(runs.drop(columns="gatscale.run_dir"))

@@ -124,7 +124,7 @@ def test_cli_writes_every_figure_of_a_full_study(store, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "missing" not in out
     for stem in ("lr_crosscheck", "lpips_contribution", "fid_vs_iteration_by_size", "fid_vs_iteration_by_patch",
-                 "fid_vs_train_compute", "fid_vs_inference_gflops"):
+                 "fid_vs_train_compute", "fid_vs_inference_gflops", "samples"):
         for ext in ("png", "pdf"):
             assert f"{tmp_path / 'f' / stem}.{ext}" in out and (tmp_path / "f" / f"{stem}.{ext}").stat().st_size > 0
     assert (tmp_path / "f" / "ablation.tex").exists()

@@ -15,7 +15,8 @@ def test_eval_writes_metrics_json_and_adm_npz(tmp_path, eval_cache):
                "--npz-out", str(tmp_path / "samples.npz")])
     assert rc == 0
     record = json.loads((run_dir / "eval" / "metrics-0000100-psi0.3.json").read_text())  # official sampler's psi
-    assert set(record["metrics"]) == {"fd_digits", "is_digits", "is_std_digits", "precision_digits", "recall_digits"}
+    assert set(record["metrics"]) == {"fd_digits", "acc_digits", "is_digits", "is_std_digits", "precision_digits",
+                                      "recall_digits"}
     assert record["step"] == 100 and record["num_samples"] == 40 and record["feature_extractor"] == "digits"
     assert record["truncation_psi"] == 0.3 and record["precision"] == "fp32"
     samples = np.load(tmp_path / "samples.npz")
@@ -50,7 +51,7 @@ def test_eval_logs_to_the_runs_tracker_with_a_protocol_suffix_and_keeps_its_stat
     (run_dir / "tracking.json").write_text(json.dumps({"run_id": "abc"}))
     (run_dir / "status.json").write_text(json.dumps({"status": "finished"}))
     names, _ = _eval_logged(run_dir, monkeypatch, "--num-samples", "40", "--truncation-psi", "0.5")
-    assert names == ["fd_digits_40_psi0.5"]   # not the FID-k curve of training
+    assert set(names) == {"fd_digits_40_psi0.5", "acc_digits_40_psi0.5"}   # not the FID-k curve of training
     assert (run_dir / "eval" / "metrics-0000100-psi0.5.json").exists()
 
     monkeypatch.setattr(gatscale.tracking, "build_tracker", lambda cfg: 1 / 0)   # a broken tracker is only a warning
@@ -92,3 +93,10 @@ def test_analyze_writes_lpips_contribution_csv_and_pca_png(tmp_path):
     assert main(["analyze", "pca", str(run_dir), "--blocks", "0,1", "--num-samples", "3", "--device", "cpu"]) == 0
     from PIL import Image
     assert Image.open(run_dir / "eval" / "pca-0000007.png").size == (3 * 64, 3 * 64)
+
+
+def test_analyze_lpips_contribution_on_digits_uses_the_trained_digits_network(tmp_path, eval_cache):
+    run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=7)
+    assert main(["analyze", "lpips-contribution", str(run_dir), "--num-samples", "4", "--device", "cpu"]) == 0
+    rows = list(csv.DictReader((run_dir / "eval" / "lpips_contribution.csv").open()))
+    assert {r["backbone"] for r in rows} == {"digits"} and len(rows) == 4

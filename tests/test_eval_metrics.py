@@ -103,7 +103,7 @@ def test_in_training_hook_returns_fd_digits_and_is_repeatable(eval_cache):
     G = tiny_generator(cfg)
     first = fid.evaluate_generator(G, cfg, build_tokenizer("pixels"), "cpu", num_samples=100)
     second = fid.evaluate_generator(G, cfg, build_tokenizer("pixels"), "cpu", num_samples=100)
-    assert set(first) == {"fd_digits"} and first["fd_digits"] > 0
+    assert set(first) == {"fd_digits", "acc_digits"} and first["fd_digits"] > 0
     assert first == second  # same z and labels every call
     assert list(eval_cache.glob("reference/reference-digits-16px-digits-cnn-v1.npz"))  # computed once and cached
 
@@ -114,3 +114,42 @@ def test_features_stay_float32_inside_a_callers_autocast(digits_reference):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         inside = fid.extract_features(extractor, images[:64])["feat"]
     assert torch.equal(plain, inside)
+
+
+class RealDigitsGenerator(torch.nn.Module):
+    """A 'generator' that returns a real digit of the asked class (or always the same image: constant=True)."""
+
+    def __init__(self, constant=False):
+        super().__init__()
+        images, labels = digits_tensor()
+        self.register_buffer("latents", images.float() / 127.5 - 1)  # the pixels tokenizer's latents
+        self.register_buffer("labels", labels)
+        self.num_classes, self.z_dim, self.constant = 10, 4, constant
+
+    def forward(self, z, y, truncation_psi=0.0):
+        if self.constant:
+            return self.latents[:1].expand(len(y), -1, -1, -1)
+        pick = (z[:, 0].abs() * 50).long().tolist()  # a z-dependent image among those of class y
+        return torch.stack([self.latents[self.labels == c][i % int((self.labels == c).sum())]
+                            for c, i in zip(y.tolist(), pick)])
+
+
+def test_acc_digits_is_near_one_for_real_digits_of_their_class_and_a_tenth_for_a_constant(eval_cache):
+    cfg = tiny_config(eval={"feature_extractor": "digits", "batch_size": 100, "fid_samples": 500})
+    real = fid.evaluate_generator(RealDigitsGenerator(), cfg, build_tokenizer("pixels"), "cpu")
+    constant = fid.evaluate_generator(RealDigitsGenerator(constant=True), cfg, build_tokenizer("pixels"), "cpu")
+    assert real["acc_digits"] > 0.95
+    assert constant["acc_digits"] == pytest.approx(0.1)  # balanced labels, one predicted class
+    assert constant["fd_digits"] > 10 * real["fd_digits"]
+
+
+def test_real_data_floor_is_small_cached_and_below_a_shifted_set(eval_cache):
+    cfg = tiny_config(eval={"feature_extractor": "digits", "batch_size": 100, "fid_samples": 300})
+    floor = fid.real_data_floor(cfg)
+    assert set(floor) == {"fd_digits_floor", "acc_digits_real"}
+    assert 0 < floor["fd_digits_floor"] < 20 and floor["acc_digits_real"] > 0.95
+    assert fid.real_data_floor(cfg, num_samples=1797)["fd_digits_floor"] < floor["fd_digits_floor"]  # all images
+    cached = list(eval_cache.glob("reference/*-floor-300-seed0.json"))
+    assert len(cached) == 1
+    cached[0].write_text('{"fd_digits_floor": 1234.5}')  # read back, never recomputed
+    assert fid.real_data_floor(cfg) == {"fd_digits_floor": 1234.5}

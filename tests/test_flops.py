@@ -44,3 +44,43 @@ def test_gat_xl2_generator_is_119_paper_gflops():
     assert f.g_paper_gflops == pytest.approx(118.6, abs=0.5)  # DiT-XL/2: 118.6; GAT-XL/2: ~119
     # one iteration costs much more than 4x the G forward: D runs on 4 batches with backward
     assert f.iteration > 10 * f.g_forward * cfg.train.batch_size
+
+
+def _tiny_digits_cfg(**changes):
+    return replace(RunConfig(), **{"model.generator.size": "GAT-S/2", "model.discriminator.size": "GAT-S/2",
+                                   "model.generator.hidden_size": 64, "model.discriminator.hidden_size": 64,
+                                   "model.generator.num_heads": 2, "model.discriminator.num_heads": 2,
+                                   "model.projector_dim": 64, "train.batch_size": 8, **changes})
+
+
+@pytest.mark.parametrize("encoder", [
+    {"encoder.name": "digits-vit"},
+    {"encoder.name": "vit_tiny_patch16_224", "encoder.pretrained": False, "encoder.resolution": 32,
+     "encoder.kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}},
+])
+def test_run_flops_counts_the_configured_repa_encoder_and_projector(encoder):
+    from gatscale.encoders import build_encoder
+    from gatscale.flops import encoder_arch, projector_flops
+
+    cfg, no_repa = _tiny_digits_cfg(**encoder), _tiny_digits_cfg(**encoder, **{"method.repa": False})
+    from gatscale.digits_nets import build_digits_vit
+
+    with torch.device("meta"):  # the digits encoder's architecture, untrained (on CPU the counter misses SDPA)
+        vit = build_digits_vit() if encoder["encoder.name"] == "digits-vit" else build_encoder(cfg.encoder).model
+        res = vit.patch_embed.img_size[0]
+        n = counted(vit.forward_features, torch.randn(1, 3, res, res))
+    assert vit_encoder_flops(**encoder_arch(cfg.encoder)) == n
+    tokens = (16 // 2) ** 2 + 1
+    projector = projector_flops(64, tokens, 64, vit.num_features)
+    assert (run_flops(cfg).iteration - run_flops(no_repa).iteration) == (n + 3 * projector) * 8
+    # the default (DINOv2 ViT-B/14 at 224 px, 2048-wide projector) would cost far more than the tiny encoder
+    default = _tiny_digits_cfg()
+    assert run_flops(default).iteration - run_flops(no_repa).iteration > 100 * (n + 3 * projector) * 8
+
+
+def test_run_flops_refuses_an_encoder_it_cannot_count():
+    from gatscale.flops import encoder_arch
+    from gatscale.config import EncoderConfig
+
+    with pytest.raises(ValueError, match="encoder.name = 'resnet50': cannot count its FLOPs"):
+        encoder_arch(EncoderConfig(name="resnet50"))

@@ -100,6 +100,23 @@ def test_tiny_training_moves_losses_and_samples(tmp_path):
     assert change > 0.05
     assert read_status(tmp_path)["status"] == "finished"
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "samples" / "step-0000001.png").is_file()
+    assert (tmp_path / "samples" / "final.png").is_file()
+
+
+def test_sample_grid_has_one_labelled_row_per_class_of_upscaled_images():
+    from gatscale.train.sample_grid import LABEL_WIDTH, PAD, class_grid, class_rows
+
+    labels = class_rows(10, per_class=3)
+    images = (labels.float() / 10).view(-1, 1, 1, 1).expand(-1, 3, 8, 8)  # class c: grey level c/10
+    grid = class_grid(images, labels, class_names=[f"d{c}" for c in range(10)])
+    cell = 32  # 8 px upscaled x4 (nearest) to reach 32 px
+    assert grid.shape == (10 * (cell + PAD), LABEL_WIDTH + 3 * (cell + PAD), 3)
+    for c in range(10):
+        top = c * (cell + PAD)
+        for j in range(3):
+            left = LABEL_WIDTH + j * (cell + PAD)
+            assert (grid[top:top + cell, left:left + cell] == round(255 * c / 10)).all()
+        assert (grid[top:top + cell, :LABEL_WIDTH] < 128).any()  # the row's label is written beside it
 
 
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):

@@ -35,7 +35,9 @@ def add_arguments(parser):
     lp.add_argument("--num-samples", type=int, default=256)
     lp.add_argument("--batch-size", type=int, default=32)
     lp.add_argument("--normalize", action="store_true", help="print values divided by the largest (the CSV has both)")
-    lp.add_argument("--net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (torch hub cache)")
+    lp.add_argument("--net", "--backbone", dest="net", choices=("digits", "alex", "vgg"), default=None,
+                    help="LPIPS network: digits (trained on the digits set; default for digits runs) or alex/vgg "
+                         "(torchvision's ImageNet weights from the torch hub cache; default otherwise)")
     lp.add_argument("--random-backbone", action="store_true",
                     help="randomly initialised LPIPS backbone (offline smoke tests only; labelled '<net>-random-stand-in')")
     pc.add_argument("--blocks", default="0,1,2", help="comma list of block indices (0-based)")
@@ -92,6 +94,7 @@ def main(args) -> int:
         G, cfg, run_dir, step, _ = load_run(args.path, args.which, device)
         tokenizer = build_eval_tokenizer(cfg, device)
         if args.analysis == "lpips-contribution":
+            args.net = args.net or ("digits" if cfg.data.source == "digits" and not args.random_backbone else "alex")
             out = run_lpips_contribution(args, G, run_dir, tokenizer, device)
         else:
             out = run_pca(args, G, run_dir, step, tokenizer, device)

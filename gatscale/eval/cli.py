@@ -109,7 +109,7 @@ def main(args) -> int:
             for x, y in batches:
                 if writer:
                     writer.write(x, y)
-                yield x
+                yield x, y  # the labels give acc_digits on digits
 
     values = fid.compute_metrics(images(), cfg.eval.feature_extractor, extractor, reference, metrics)
 

@@ -19,8 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from ..atomic import atomic_open
 from ..data import cache_root
+from ..digits_nets import load_cached, train_classifier
 
 DIGITS_EXTRACTOR = "gatscale-digits"
 INPUT_SIZE = 16          # images are resized to 16x16 before the CNN
@@ -54,47 +54,14 @@ class DigitsCNN(nn.Module):
 
 
 def train_digits_cnn(epochs: int = 10, batch_size: int = 64, seed: int = 0) -> tuple[DigitsCNN, float]:
-    """Train on all 1,797 embedded digits (random +-1 px shifts); returns (model, training accuracy).
-
-    One CPU thread: a few seconds, and faster than two on a shared machine."""
-    from gatscale.data.digits import load_digits_images
-
-    images, labels = load_digits_images(resolution=INPUT_SIZE)
-    images, labels = torch.from_numpy(images), torch.from_numpy(labels)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = DigitsCNN()
-            g = torch.Generator().manual_seed(seed)
-            opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-            for _ in range(epochs):
-                for idx in torch.randperm(len(images), generator=g).split(batch_size):
-                    dx, dy = torch.randint(-1, 2, (2,), generator=g).tolist()
-                    x = torch.roll(images[idx], shifts=(dy, dx), dims=(2, 3))
-                    loss = F.cross_entropy(model(x)[1], labels[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    with torch.no_grad():
-        accuracy = (model(images)[1].argmax(1) == labels).float().mean().item()
-    return model, accuracy
+    """Train on all 1,797 embedded digits (random +-1 px shifts); returns (model, training accuracy)."""
+    return train_classifier(DigitsCNN, lambda model, x: model(x)[1], INPUT_SIZE, epochs, batch_size, seed)
 
 
 def load_digits_cnn(path: str | os.PathLike | None = None) -> DigitsCNN:
     """The cached CNN (trained and cached on first use); `path` overrides the cache file."""
     path = Path(path) if path else cache_root() / f"digits_cnn-v{VERSION}-{INPUT_SIZE}px.pt"
-    if not path.exists():
-        model, accuracy = train_digits_cnn()
-        with atomic_open(path) as f:
-            torch.save({"model": model.state_dict(), "train_accuracy": accuracy, "version": VERSION}, f)
-    model = DigitsCNN()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
-    return model.eval().requires_grad_(False)
+    return load_cached(path, DigitsCNN, train_digits_cnn, VERSION)
 
 
 class FeatureExtractorDigits(FeatureExtractorBase):

@@ -7,7 +7,10 @@ downloaded) or our offline `gatscale-digits` CNN. The metric functions are torch
 a cached reference `.npz` (see `reference.py`), so real features are never recomputed.
 
 Names follow the extractor: Inception gives `fid`, `is`, `precision`, `recall`; the digits CNN gives
-`fd_digits`, `is_digits`, `precision_digits`, `recall_digits` (never `fid`).
+`fd_digits`, `is_digits`, `precision_digits`, `recall_digits` (never `fid`), and, when the batches carry
+their conditioning labels, `acc_digits`: the share of samples the CNN assigns to their class.
+`real_data_floor` is the same Fréchet distance for real images (`fd_digits_floor`): no generator can be
+expected to beat it with that many samples.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
@@ -53,7 +57,7 @@ def metric_names(kind: str) -> dict[str, str]:
     """Names under which each number is reported; `fid` is only ever Inception's."""
     s = EXTRACTORS[kind].suffix
     return {"fid": "fid" if kind == "inception" else f"fd{s}", "is": f"is{s}", "is_std": f"is_std{s}",
-            "precision": f"precision{s}", "recall": f"recall{s}"}
+            "precision": f"precision{s}", "recall": f"recall{s}", **({"acc": "acc_digits"} if kind == "digits" else {})}
 
 
 def resolve_inception_weights(path: str | None) -> str:
@@ -133,19 +137,25 @@ def compute_metrics(image_batches, kind: str, extractor, reference: dict, metric
     """Metrics of the generated uint8 batches against `reference` (mu, sigma[, features]).
 
     metrics: any of 'fid' (Fréchet distance), 'is' (Inception Score: mean and std over 10 splits),
-    'prc' (precision/recall, k = 3, needs reference features). Returns {reported name: value}.
+    'prc' (precision/recall, k = 3, needs reference features). Batches of (images, labels) also give
+    `acc_digits` on the digits extractor (its classes are the data's). Returns {reported name: value}.
     """
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"metrics = {sorted(unknown)}: unknown; valid: {', '.join(METRICS)}")
     spec, names = EXTRACTORS[kind], metric_names(kind)
-    chunks: dict[str, list] = {spec.fid_layer: [], **({spec.is_layer: []} if "is" in metrics else {})}
-    for images in image_batches:
+    chunks: dict[str, list] = {spec.fid_layer: [], spec.is_layer: []}
+    labels = []
+    for batch in image_batches:
+        images, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
         feats = extract_features(extractor, images)
         for layer, c in chunks.items():
             c.append(feats[layer])
+        labels.append(y)
     feats = {layer: torch.cat(c) for layer, c in chunks.items()}
     out = {}
+    if kind == "digits" and labels and all(y is not None for y in labels):
+        out[names["acc"]] = (feats[spec.is_layer].argmax(1) == torch.cat(labels).cpu()).double().mean().item()
     if "fid" in metrics:
         stats = fid_features_to_statistics(feats[spec.fid_layer].double())
         out[names["fid"]] = fid_statistics_to_metric(stats, reference, verbose=False)[KEY_METRIC_FID]
@@ -174,4 +184,38 @@ def evaluate_generator(G, cfg, tokenizer, device, num_samples: int | None = None
     reference = get_reference(cfg, extractor, device)
     batches = generate_images(G, tokenizer, num_samples or cfg.eval.fid_samples, cfg.eval.batch_size,
                               cfg.eval.truncation_psi, seed=cfg.train.seed, device=device, precision=cfg.eval.precision)
-    return compute_metrics((images for images, _ in batches), cfg.eval.feature_extractor, extractor, reference, metrics)
+    return compute_metrics(batches, cfg.eval.feature_extractor, extractor, reference, metrics)
+
+
+def real_data_floor(cfg, device="cpu", num_samples: int | None = None, seed: int = 0) -> dict[str, float]:
+    """The Fréchet distance of `num_samples` (default eval.fid_samples) real images against the reference
+    statistics, e.g. {'fd_digits_floor': ..., 'acc_digits_real': ...}: what a perfect generator would score.
+
+    The images are a seeded random subset of the data set (drawn with replacement when num_samples exceeds it),
+    with their labels. Cached beside the reference statistics, one small JSON per sample count and seed.
+    """
+    import json
+
+    from gatscale.atomic import atomic_write_text
+    from gatscale.data import open_shards
+
+    n = num_samples or cfg.eval.fid_samples
+    kind, names = cfg.eval.feature_extractor, metric_names(cfg.eval.feature_extractor)
+    extractor = get_extractor(kind, cfg.eval.inception_weights, device)
+    reference = get_reference(cfg, extractor, device)
+    ref = Path(reference["path"])
+    path = ref.with_name(f"{ref.stem}-floor-{n}-seed{seed}.json")
+    if path.exists():
+        return json.loads(path.read_text())
+    shards = open_shards(cfg.data)
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(shards), generator=g)[:n] if n <= len(shards) else torch.randint(len(shards), (n,), generator=g)
+    pick = pick.sort().values.numpy()
+    batches = ((torch.from_numpy(shards.gather("image", idx)), torch.from_numpy(shards.gather("label", idx, np.int64)))
+               for idx in np.array_split(pick, max(1, len(pick) // cfg.eval.batch_size)))
+    values = compute_metrics(batches, kind, extractor, reference)
+    floor = {f"{names['fid']}_floor": values[names["fid"]]}
+    if names.get("acc") in values:
+        floor[f"{names['acc']}_real"] = values[names["acc"]]
+    atomic_write_text(path, json.dumps(floor) + "\n")
+    return floor

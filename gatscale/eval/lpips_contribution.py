@@ -9,6 +9,8 @@ LPIPS comes from the `lpips` package: AlexNet (default) or VGG backbone with tor
 weights, read from the torch hub cache (never downloaded). `pretrained_backbone=False` builds a
 randomly initialised backbone (pnet_rand=True, seeded) for tests; its results are labelled
 `<net>-random-stand-in` in the `backbone` field and must not be read as the paper's measurement.
+On digits, net 'digits' is an LPIPS-style distance on a small CNN trained on the digits set
+(`gatscale.digits_nets.DigitsPerceptual`, labelled `digits`): a trained network, not ImageNet's LPIPS.
 """
 from __future__ import annotations
 
@@ -46,11 +48,17 @@ def block_removed(G, index: int):
 
 
 def build_lpips(net: str = "alex", pretrained_backbone: bool = True, seed: int = 0):
-    """(lpips.LPIPS in eval mode, backbone label). Fails early if the backbone weights are missing."""
+    """(lpips.LPIPS in eval mode, backbone label). Fails early if the backbone weights are missing.
+    net 'digits': the trained digits distance (cached; pretrained_backbone must stay True)."""
+    if net == "digits":
+        if not pretrained_backbone:
+            raise ValueError("LPIPS net 'digits' is a trained digits network; --random-backbone applies to alex/vgg")
+        from ..digits_nets import load_digits_perceptual
+        return load_digits_perceptual(), "digits"
     import lpips
 
     if net not in BACKBONE_FILES:
-        raise ValueError(f"LPIPS net = {net!r}: must be one of {', '.join(BACKBONE_FILES)}")
+        raise ValueError(f"LPIPS net = {net!r}: must be one of digits, {', '.join(BACKBONE_FILES)}")
     if pretrained_backbone:
         path = Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net]
         if not path.is_file():
@@ -65,11 +73,11 @@ def build_lpips(net: str = "alex", pretrained_backbone: bool = True, seed: int =
     return model.eval().requires_grad_(False), label
 
 
-def _lpips_input(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float images -> [-1, 1], upsampled to LPIPS_SIZE when smaller."""
+def _lpips_input(images: torch.Tensor, size: int = LPIPS_SIZE) -> torch.Tensor:
+    """[0, 1] float images -> [-1, 1], upsampled to `size` when smaller."""
     x = images.float().clamp(0, 1) * 2 - 1
-    if x.shape[-1] < LPIPS_SIZE:
-        x = F.interpolate(x, size=(LPIPS_SIZE, LPIPS_SIZE), mode="bilinear", align_corners=False)
+    if x.shape[-1] < size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return x
 
 
@@ -80,11 +88,12 @@ def block_contributions(G, tokenizer, lpips_model, num_samples: int = 256, batch
     device = torch.device(device) if device is not None else next(G.parameters()).device
     lpips_model = lpips_model.to(device)
     totals = torch.zeros(len(G.blocks), dtype=torch.float64)
+    size = getattr(lpips_model, "INPUT_SIZE", LPIPS_SIZE)  # the digits network reads 16 px images
     for z, y in eval_inputs(G, num_samples, batch_size, seed):
         z, y = z.to(device), y.to(device)
 
         def render():
-            return _lpips_input(tokenizer.decode(G(z, y, truncation_psi=truncation_psi).float()))
+            return _lpips_input(tokenizer.decode(G(z, y, truncation_psi=truncation_psi).float()), size)
 
         full = render()
         for b in range(len(G.blocks)):

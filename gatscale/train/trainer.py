@@ -35,7 +35,7 @@ from .checkpoint import (REJECTED_DIR, TRAINING_STATE, checkpoint_config, checkp
                          find_latest_valid, remove_stale_temporaries, rng_state, save_checkpoint, set_aside,
                          set_rng_state)
 from .distributed import DistInfo, all_reduce_max, barrier, init_distributed
-from .sample_grid import save_sample_grid
+from .sample_grid import class_rows, save_sample_grid
 from .signals import StopFlag
 from .status import TERMINAL, RunLock, read_status, write_status
 from .step import build_state, train_step
@@ -202,6 +202,9 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
         if warnings:
             tracker.set_tags({"gatscale.checkpoint_warnings": "; ".join(warnings)[:5000]})
         tracker.log_artifact(run_dir / "config.yaml")
+        if cfg.eval.fid_every and cfg.eval.feature_extractor == "digits" and start_step == 0:
+            from ..eval.fid import real_data_floor
+            tracker.log_metrics(real_data_floor(cfg, dev), 0)  # fd_digits_floor: real images score this (cached)
         write_status(run_dir, "running", start_step, iterations)
         log.info("run %s (%s): G %s %.1fM params, D %s %.1fM params, lr G %.3g D %.3g, %d images, %d iterations, %s%s",
                  cfg.name, config_hash(cfg), cfg.model.generator.size, count_trainable(G) / 1e6, cfg.model.discriminator.size,
@@ -215,9 +218,8 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     loader = build_train_loader(loader_cfg, local_batch, info.rank, info.world_size, cfg.train.seed, start_step)
     torch.set_rng_state(cpu_rng)
     sample_gen = torch.Generator(device="cpu").manual_seed(cfg.train.seed + 12345)
-    n_vis = min(64, 8 * cfg.data.num_classes)
-    vis_z = torch.randn(n_vis, G.z_dim, generator=sample_gen).to(dev)
-    vis_y = (torch.arange(n_vis) % cfg.data.num_classes).to(dev)
+    vis_y = class_rows(cfg.data.num_classes).to(dev)  # one row of 8 per class (the first 10 classes)
+    vis_z = torch.randn(len(vis_y), G.z_dim, generator=sample_gen).to(dev)
 
     sums, n_sum, nonfinite = {}, 0, torch.zeros((), device=dev)
     t_last, step_last = time.perf_counter(), start_step
@@ -279,8 +281,10 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             progress(step, metrics)
             sums, n_sum, t_last, step_last = {}, 0, time.perf_counter(), step
 
-        if info.is_main and (step % cfg.train.sample_every == 0 or step == 1):
-            save_sample_grid(G_ema, vis_z, vis_y, tokenizer, run_dir / "samples" / f"step-{step:07d}.png", tracker, st.autocast)
+        if info.is_main and (step % cfg.train.sample_every == 0 or step == 1 or step == iterations):
+            for name in [f"step-{step:07d}.png"] + (["final.png"] if step == iterations else []):
+                save_sample_grid(G_ema, vis_z, vis_y, tokenizer, run_dir / "samples" / name, tracker, st.autocast,
+                                 class_names=data.class_names)
 
         if cfg.eval.fid_every and step % cfg.eval.fid_every == 0:
             fid = _evaluate(G_ema, cfg, tokenizer, dev, info)
