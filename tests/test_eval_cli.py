@@ -63,13 +63,13 @@ def test_eval_psi_is_in_every_recorded_metric_name_and_tag(tmp_path, eval_cache,
     run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
     (run_dir / "tracking.json").write_text(json.dumps({"run_id": "abc"}))
     names, tags = _eval_logged(run_dir, monkeypatch, "--num-samples", "40")   # defaults: psi 0.3, fp32
-    assert names == ["fd_digits_40_psi0.3"]
+    assert set(names) == {"fd_digits_40_psi0.3", "acc_digits_40_psi0.3"}
     assert json.loads(tags["gatscale.eval_40_psi0.3"])["truncation_psi"] == 0.3
     names, _ = _eval_logged(run_dir, monkeypatch, "--num-samples", "200", "--truncation-psi", "0")  # = fid_samples
-    assert names == ["fd_digits"]   # exactly the in-training protocol: psi is the run's eval.truncation_psi
+    assert set(names) == {"fd_digits", "acc_digits"}   # exactly the in-training protocol: psi is the run's eval.truncation_psi
     names, tags = _eval_logged(run_dir, monkeypatch, "--num-samples", "200", "--truncation-psi", "0",
                                "--precision", "bf16")
-    assert names == ["fd_digits_200_psi0_bf16"] and json.loads(tags["gatscale.eval_200_psi0_bf16"])["precision"] == "bf16"
+    assert set(names) == {"fd_digits_200_psi0_bf16", "acc_digits_200_psi0_bf16"} and json.loads(tags["gatscale.eval_200_psi0_bf16"])["precision"] == "bf16"
 
 
 def test_eval_without_inception_weights_fails_before_generating(tmp_path, monkeypatch, capsys):
