@@ -21,9 +21,13 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    top = argparse.ArgumentParser(prog="gatscale", description="Scaling studies of transformer GANs (GAT).")
-    top.add_argument("command", choices=COMMANDS, metavar="COMMAND",
-                     help="; ".join(f"{name}: {desc}" for name, (_, desc) in COMMANDS.items()))
+    width = max(map(len, COMMANDS))
+    top = argparse.ArgumentParser(
+        prog="gatscale", description="Scaling studies of transformer GANs (GAT).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items())
+        + "\n\n`gatscale COMMAND --help` shows a command's options.")
+    top.add_argument("command", choices=COMMANDS, metavar="COMMAND", help="one of the commands below")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         top.parse_args(argv)  # prints help or a clear 'invalid choice' error
         return 2
