@@ -268,5 +268,7 @@ def _client(tracking_uri: str) -> MlflowClient:
     path = sqlite_path(tracking_uri)
     if path is not None and not path.exists():
         raise MissingData(f"tracking store {tracking_uri}: file {path.resolve()} does not exist; "
-                          f"pass --tracking-uri (e.g. sqlite:///path/to/mlflow.db or http://host:5000)")
+                          f"give the store where the study was written (gatscale figures --tracking-uri; "
+                          f"tracking_uri= in Python; TRACKING_URI in a notebook's first cell), e.g. "
+                          f"sqlite:////abs/path/mlflow.db or http://host:5000")
     return MlflowClient(tracking_uri=tracking_uri)

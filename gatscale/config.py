@@ -158,6 +158,7 @@ class TrackingConfig:
     experiment: str = "gatscale"
     system_metrics: bool = False
     parent_run_id: str | None = None    # set by the sweep: the sweep's parent run
+    run_name: str | None = None         # the MLflow run name (default: name); the sweep sets a short one
 
 
 @dataclass

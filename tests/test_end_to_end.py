@@ -51,5 +51,7 @@ def test_tiny_sweep_to_figures_and_notebooks(tmp_path):
         assert f"wrote {name}:" in printed, printed
     assert (tmp_path / "figures" / "lr_crosscheck.png").stat().st_size > 10_000
 
-    executed = assert_notebooks_execute("e2e", uri, tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "demo.yaml").write_text(spec.read_text())  # the notebooks' default spec
+    executed = assert_notebooks_execute(tmp_path)
     assert len(executed) == 4

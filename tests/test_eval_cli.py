@@ -21,32 +21,36 @@ def test_eval_writes_metrics_json_and_adm_npz(tmp_path, eval_cache):
     assert samples["arr_0"].shape == (40, 16, 16, 3) and np.bincount(samples["arr_1"]).tolist() == [4] * 10
 
 
-class RecordingTracker:
-    def __init__(self):
-        self.calls = []
+def _finished_tracker_run(run_dir, uri):
+    """A run folder whose tracker run ended (FINISHED) at known times, as the trainer leaves it."""
+    from mlflow import MlflowClient
 
-    def __getattr__(self, name):
-        return lambda *args: self.calls.append((name, *args))
+    from gatscale.tracking.buffer import RunBuffer
+    from gatscale.tracking.store import ensure_store, experiment_id
 
-
-def test_eval_logs_to_the_runs_tracker_with_a_protocol_suffix_and_keeps_its_status(tmp_path, eval_cache, monkeypatch):
-    import gatscale.tracking
-
-    run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
-    (run_dir / "tracking.json").write_text(json.dumps({"run_id": "abc"}))
+    client = MlflowClient(ensure_store(uri))
+    run = client.create_run(experiment_id(client, uri, "eval-tests"), run_name="r", start_time=1_000_000)
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=1_030_000)
+    buf = RunBuffer(run_dir)
+    buf.save_state({**buf.load_state(), "run_id": run.info.run_id, "uri": uri, "experiment": "eval-tests"})
     (run_dir / "status.json").write_text(json.dumps({"status": "finished"}))
-    tracker = RecordingTracker()
-    monkeypatch.setattr(gatscale.tracking, "build_tracker", lambda cfg: tracker)
+    return client, run.info.run_id
+
+
+def test_eval_logs_to_the_runs_tracker_with_a_protocol_suffix_and_keeps_its_status_and_times(tmp_path, eval_cache):
+    run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
+    client, run_id = _finished_tracker_run(run_dir, f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert main(["eval", str(run_dir), "--num-samples", "40", "--metrics", "fid", "--truncation-psi", "0.5",
                  "--device", "cpu"]) == 0
-    (logged,) = [c for c in tracker.calls if c[0] == "log_metrics"]
-    assert list(logged[1]) == ["fd_digits_40_psi0.5"] and logged[2] == 100   # not the FID-k curve of training
-    assert tracker.calls[-1] == ("finish", "finished")
-    assert (run_dir / "eval" / "metrics-0000100-psi0.5.json").exists()
+    run = client.get_run(run_id)
+    assert set(run.data.metrics) == {"fd_digits_40_psi0.5"}   # not the FID-k curve of training
+    assert [m.step for m in client.get_metric_history(run_id, "fd_digits_40_psi0.5")] == [100]
+    assert (run.info.status, run.info.start_time, run.info.end_time) == ("FINISHED", 1_000_000, 1_030_000)
+    assert [f.path for f in client.list_artifacts(run_id, "eval")] == ["eval/metrics-0000100-psi0.5.json"]
 
-    monkeypatch.setattr(gatscale.tracking, "build_tracker", lambda cfg: 1 / 0)   # a broken tracker is only a warning
+    (run_dir / "tracking.json").write_text(json.dumps({"run_id": run_id, "uri": "http://127.0.0.1:9"}))
     assert main(["eval", str(run_dir), "--num-samples", "200", "--metrics", "fid", "--device", "cpu"]) == 0
-    assert (run_dir / "eval" / "metrics-0000100.json").exists()
+    assert (run_dir / "eval" / "metrics-0000100.json").exists()   # a store that is down is only a warning
 
 
 def test_eval_without_inception_weights_fails_before_generating(tmp_path, monkeypatch, capsys):

@@ -26,6 +26,7 @@ from ..data import build_train_loader, dataset_info, sample_latents
 from ..flops import run_flops
 from ..models import count_trainable
 from ..tracking import NullTracker, Tracker
+from ..tracking.labels import study_tags
 from ..vae import build_tokenizer
 from .checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_max, barrier, init_distributed
@@ -171,7 +172,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
                   "gflops_g": round(flops.g_paper_gflops, 4), "gflops_d": round(flops.d_paper_gflops, 4),
                   "dataset_images": data.num_images}
         tags = {"gatscale.name": cfg.name, "gatscale.config_hash": config_hash(cfg), "gatscale.run_dir": str(run_dir.resolve()),
-                "gatscale.status": "running", "gatscale.stand_in": ",".join(stand_ins)}
+                "gatscale.status": "running", "gatscale.stand_in": ",".join(stand_ins), **study_tags(cfg, st.lr_g, st.lr_d)}
         tracker.start(run_dir, cfg.name, params, tags)
         tracker.log_artifact(run_dir / "config.yaml")
         write_status(run_dir, "running", start_step, iterations)
