@@ -13,6 +13,7 @@ COMMANDS = {
     "eval": ("gatscale.eval.cli", "FID/IS/precision-recall of a run's EMA generator"),
     "analyze": ("gatscale.eval.analyze", "per-block LPIPS contribution and feature PCA of a generator"),
     "figures": ("analysis.cli", "regenerate the paper's figures from the tracker"),
+    "report": ("analysis.report", "a study on one self-contained HTML page: runs, figures, samples, spec"),
     "extract-latents": ("gatscale.data.extract", "image folder -> sharded SD-VAE latents + raw images"),
     "prepare-digits": ("gatscale.data.digits", "write the embedded digits data set in the shard format"),
     "sync": ("gatscale.tracking.sync", "replay metrics buffered in a run folder to the tracking server"),
