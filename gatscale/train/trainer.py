@@ -245,9 +245,11 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             })
             if dev.type == "cuda":
                 metrics["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
-            last_metrics = metrics
+            last_metrics = {**last_metrics, **metrics}  # the latest value of each, FIDs included
             tracker.log_metrics(metrics, step)
             progress(step, metrics)
+            if info.is_main:  # what `gatscale sweep` and `gatscale status --watch` show live
+                write_status(run_dir, "running", step, iterations, metrics=last_metrics)
             sums, n_sum, t_last, step_last = {}, 0, time.perf_counter(), step
 
         if info.is_main and (step % cfg.train.sample_every == 0 or step == 1):
