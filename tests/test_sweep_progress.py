@@ -32,7 +32,7 @@ def test_off_a_terminal_one_line_per_interval_on_one_the_table_is_redrawn(tmp_pa
         live.update(rows)
     live.update(rows, force=True)
     lines = log.getvalue().splitlines()
-    assert len(lines) == 2 and lines[0].endswith("1 running, 1 queued | B2 100/250 80 img/s ETA 0m30s 12.34 fd_digits")
+    assert len(lines) == 2 and lines[0].endswith("1 queued, 1 running | B2 100/250 80 img/s ETA 0m30s 12.34 fd_digits")
 
     screen = Terminal()
     live = LiveProgress(screen, interval=0)

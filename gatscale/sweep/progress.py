@@ -36,13 +36,13 @@ def run_progress(name: str, run_dir: Path, iterations: int, state: str | None = 
 
 
 def summary_line(rows: list[list[str]]) -> str:
-    """'12:00:05 2 running, 1 finished, 5 queued | B2 120/250 ETA 0m40s 12.3 fd_digits | ...'"""
+    """'12:00:05 1 finished, 5 queued, 2 running | B2 120/250 ETA 0m40s 12.3 fd_digits | ...'"""
     counts: dict[str, int] = {}
     for r in rows:
         counts[r[1]] = counts.get(r[1], 0) + 1
     running = [f"{r[0]} {r[2]}" + (f" {r[3]} img/s" if r[3] else "") + (f" ETA {r[4]}" if r[4] else "")
                + (f" {r[5]}" if r[5] else "") for r in rows if r[1] == "running"]
-    return " | ".join([time.strftime("%H:%M:%S ") + ", ".join(f"{n} {s}" for s, n in counts.items())] + running)
+    return " | ".join([time.strftime("%H:%M:%S ") + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))] + running)
 
 
 class LiveProgress:
