@@ -5,12 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install notebooks clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	@echo "installing gatscale and its pinned dependencies into $(VENV) (about 6 GB, a few minutes the first time)"
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -c requirements/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,12 +19,19 @@ install: $(STAMP)
 # The main job on the embedded default: a tiny CPU sweep on the digits data set, tracked in
 # ./mlflow.db, the per-block LPIPS contribution with and without MNG (random LPIPS backbone: no
 # download here; labelled a stand-in), and the figures written to ./figures.
+# Then the study on one page (figures, samples, run and ablation tables, spec): figures/report.html.
 DEMO_RUNS := runs/demo
 demo: $(STAMP)
 	$(BIN)/gatscale sweep sweeps/demo.yaml --backend local
 	$(BIN)/gatscale analyze lpips-contribution $(DEMO_RUNS)/B2-mng-repa-lrA-s0 --random-backbone --num-samples 64
 	$(BIN)/gatscale analyze lpips-contribution $(DEMO_RUNS)/B2-nomng-repa-lrA-s0 --random-backbone --num-samples 64
 	$(BIN)/gatscale figures --spec sweeps/demo.yaml --out figures
+	$(BIN)/gatscale report sweeps/demo.yaml --figures figures --out figures/report.html
+
+# JupyterLab (the `notebooks` extra) on the analysis notebooks; they read the study `make demo` wrote.
+notebooks: $(STAMP)
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[dev,notebooks]'
+	$(BIN)/jupyter lab analysis/notebooks
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

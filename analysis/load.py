@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -228,16 +229,23 @@ def _write_cache(cache_dir, tracking_uri, run, frame):
 def load_lpips(runs: pd.DataFrame, tracking_uri: str = DEFAULT_TRACKING_URI) -> pd.DataFrame:
     """Per-block LPIPS contribution tables (`eval/lpips_contribution.csv`) of the runs that have one."""
     client = _client(tracking_uri)
-    quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no tqdm bar per small CSV
-    try:
+    with no_progress_bar():
         frames = _download_lpips(client, runs)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "name", "block", "contribution"])
+
+
+@contextlib.contextmanager
+def no_progress_bar():
+    """No tqdm bar from MLflow per small artifact downloaded."""
+    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
     finally:
-        if quiet is None:
+        if before is None:
             os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
         else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "name", "block", "contribution"])
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
 
 
 def _download_lpips(client, runs) -> list[pd.DataFrame]:
@@ -272,5 +280,7 @@ def _client(tracking_uri: str) -> MlflowClient:
     path = sqlite_path(tracking_uri)
     if path is not None and not path.exists():
         raise MissingData(f"tracking store {tracking_uri}: file {path.resolve()} does not exist; "
-                          f"pass --tracking-uri (e.g. sqlite:///path/to/mlflow.db or http://host:5000)")
+                          f"give the store where the study was written (gatscale figures --tracking-uri; "
+                          f"tracking_uri= in Python; TRACKING_URI in a notebook's first cell), e.g. "
+                          f"sqlite:////abs/path/mlflow.db or http://host:5000")
     return MlflowClient(tracking_uri=tracking_uri)

@@ -13,6 +13,7 @@ COMMANDS = {
     "eval": ("gatscale.eval.cli", "FID/IS/precision-recall of a run's EMA generator"),
     "analyze": ("gatscale.eval.analyze", "per-block LPIPS contribution and feature PCA of a generator"),
     "figures": ("analysis.cli", "regenerate the paper's figures from the tracker"),
+    "report": ("analysis.report", "a study on one self-contained HTML page: runs, figures, samples, spec"),
     "extract-latents": ("gatscale.data.extract", "image folder -> sharded SD-VAE latents + raw images"),
     "prepare-digits": ("gatscale.data.digits", "write the embedded digits data set in the shard format"),
     "sync": ("gatscale.tracking.sync", "replay metrics buffered in a run folder to the tracking server"),
@@ -21,9 +22,13 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    top = argparse.ArgumentParser(prog="gatscale", description="Scaling studies of transformer GANs (GAT).")
-    top.add_argument("command", choices=COMMANDS, metavar="COMMAND",
-                     help="; ".join(f"{name}: {desc}" for name, (_, desc) in COMMANDS.items()))
+    width = max(map(len, COMMANDS))
+    top = argparse.ArgumentParser(
+        prog="gatscale", description="Scaling studies of transformer GANs (GAT).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items())
+        + "\n\n`gatscale COMMAND --help` shows a command's options.")
+    top.add_argument("command", choices=COMMANDS, metavar="COMMAND", help="one of the commands below")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         top.parse_args(argv)  # prints help or a clear 'invalid choice' error
         return 2

@@ -163,6 +163,7 @@ class TrackingConfig:
     system_metrics: bool = False
     parent_run_id: str | None = None    # set by the sweep: the sweep's parent run
     aliases: str = ""                   # set by the sweep: the spec's other names of this run (comma-separated)
+    run_name: str | None = None         # the MLflow run name (default: name); the sweep sets a short one
 
 
 @dataclass

@@ -143,29 +143,37 @@ def write_study(tracking_uri: str, experiment: str, artifact_dir: Path, runs=STU
 
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "analysis" / "notebooks"
+STUDY_ENV = ("GATSCALE_EXPERIMENT", "GATSCALE_FIGURES", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")
 
 
-def assert_notebooks_execute(experiment: str, tracking_uri: str, workdir: Path, timeout: int = 300):
-    """Execute every analysis notebook headless against (experiment, tracking_uri); a failing cell raises.
+def assert_notebooks_execute(root: Path, timeout: int = 300):
+    """Execute every analysis notebook headless as a user would: copied to root/analysis/notebooks and run in
+    that folder, with no variable in the environment that says where the study is. `root` stands for the
+    repository root: it holds the study's spec as sweeps/demo.yaml (the notebooks' default SPEC) and whatever
+    store that spec names. A failing cell raises.
 
     The notebooks share one kernel (imports are paid once) and each starts from `%reset -f`, so none can
-    lean on names another defined. Figures go to workdir/figures. Returns {notebook name: executed notebook}.
+    lean on names another defined. Figures go to root/figures. Returns {notebook name: executed notebook}.
     """
+    import shutil
+
     import nbformat
     from jupyter_client import KernelManager
     from nbclient import NotebookClient
 
     paths = sorted(NOTEBOOKS.glob("*.ipynb"))
     assert paths, f"no notebooks in {NOTEBOOKS}"
-    env = {**os.environ, "GATSCALE_EXPERIMENT": experiment, "MLFLOW_TRACKING_URI": tracking_uri,
-           "GATSCALE_FIGURES": str(Path(workdir) / "figures"), "GATSCALE_CACHE": str(Path(workdir) / "cache"),
-           "MPLBACKEND": "Agg"}
+    folder = Path(root) / "analysis" / "notebooks"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in STUDY_ENV}
+    env.update(GATSCALE_CACHE=str(Path(root) / "cache"), MPLBACKEND="Agg")  # the history cache: under root too
     km = KernelManager(kernel_name="python3")
-    km.start_kernel(env=env, cwd=str(workdir))
+    km.start_kernel(env=env, cwd=str(folder))
     executed = {}
     try:
         for path in paths:
-            nb = nbformat.read(path, as_version=4)
+            shutil.copy(path, folder / path.name)
+            nb = nbformat.read(folder / path.name, as_version=4)
             nb.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))
             NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3").execute()
             executed[path.name] = nb

@@ -102,7 +102,7 @@ def test_unknown_experiment_and_missing_store_are_explained(store, tmp_path):
     uri, _, _ = store
     with pytest.raises(MissingData, match="no MLflow experiment 'nope'.*experiments there: .*small, study"):
         load_runs("nope", uri)
-    with pytest.raises(MissingData, match="does not exist; pass --tracking-uri"):
+    with pytest.raises(MissingData, match="does not exist; give the store.*--tracking-uri.*TRACKING_URI in a notebook"):
         load_runs("study", f"sqlite:///{tmp_path / 'absent.db'}")
     assert not (tmp_path / "absent.db").exists()
 

@@ -23,53 +23,68 @@ def test_eval_writes_metrics_json_and_adm_npz(tmp_path, eval_cache):
     assert samples["arr_0"].shape == (40, 16, 16, 3) and np.bincount(samples["arr_1"]).tolist() == [4] * 10
 
 
-class RecordingTracker:
-    def __init__(self):
-        self.calls = []
+def _finished_tracker_run(run_dir, uri):
+    """A run folder whose tracker run ended (FINISHED) at known times, as the trainer leaves it."""
+    from mlflow import MlflowClient
 
-    def __getattr__(self, name):
-        return lambda *args: self.calls.append((name, *args))
-
-
-def _eval_logged(run_dir, monkeypatch, *args):
-    """(metric names logged, tags set) by one `gatscale eval` of run_dir with a recording tracker."""
-    import gatscale.tracking
-
-    tracker = RecordingTracker()
-    monkeypatch.setattr(gatscale.tracking, "build_tracker", lambda cfg: tracker)
-    assert main(["eval", str(run_dir), "--metrics", "fid", "--device", "cpu", *args]) == 0
-    (logged,) = [c for c in tracker.calls if c[0] == "log_metrics"]
-    assert logged[2] == 100 and tracker.calls[-1] == ("finish", "finished")  # the run's status is kept
-    (tags,) = [c[1] for c in tracker.calls if c[0] == "set_tags"]
-    return list(logged[1]), tags
+    from gatscale.tracking.buffer import RunBuffer
+    from gatscale.tracking.store import ensure_store, experiment_id
 
 
-def test_eval_logs_to_the_runs_tracker_with_a_protocol_suffix_and_keeps_its_status(tmp_path, eval_cache, monkeypatch):
-    import gatscale.tracking
+def _finished_tracker_run(run_dir, uri):
+    """A run folder whose tracker run ended (FINISHED) at known times, as the trainer leaves it."""
+    from mlflow import MlflowClient
 
-    run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
-    (run_dir / "tracking.json").write_text(json.dumps({"run_id": "abc"}))
+    from gatscale.tracking.buffer import RunBuffer
+    from gatscale.tracking.store import ensure_store, experiment_id
+
+    client = MlflowClient(ensure_store(uri))
+    run = client.create_run(experiment_id(client, uri, "eval-tests"), run_name="r", start_time=1_000_000)
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=1_030_000)
+    buf = RunBuffer(run_dir)
+    buf.save_state({**buf.load_state(), "run_id": run.info.run_id, "uri": uri, "experiment": "eval-tests"})
     (run_dir / "status.json").write_text(json.dumps({"status": "finished"}))
-    names, _ = _eval_logged(run_dir, monkeypatch, "--num-samples", "40", "--truncation-psi", "0.5")
-    assert set(names) == {"fd_digits_40_psi0.5", "acc_digits_40_psi0.5"}   # not the FID-k curve of training
-    assert (run_dir / "eval" / "metrics-0000100-psi0.5.json").exists()
-
-    monkeypatch.setattr(gatscale.tracking, "build_tracker", lambda cfg: 1 / 0)   # a broken tracker is only a warning
-    assert main(["eval", str(run_dir), "--num-samples", "200", "--metrics", "fid", "--device", "cpu"]) == 0
-    assert (run_dir / "eval" / "metrics-0000100-psi0.3.json").exists()
+    return client, run.info.run_id
 
 
-def test_eval_psi_is_in_every_recorded_metric_name_and_tag(tmp_path, eval_cache, monkeypatch):
+def _eval_logged(run_dir, uri, *args):
+    """(metric names, tags) that one `gatscale eval` of run_dir adds to a finished tracker run, whose status
+    and start/end times it must leave as they were."""
+    client, run_id = _finished_tracker_run(run_dir, uri)
+    assert main(["eval", str(run_dir), "--metrics", "fid", "--device", "cpu", *args]) == 0
+    run = client.get_run(run_id)
+    assert (run.info.status, run.info.start_time, run.info.end_time) == ("FINISHED", 1_000_000, 1_030_000)
+    for name in run.data.metrics:
+        assert [m.step for m in client.get_metric_history(run_id, name)] == [100]
+    return set(run.data.metrics), run.data.tags, [f.path for f in client.list_artifacts(run_id, "eval")]
+
+
+def test_eval_logs_to_the_runs_tracker_with_a_protocol_suffix_and_keeps_its_status_and_times(tmp_path, eval_cache):
     run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
-    (run_dir / "tracking.json").write_text(json.dumps({"run_id": "abc"}))
-    names, tags = _eval_logged(run_dir, monkeypatch, "--num-samples", "40")   # defaults: psi 0.3, fp32
-    assert set(names) == {"fd_digits_40_psi0.3", "acc_digits_40_psi0.3"}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    names, _, artifacts = _eval_logged(run_dir, uri, "--num-samples", "40", "--truncation-psi", "0.5")
+    assert names == {"fd_digits_40_psi0.5", "acc_digits_40_psi0.5"}   # not the FID-k curve of training
+    assert artifacts == ["eval/metrics-0000100-psi0.5.json"]
+
+    (run_dir / "tracking.json").write_text(json.dumps({"run_id": "abc", "uri": "http://127.0.0.1:9"}))
+    assert main(["eval", str(run_dir), "--num-samples", "200", "--metrics", "fid", "--device", "cpu"]) == 0
+
+    (run_dir / "tracking.json").write_text(json.dumps({"run_id": run_id, "uri": "http://127.0.0.1:9"}))
+    assert main(["eval", str(run_dir), "--num-samples", "200", "--metrics", "fid", "--device", "cpu"]) == 0
+    assert (run_dir / "eval" / "metrics-0000100-psi0.3.json").exists()   # a store that is down is only a warning
+
+
+def test_eval_psi_is_in_every_recorded_metric_name_and_tag(tmp_path, eval_cache):
+    run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    names, tags, _ = _eval_logged(run_dir, uri, "--num-samples", "40")   # defaults: psi 0.3, fp32
+    assert names == {"fd_digits_40_psi0.3", "acc_digits_40_psi0.3"}
     assert json.loads(tags["gatscale.eval_40_psi0.3"])["truncation_psi"] == 0.3
-    names, _ = _eval_logged(run_dir, monkeypatch, "--num-samples", "200", "--truncation-psi", "0")  # = fid_samples
-    assert set(names) == {"fd_digits", "acc_digits"}   # exactly the in-training protocol: psi is the run's eval.truncation_psi
-    names, tags = _eval_logged(run_dir, monkeypatch, "--num-samples", "200", "--truncation-psi", "0",
-                               "--precision", "bf16")
-    assert set(names) == {"fd_digits_200_psi0_bf16", "acc_digits_200_psi0_bf16"} and json.loads(tags["gatscale.eval_200_psi0_bf16"])["precision"] == "bf16"
+    names, _, _ = _eval_logged(run_dir, uri, "--num-samples", "200", "--truncation-psi", "0")  # = fid_samples
+    assert names == {"fd_digits", "acc_digits"}   # exactly the in-training protocol: psi is the run's eval.truncation_psi
+    names, tags, _ = _eval_logged(run_dir, uri, "--num-samples", "200", "--truncation-psi", "0", "--precision", "bf16")
+    assert names == {"fd_digits_200_psi0_bf16", "acc_digits_200_psi0_bf16"}
+    assert json.loads(tags["gatscale.eval_200_psi0_bf16"])["precision"] == "bf16"
 
 
 def test_eval_without_inception_weights_fails_before_generating(tmp_path, monkeypatch, capsys):

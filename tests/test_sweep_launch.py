@@ -28,6 +28,9 @@ def test_local_sweep_tracks_runs_records_divergence_and_skips_them_on_relaunch(t
     assert gatscale_main(["sweep", str(spec_path)]) == 0
     dirs = {r.labels["lr"]: r.run_dir for r in load_spec(spec_path, runs_dir=tmp_path / "runs").runs}
     ok, bad = dirs["lrA"], dirs["absurd"]
+    printed = capsys.readouterr().out
+    assert f"log {ok / 'stdout.txt'}" in printed   # where each run's log is, as it starts
+    assert "2 running | S4-" in printed and "1 diverged, 1 finished\n" in printed  # live progress, one line each
     assert read_status(ok)["status"] == "finished" and read_status(ok)["step"] == 20
     assert read_status(bad)["status"] == "diverged" and read_status(bad)["step"] < 20
 
@@ -36,6 +39,14 @@ def test_local_sweep_tracks_runs_records_divergence_and_skips_them_on_relaunch(t
     [parent] = tracked[tracked["kind"] == "sweep"]["run_id"]
     children = tracked[tracked["parent_run_id"] == parent]
     assert dict(zip(children["name"], children["status"])) == {ok.name: "finished", bad.name: "diverged"}
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_experiment_by_name("t").tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = {n: client.get_run(i) for n, i in zip(children["name"], children["run_id"])}
+    names = {n: r.info.run_name for n, r in runs.items()}  # short and distinct: the part they share is dropped
+    assert sorted(names.values()) in (["S4", "S4-absurd"], ["S4", "S4-lrA"]) and names[bad.name] != "S4-lrA"
+    assert {k: runs[ok.name].data.tags[k] for k in ("size", "patch", "mng", "repa", "lr_mode", "seed")} == \
+        {"size": "S (4x16)", "patch": "4", "mng": "exp", "repa": "on", "lr_mode": "width-aware", "seed": "0"}
 
     mtimes = {d: list_checkpoints(d)[-1].stat().st_mtime_ns for d in (ok, bad) if list_checkpoints(d)}
     capsys.readouterr()

@@ -78,9 +78,9 @@ name: t
 
 
 def test_run_hash_is_the_trainers_config_hash(tmp_path):
-    spec = load_spec(two_run_spec(tmp_path / "s.yaml"))
+    spec = load_spec(two_run_spec(tmp_path / "s.yaml"), runs_dir=tmp_path / "runs")
     planned = plan(spec)
-    prepare(planned[0], spec, None, "sqlite:///x.db")
+    prepare(planned[0], spec, None, f"sqlite:///{tmp_path / 'x.db'}")
     run = spec.runs[0]
     assert config_hash(load_config(run.run_dir / "config.yaml")) == run.config_hash
     assert json.loads((run.run_dir / RECORD_FILE).read_text())["config_hash"] == run.config_hash

@@ -4,7 +4,6 @@ Kept apart from cli.py so that `gatscale analyze` does not import torch-fidelity
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -49,23 +48,17 @@ def build_eval_tokenizer(cfg, device, decoder: str | None = None):
 
 
 def log_to_tracker(run_dir: Path, cfg, metrics: dict, step: int | None, artifact: Path, tags: dict | None = None):
-    """Best effort: the run's tracker run gets the metrics (at `step`), the tags and the artifact file; any
-    failure is a warning, not an error."""
-    if not (run_dir / "tracking.json").exists():
+    """Best effort: the run's tracker run gets the metrics (at `step`), the tags and the artifact file, leaving
+    its status and start/end time as they were; any failure is a warning, not an error."""
+    if not (run_dir / "tracking.json").exists() or cfg.tracking.backend == "none":
         return
     try:
-        from gatscale.tracking import build_tracker
+        from gatscale.tracking import log_after_run
 
-        status_file = run_dir / "status.json"
-        status = json.loads(status_file.read_text()).get("status", "finished") if status_file.exists() else "finished"
-        tracker = build_tracker(cfg.tracking)
-        tracker.start(run_dir, cfg.name, {}, {})
-        if metrics and step is not None:
-            tracker.log_metrics(metrics, step)
-        if tags:
-            tracker.set_tags(tags)
-        tracker.log_artifact(artifact, "eval")
-        tracker.finish(status)  # leaves the run's status as it was
+        left = log_after_run(run_dir, metrics, step, artifact, "eval", tags=tags)
+        if left:
+            print(f"[gatscale eval] warning: the tracking store did not take the results in time; they are kept "
+                  f"in {run_dir}: run `gatscale sync {run_dir}` later", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 - tracking is optional for an evaluation
         print(f"[gatscale eval] warning: metrics not sent to the tracker ({type(e).__name__}: {e}); "
               f"they are in {artifact}", file=sys.stderr)

@@ -30,6 +30,7 @@ import itertools
 import json
 import re
 import typing
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -410,7 +411,20 @@ def _dedupe_names(runs: list[Run]):
         if counts[r.name] > 1:
             r.name = f"{r.name}-{r.config_hash[:6]}"
             r.run_dir = r.run_dir.parent / r.name
-    for r in runs:
+    for r, short in zip(runs, short_names([r.name for r in runs])):
         r.config.name = r.name
         r.config.run_dir = str(r.run_dir)
         r.config.tracking.aliases = ",".join(r.aliases)
+        r.config.tracking.run_name = short
+
+
+def short_names(names: list[str]) -> list[str]:
+    """The MLflow run names of a study: each run name without the parts it shares with most runs of the study,
+    so they stay apart in a narrow column ('B2-mng-repa-lrS-s0' -> 'B2-lrS' beside 'B2', 'S2', 'B2-nomng').
+    The size part always stays; names that would collide, or of differing shapes, stay whole."""
+    split = [n.split("-") for n in names]
+    if len({len(p) for p in split}) != 1:
+        return list(names)
+    common = [Counter(column).most_common(1)[0][0] for column in zip(*split)]
+    short = ["-".join([p[0]] + [v for v, c in zip(p[1:], common[1:]) if v != c]) for p in split]
+    return short if len(set(short)) == len(short) else list(names)

@@ -1,4 +1,6 @@
-"""`gatscale status SPEC.yaml`: every run of a study: state, step, last losses and FID, host and job.
+"""`gatscale status SPEC.yaml [--watch [SECONDS]]`: every run of a study: state, step, last losses and FID, ETA,
+host and job. `--watch` refreshes it until every run has ended (Ctrl-C stops watching, not the runs): the table
+redrawn on a terminal, one summary line per refresh otherwise.
 
 Read only: the run folders (status.json, the trainer's lock, sweep.json), the scheduler for jobs the sweep
 submitted (squeue), and the tracker for runs whose folder has no status.
@@ -6,16 +8,21 @@ submitted (squeue), and the tracker for runs whose folder has no status.
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 
 from ..config import ConfigError
+from ..train.status import TERMINAL
 from .plan import last_job, plan
+from .progress import run_progress, summary_line
 from .spec import load_spec
 
 
 def add_arguments(parser):
     parser.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml)")
     parser.add_argument("--runs-dir", help="folder holding <study>/<run> (default: the spec's runs_dir, else runs)")
+    parser.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
+                        help="refresh every SECONDS (default 10) until every run has ended")
 
 
 def format_table(headers: list[str], rows: list[list]) -> str:
@@ -36,6 +43,30 @@ def main(args) -> int:
     except ConfigError as e:
         print(f"gatscale status: {e}", file=sys.stderr)
         return 2
+    if args.watch is None:
+        print(snapshot(spec)[0])
+        return 0
+    if args.watch <= 0:
+        print(f"gatscale status: --watch {args.watch}: must be > 0 seconds", file=sys.stderr)
+        return 2
+    tty = sys.stdout.isatty()
+    try:
+        while True:
+            text, planned = snapshot(spec)
+            if tty:
+                print("\033[H\033[J" + text, flush=True)  # the table redrawn from the top of the screen
+            else:
+                print(summary_line([run_progress(p.run.name, p.run.run_dir, p.run.config.train.iterations, p.state)
+                                    for p in planned]), flush=True)
+            if all(p.state in TERMINAL for p in planned):
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def snapshot(spec) -> tuple[str, list]:
+    """(the printed status of every run, the plan it came from)."""
     last = {r.name: last_job(r.run_dir) for r in spec.runs}
     jobs = [j for j in last.values() if j]
     active, scheduler, errors = {}, {}, {}
@@ -52,6 +83,7 @@ def main(args) -> int:
         step = f"{s['step']}/{s['iterations']}" if s else f"0/{p.run.config.train.iterations}"
         fid_key = next((k for k in ("fid", "fd_digits") if k in m), None)
         fid = f"{m[fid_key]:.4g} {fid_key}" if fid_key else ""
+        eta = run_progress(p.run.name, p.run.run_dir, p.run.config.train.iterations, p.state)[4]
         job = last[p.run.name] or {}
         job_id = job.get("job_id") or s.get("job_id") or ""
         job_cell = f"{job_id} {scheduler.get(job_id, '')}".strip()
@@ -60,8 +92,9 @@ def main(args) -> int:
         if p.state not in ("finished", "running", "queued") and p.run.name in errors:
             detail = f"{detail}; job: {errors[p.run.name]}".lstrip("; ")  # e.g. not requeued: out of time-outs
         rows.append([p.run.name, state, step, _num(m, "loss/d"), _num(m, "loss/g"), fid,
-                     _num(m, "perf/images_per_s", ".4g"), s.get("host", ""), job_cell, detail])
-    print(f"study {spec.name}: {len(rows)} runs in {spec.study_dir}")
-    print(format_table(["run", "state", "step", "loss/d", "loss/g", "FID", "img/s", "host", "job", "detail"], rows))
-    print("  ".join(f"{k}: {v}" for k, v in sorted(Counter(p.state for p in planned).items())))
-    return 0
+                     _num(m, "perf/images_per_s", ".4g"), eta, s.get("host", ""), job_cell, detail])
+    text = "\n".join([
+        f"study {spec.name}: {len(rows)} runs in {spec.study_dir}",
+        format_table(["run", "state", "step", "loss/d", "loss/g", "FID", "img/s", "ETA", "host", "job", "detail"], rows),
+        "  ".join(f"{k}: {v}" for k, v in sorted(Counter(p.state for p in planned).items()))])
+    return text, planned

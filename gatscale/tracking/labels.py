@@ -104,3 +104,19 @@ def run_tags(name: str, run_dir: Path, kind: str = "train") -> dict[str, str]:
     except Exception:
         pass
     return tags
+
+
+def study_tags(cfg, lr_g: float, lr_d: float) -> dict[str, str]:
+    """The few settings that tell the runs of a study apart, as short tags the MLflow runs table can show beside
+    the run name (the full config stays in the params): size and patch of G (D's when it differs), MNG, REPA,
+    the LR rule and the effective learning rates, the seed. cfg: RunConfig."""
+    g, d = cfg.model.generator, cfg.model.discriminator
+    size, _, patch = g.size.removeprefix("GAT-").partition("/")
+    shrunk = g.depth is not None or g.hidden_size is not None
+    tags = {"size": size + (f" ({g.arch()['depth']}x{g.arch()['hidden_size']})" if shrunk else ""), "patch": patch,
+            "mng": cfg.method.mng, "repa": "on" if cfg.method.repa else "off",
+            "lr_mode": "width-aware" if cfg.optim.width_aware_lr else "fixed",
+            "lr_g": f"{lr_g:.3g}", "lr_d": f"{lr_d:.3g}", "seed": str(cfg.train.seed)}
+    if d.size != g.size:
+        tags["size_d"] = d.size.removeprefix("GAT-")
+    return tags

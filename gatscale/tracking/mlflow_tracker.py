@@ -70,13 +70,14 @@ class MlflowTracker:
                 log.warning("%s: tracker run %s was recorded in %s, tracking.uri is now %s; continuing it there",
                             self.buffer.state_path, state["run_id"], state["uri"], self.uri)
             resumed = state["run_id"] is not None
-            state.update(uri=self.uri, experiment=self.cfg.experiment, name=name,
+            run_name = self.cfg.run_name or name  # the sweep's short name for the runs table, else the run's
+            state.update(uri=self.uri, experiment=self.cfg.experiment, name=run_name,
                          parent_run_id=self.cfg.parent_run_id)
             self.buffer.empty_if_delivered(state)
             self.buffer.save_state(state)
         started = now_ms()
         self.buffer.append({"t": started, "tags": clean_tags(
-            {**run_tags(name, run_dir), **tags, "gatscale.status": "running"})})
+            {**run_tags(name, run_dir), **tags, "mlflow.runName": run_name, "gatscale.status": "running"})})
         self.buffer.append({"params": clean_params(params)})
         if resumed:
             self.buffer.append({"t": started, "status": "RUNNING"})

@@ -98,8 +98,14 @@ def artifact_root(db: Path) -> Path:
     return db.resolve().parent / "mlruns"
 
 
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens) unless this experiment tag says it is
+# classic model training; the UI reads it (its `ExperimentKind` values), the server only stores it.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(client, uri: str, name: str) -> str:
-    """Find or create the experiment `name` (one per study); safe when many runs start at once."""
+    """Find or create the experiment `name` (one per study), marked as model training (EXPERIMENT_KIND);
+    safe when many runs start at once."""
     from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(name)
@@ -107,11 +113,14 @@ def experiment_id(client, uri: str, name: str) -> str:
         db = sqlite_path(uri)
         location = str(artifact_root(db) / quote(name, safe="")) if db is not None else None
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             exp = client.get_experiment_by_name(name)
+    if exp.lifecycle_stage != "deleted" and any(exp.tags.get(k) is None for k in EXPERIMENT_KIND):
+        for key, value in EXPERIMENT_KIND.items():  # an experiment made by an older gatscale or by hand
+            client.set_experiment_tag(exp.experiment_id, key, value)
     if exp.lifecycle_stage == "deleted":
         raise TrackingError(
             f"tracking.experiment = {name!r}: this experiment is deleted in {uri}; restore it with "

@@ -14,7 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from .buffer import BUFFER_FILE, STATE_FILE, RunBuffer
+from .buffer import BUFFER_FILE, STATE_FILE, RunBuffer, now_ms
+from .labels import valid_name
 from .store import client_for, configure_http_client, experiment_id
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,25 @@ def sync_run_dir(run_dir: str | Path, uri: str | None = None, timeout: float | N
         if left == 0 or (deadline is not None and time.monotonic() > deadline):
             break
     return left
+
+
+def log_after_run(run_dir: str | Path, metrics: dict | None = None, step: int | None = None,
+                  artifact: str | Path | None = None, artifact_path: str | None = None, timeout: float = 20.0,
+                  tags: dict | None = None) -> int:
+    """Add results computed after training (an evaluation, an analysis) to the run's tracker run without
+    reopening it: no status record, so its status, start and end time (its duration in the UI) stay as they
+    were. The records go through the run folder's buffer like the trainer's; what the store does not take
+    within `timeout` s stays there for `gatscale sync`. Returns the bytes still undelivered."""
+    configure_http_client()
+    buf = RunBuffer(run_dir)
+    if metrics and step is not None:
+        buf.append({"t": now_ms(), "step": int(step), "metrics": {valid_name(k): float(v) for k, v in metrics.items()}})
+    if tags:
+        buf.append({"t": now_ms(), "tags": {k: str(v) for k, v in tags.items()}})
+    if artifact is not None:
+        buf.append({"artifact": str(Path(artifact).resolve()), "artifact_path": artifact_path})
+    buf.close()
+    return sync_run_dir(run_dir, timeout=timeout)
 
 
 def add_arguments(parser: argparse.ArgumentParser):

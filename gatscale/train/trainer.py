@@ -31,6 +31,7 @@ from ..eval.run import build_eval_tokenizer
 from ..flops import run_flops
 from ..models import count_trainable
 from ..tracking import NullTracker, Tracker
+from ..tracking.labels import study_tags
 from .checkpoint import (REJECTED_DIR, TRAINING_STATE, checkpoint_config, checkpoint_dir, checkpoint_step,
                          find_latest_valid, remove_stale_temporaries, rng_state, save_checkpoint, set_aside,
                          set_rng_state)
@@ -195,9 +196,9 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
                   "gflops_g": round(flops.g_paper_gflops, 4), "gflops_d": round(flops.d_paper_gflops, 4),
                   "dataset_images": data.num_images}
         tags = {"gatscale.name": cfg.name, "gatscale.config_hash": config_hash(cfg), "gatscale.run_dir": str(run_dir.resolve()),
-                "gatscale.status": "running", "gatscale.stand_in": ",".join(stand_ins)}
+                "gatscale.status": "running", "gatscale.stand_in": ",".join(stand_ins), **study_tags(cfg, st.lr_g, st.lr_d)}
         if cfg.tracking.aliases:
-            tags["gatscale.aliases"] = ",".join(cfg.tracking.aliases)
+            tags["gatscale.aliases"] = cfg.tracking.aliases
         tracker.start(run_dir, cfg.name, params, tags)
         if warnings:
             tracker.set_tags({"gatscale.checkpoint_warnings": "; ".join(warnings)[:5000]})
@@ -276,9 +277,11 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             })
             if dev.type == "cuda":
                 metrics["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
-            last_metrics = metrics
+            last_metrics = {**last_metrics, **metrics}  # the latest value of each, FIDs included
             tracker.log_metrics(metrics, step)
             progress(step, metrics)
+            if info.is_main:  # what `gatscale sweep` and `gatscale status --watch` show live
+                write_status(run_dir, "running", step, iterations, metrics=last_metrics)
             sums, n_sum, t_last, step_last = {}, 0, time.perf_counter(), step
 
         if info.is_main and (step % cfg.train.sample_every == 0 or step == 1 or step == iterations):

@@ -3,7 +3,9 @@
 Runs start longest first. A CPU run gets OMP_NUM_THREADS = CPUs / max_parallel (unless set); a GPU run gets
 its own GPUs through CUDA_VISIBLE_DEVICES (torchrun when it asks for several). A run that fails is relaunched
 until it has failed `max_attempts` times. Just before each launch the run folder is asked again: a run another
-process trains now (its lock is held) or that ended meanwhile is not launched.
+process trains now (its lock is held) or that ended meanwhile is not launched. While they train, the console
+shows each run's state, step, images/s, ETA and latest FID (progress.py): a live table on a terminal, a line
+every 30 s otherwise.
 
 Stopping: the runs stay in the sweep's process group but ignore SIGINT, so Ctrl-C reaches only the sweep,
 which forwards SIGTERM to every run (as does a SIGTERM to the sweep): each trainer checkpoints at its next
@@ -18,6 +20,7 @@ import subprocess
 import time
 
 from . import Options, Outcome, child_env, count_failure, outcome_of, skip_reason, train_command
+from ..progress import LiveProgress, run_progress
 from ..spec import Run
 from ..throughput import run_cost
 
@@ -39,17 +42,24 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
     free_gpus = list(range(num_gpus))
     running: dict[int, tuple[Run, subprocess.Popen, list[int], float]] = {}
     stopping = []
+    states = {r.name: "queued" for r in queue}
+    live = LiveProgress()
+
+    def rows():  # read from the run folders only when the display is due
+        return [run_progress(r.name, r.run_dir, r.config.train.iterations, states[r.name]) for r in runs
+                if r.name in states]
 
     def forward(signum, frame):
         if not stopping:
-            print(f"gatscale sweep: {signal.Signals(signum).name}: asking {len(running)} run(s) to checkpoint and stop",
-                  flush=True)
+            live.message(f"gatscale sweep: {signal.Signals(signum).name}: asking {len(running)} run(s) to checkpoint "
+                         f"and stop")
         stopping.append(signum)
         for _, proc, _, _ in running.values():
             proc.send_signal(signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    print(f"gatscale sweep: {len(queue)} run(s) on this machine, {max_parallel} at a time", flush=True)
+    print(f"gatscale sweep: {len(queue)} run(s) on this machine, {max_parallel} at a time; each run's log is "
+          f"<run folder>/stdout.txt", flush=True)
     try:
         while running or (queue and not stopping):
             while queue and not stopping and len(running) < max_parallel:
@@ -67,8 +77,10 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
                                             env=child_env(threads if run.gpus == 0 else None, gpus if gpus else None),
                                             preexec_fn=_ignore_sigint)
                 running[proc.pid] = (run, proc, gpus, time.time())
-                print(f"  started  {run.name} (pid {proc.pid}{', GPUs ' + ','.join(map(str, gpus)) if gpus else ''})",
-                      flush=True)
+                states[run.name] = "running"
+                live.message(f"  started  {run.name} (pid {proc.pid}{', GPUs ' + ','.join(map(str, gpus)) if gpus else ''}"
+                             f"), log {run.run_dir / 'stdout.txt'}")
+            live.update(rows)
             time.sleep(0.2)
             for pid, (run, proc, gpus, started) in list(running.items()):
                 if proc.poll() is None:
@@ -79,14 +91,18 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
                 if outcome.state == "failed":
                     failures = count_failure(run, proc.returncode, started)
                     if failures < options.max_attempts and not stopping:
-                        print(f"  failed   {run.name}: {outcome.detail} (attempt {failures} of "
-                              f"{options.max_attempts}; retrying)", flush=True)
+                        live.message(f"  failed   {run.name}: {outcome.detail} (attempt {failures} of "
+                                     f"{options.max_attempts}; retrying; log {run.run_dir / 'stdout.txt'})")
+                        states[run.name] = "queued"
                         queue.append(run)
                         continue
                     outcome.detail = f"{outcome.detail} (failed {failures} of {options.max_attempts} attempts)"
                 outcomes[run.name] = outcome
-                print(f"  {outcome.state:<8} {run.name} at step {outcome.step} ({time.time() - started:.0f} s)"
-                      + (f": {outcome.detail}" if outcome.detail else ""), flush=True)
+                states[run.name] = outcome.state
+                live.message(f"  {outcome.state:<8} {run.name} at step {outcome.step} ({time.time() - started:.0f} s)"
+                             + (f": {outcome.detail}" if outcome.detail else ""))
+        live.update(rows, force=True)
+        live.close()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

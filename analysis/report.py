@@ -1,0 +1,166 @@
+"""`gatscale report SPEC --out report.html`: a study on one self-contained HTML page, from the tracker.
+
+The page holds the run table (status, step, final quality metrics), the ablation table, every PNG that
+`gatscale figures` wrote to the figures folder (whichever exist, e.g. samples.png, lr_probe.png), each run's
+latest sample grid (its `samples/` artifact), the stand-in labels, the spec's text and the git commits.
+Images are embedded as base64 data URIs: the file can be mailed or archived on its own.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from gatscale.atomic import atomic_write_text
+
+from .load import DEFAULT_CACHE_DIR, MissingData, _client, load_experiment, no_progress_bar
+
+QUALITY_PREFIXES = ("fid", "fd_", "acc_", "is_", "precision_", "recall_")  # metrics shown as final values
+RUN_COLUMNS = {"name": "run", "status": "status", "model": "model", "mng": "MNG", "repa": "REPA",
+               "width_aware_lr": "width-aware LR", "lr_g": "lr G", "seed": "seed", "step": "step"}
+
+
+def add_arguments(parser):
+    parser.add_argument("spec", help="sweep spec YAML: its name is the experiment, its runs' tracking.uri the store")
+    parser.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
+    parser.add_argument("--figures", default="figures", help="folder `gatscale figures` wrote (default: figures)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's)")
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="metric-history cache (default: %(default)s)")
+
+
+def main(args) -> int:
+    try:
+        out = write_report(args.spec, args.out, args.figures, args.tracking_uri,
+                           None if args.cache_dir in ("", "none") else args.cache_dir)
+    except MissingData as e:
+        print(f"gatscale report: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote the study report {Path(out).resolve()}")
+    return 0
+
+
+def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None = None,
+                 cache_dir=DEFAULT_CACHE_DIR) -> Path:
+    from gatscale.config import ConfigError
+    from gatscale.sweep.spec import load_spec
+    from gatscale.tracking.labels import code_version
+
+    try:
+        spec = load_spec(spec_path)
+    except ConfigError as e:
+        raise MissingData(f"sweep spec {e}") from None
+    uri = tracking_uri or spec.tracking.uri
+    runs, histories = load_experiment(spec.name, uri, cache_dir=cache_dir)
+    table = run_table(runs, histories, [r.name for r in spec.runs])
+    commits = sorted({c for c in runs.get("gatscale.git_commit", pd.Series(dtype=str)).dropna() if c})
+    stand_ins = sorted({s for v in runs["stand_in"] if v for s in str(v).split(",")})
+    sections = [
+        f"<h1>Study {_e(spec.name)}</h1>",
+        f"<p>{_e(spec.description)}</p>" if spec.description else "",
+        f"<p class='meta'>spec {_e(spec.path)} &middot; experiment {_e(spec.name)!s} at {_e(uri)} &middot; "
+        f"written {time.strftime('%Y-%m-%d %H:%M:%S %Z')} &middot; report code {_e(_commit(code_version()))} "
+        f"&middot; runs trained by {_e(', '.join(c[:12] for c in commits) or 'unknown')}</p>",
+        _stand_in_note(stand_ins),
+        "<h2>Runs</h2>", table.to_html(index=False, table_id="runs", na_rep="", border=0, escape=True),
+        "<h2>Ablation</h2>", _ablation(runs, histories),
+        "<h2>Figures</h2>", _figures(Path(figures_dir)),
+        "<h2>Latest samples</h2>", _samples(runs, uri),
+        "<h2>Spec</h2>", f"<pre>{_e(Path(spec.path).read_text())}</pre>",
+    ]
+    page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>gatscale study {_e(spec.name)}</title>"
+            f"<style>{STYLE}</style></head><body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
+    atomic_write_text(Path(out), page)
+    return Path(out)
+
+
+def run_table(runs: pd.DataFrame, histories: pd.DataFrame, spec_runs: list[str]) -> pd.DataFrame:
+    """One row per run of the study: the tracker's runs with their final quality metrics, then the spec's runs
+    the tracker has not seen yet ('not started')."""
+    table = runs.assign(step=runs.get("gatscale.last_step"))[list(RUN_COLUMNS)].rename(columns=RUN_COLUMNS)
+    quality = histories[histories["metric"].str.startswith(QUALITY_PREFIXES)]
+    if len(quality):
+        final = quality.sort_values("step").groupby(["run_id", "metric"])["value"].last().unstack()
+        table = pd.concat([table, final.reindex(runs["run_id"]).reset_index(drop=True)], axis=1)
+    missing = [n for n in spec_runs if n not in set(runs["name"])]
+    if missing:
+        table = pd.concat([table, pd.DataFrame({"run": missing, "status": "not started"})], ignore_index=True)
+    return table.map(_fmt)
+
+
+def _fmt(v):
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else v
+
+
+def _ablation(runs, histories) -> str:
+    from .figures import ablation_table
+
+    try:
+        table = ablation_table(runs, histories)
+    except MissingData as e:
+        return f"<p class='missing'>{_e(e)}</p>"
+    return table.map(_fmt).to_html(index=False, table_id="ablation", na_rep="", border=0)
+
+
+def _figures(folder: Path) -> str:
+    pngs = sorted(folder.glob("*.png"))
+    if not pngs:
+        return f"<p class='missing'>no figures in {_e(folder)}: run `gatscale figures --spec SPEC --out {_e(folder)}`</p>"
+    return "\n".join(_image(p.read_bytes(), p.stem) for p in pngs)
+
+
+def _samples(runs: pd.DataFrame, uri: str) -> str:
+    """Each run's newest `samples/step-*.png` artifact."""
+    client, shown = _client(uri), []
+    with tempfile.TemporaryDirectory() as tmp, no_progress_bar():
+        for run in runs.itertuples():
+            grids = sorted(f.path for f in client.list_artifacts(run.run_id, "samples") if f.path.endswith(".png"))
+            if grids:
+                local = client.download_artifacts(run.run_id, grids[-1], tmp)
+                shown.append(_image(Path(local).read_bytes(), f"{run.name}: {Path(grids[-1]).stem}", "sample"))
+    return "\n".join(shown) or "<p class='missing'>no run logged a sample grid (artifact samples/*.png)</p>"
+
+
+def _image(data: bytes, caption: str, kind: str = "figure") -> str:
+    src = "data:image/png;base64," + base64.b64encode(data).decode()
+    return (f"<figure class='{kind}'><img src='{src}' alt='{_e(caption)}'><figcaption>{_e(caption)}</figcaption>"
+            f"</figure>")
+
+
+def _stand_in_note(stand_ins: list[str]) -> str:
+    if not stand_ins:
+        return ""
+    return (f"<p class='stand-in'>Stand-ins: {_e(', '.join(stand_ins))}. These runs used random or small "
+            f"substitutes for pretrained networks (e.g. DINOv2, Inception): their numbers are not comparable to "
+            f"the paper's.</p>")
+
+
+def _commit(version: dict) -> str:
+    commit = version.get("gatscale.git_commit", "unknown")
+    return commit[:12] + (" (with uncommitted changes)" if version.get("gatscale.git_dirty") == "true" else "")
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 80em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: left; }
+th { background: #f3f3f3; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+figure.figure img { max-width: 38em; }
+figure.sample img { width: 12em; image-rendering: pixelated; }
+figcaption { font-size: 0.8em; color: #555; }
+.meta { color: #555; font-size: 0.85em; }
+.stand-in { color: #b00; font-weight: bold; }
+.missing { color: #777; font-style: italic; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.8em; }
+"""

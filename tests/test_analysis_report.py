@@ -1,0 +1,79 @@
+"""`gatscale report`: one self-contained HTML page per study, checked as parsed HTML and as rendered by Chromium."""
+import contextlib
+import io
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from analysis_fixtures import STUDY, write_study
+from gatscale.cli import main as gatscale_main
+from train_fixtures import tiny_run_dict
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """`gatscale report` of the planted study (in ./mlflow.db) with one sample grid logged to B2-full, two PNGs
+    in figures/, and a spec of the same name whose one run the tracker has not seen -> (report, printed)."""
+    from mlflow import MlflowClient
+
+    tmp_path = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ids = write_study(uri, "rep", tmp_path / "artifacts")
+    (tmp_path / "figures").mkdir()
+    for name in ("lr_probe", "samples"):
+        Image.fromarray(np.full((20, 30, 3), 128, np.uint8)).save(tmp_path / "figures" / f"{name}.png")
+    grid = tmp_path / "grid" / "step-0001000.png"
+    grid.parent.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(grid)
+    MlflowClient(uri).log_artifact(ids["B2-full"], str(grid), "samples")
+    spec = tmp_path / "rep.yaml"
+    spec.write_text(yaml.safe_dump({"name": "rep", "description": "planted study",
+                                    "base": tiny_run_dict(tracking={"backend": "mlflow", "uri": uri})}))
+    out = tmp_path / "report.html"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert gatscale_main(["report", str(spec), "--out", str(out), "--figures", str(tmp_path / "figures"),
+                              "--cache-dir", "none"]) == 0
+    return out, printed.getvalue()
+
+
+def test_report_embeds_every_figure_and_lists_every_run(report):
+    out, printed = report
+    assert str(out) in printed
+    page = out.read_text()
+    sources = re.findall(r"<img src='([^']*)'", page)
+    assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)  # 2 figures, 1 grid
+    runs = re.search(r'<table[^>]*id="runs".*?</table>', page, re.S).group(0)
+    rows = re.findall(r"<tr>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>", runs)
+    assert {n for n, _ in rows} == {s[0] for s in STUDY} | {"S4-mng-repa-lrA-s0"}
+    assert dict(rows)["B2-lrS"] == "diverged" and dict(rows)["S4-mng-repa-lrA-s0"] == "not started"
+    assert "<th>fid</th>" in runs and 'id="ablation"' in page
+    assert "Stand-ins: encoder, inception" in page and "planted study" in page and "description: planted" in page
+
+
+CHECK_IMAGES = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  document.body.dataset.loaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length + '/' + imgs.length;
+  document.body.dataset.runRows = document.querySelectorAll('#runs tbody tr').length;
+});</script>"""
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium_with_every_image_loaded(report, tmp_path):
+    out, _ = report
+    probe = tmp_path / "probe.html"
+    probe.write_text(out.read_text().replace("</body>", CHECK_IMAGES + "</body>"))
+    chromium = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--virtual-time-budget=5000"]
+    dom = subprocess.run([*chromium, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-loaded="3/3"' in dom and f'data-run-rows="{len(STUDY) + 1}"' in dom, dom[:500]
+    shot = tmp_path / "report.png"
+    subprocess.run([*chromium, f"--screenshot={shot}", "--window-size=1280,2400", out.as_uri()],
+                   capture_output=True, timeout=120)
+    assert Image.open(shot).size == (1280, 2400)
+    print(f"screenshot of the report: {shot}")
