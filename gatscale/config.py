@@ -375,6 +375,8 @@ def read_yaml_mapping(path: str | os.PathLike, what: str, source: str | None = N
         raise ConfigError(str(path), "<yaml>", None, f"not valid YAML: {e}") from None
     if data is None and empty_ok:
         return {}
+    if data is None:
+        raise ConfigError(str(path), "<root>", None, f"the file is empty; expected a {what} (a YAML mapping)")
     if not isinstance(data, dict):
         raise ConfigError(str(path), "<root>", data, "expected a mapping at the top level")
     return data
@@ -419,6 +421,8 @@ def validate(cfg: RunConfig, source: str | None = None, world_size: int = 1):
         raise ConfigError(source, key, _get(cfg, key), msg)
 
     check_fields(cfg, source)
+    if cfg.data.tokenizer == "sd-vae" and cfg.data.resolution % 8:
+        fail("data.resolution", "must be a multiple of 8 for the SD-VAE")
     for net in ("generator", "discriminator"):
         key = f"model.{net}"
         try:
@@ -433,8 +437,6 @@ def validate(cfg: RunConfig, source: str | None = None, world_size: int = 1):
     g_depth = cfg.model.generator.arch()["depth"]
     if cfg.model.num_levels < 1 or g_depth % cfg.model.num_levels:
         fail("model.num_levels", f"must be >= 1 and divide the generator depth {g_depth}")
-    if cfg.data.tokenizer == "sd-vae" and cfg.data.resolution % 8:
-        fail("data.resolution", "must be a multiple of 8 for the SD-VAE")
     if cfg.data.source == "shards" and not cfg.data.path:
         fail("data.path", "source 'shards' needs the folder written by `gatscale extract-latents`")
     if cfg.method.repa and not cfg.data.load_images:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 from collections import Counter
 
-from ..config import ConfigError
 from .plan import last_job, plan
 from .spec import load_spec
 
@@ -31,11 +30,7 @@ def _num(metrics: dict, key: str, fmt: str = ".3g") -> str:
 
 
 def main(args) -> int:
-    try:
-        spec = load_spec(args.spec, args.runs_dir)
-    except ConfigError as e:
-        print(f"gatscale status: {e}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.spec, args.runs_dir)  # a ConfigError is reported by gatscale.cli
     last = {r.name: last_job(r.run_dir) for r in spec.runs}
     jobs = [j for j in last.values() if j]
     active, scheduler, errors = {}, {}, {}
@@ -57,6 +52,9 @@ def main(args) -> int:
         job_cell = f"{job_id} {scheduler.get(job_id, '')}".strip()
         state = p.state if p.action not in ("give-up", "refuse") else f"{p.state} ({p.action})"
         detail = "" if p.state == "finished" else p.detail
+        if p.state == "not-started":  # 'needs 1 GPU; this machine has 0' -> 'not started (needs 1 GPU)'
+            needs, _, detail = p.detail.partition("; ")
+            state = f"not started ({needs})"
         if p.state not in ("finished", "running", "queued") and p.run.name in errors:
             detail = f"{detail}; job: {errors[p.run.name]}".lstrip("; ")  # e.g. not requeued: out of time-outs
         rows.append([p.run.name, state, step, _num(m, "loss/d"), _num(m, "loss/g"), fid,
