@@ -268,3 +268,19 @@ def test_end_to_end_missing_weights_offline_fail_in_seconds_without_a_tracker_tr
     assert "gatscale: error: encoder.name = 'vit_base_patch14_dinov2.lvd142m'" in done.stderr
     assert "encoder.checkpoint" in done.stderr  # what to do about it
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# --- a sweep whose runs need GPUs this machine lacks -----------------------------------------------
+
+def test_a_local_sweep_says_which_runs_need_gpus_and_starts_no_parent_run(workdir, capsys, monkeypatch):
+    import gatscale.sweep.backends.local as local
+    monkeypatch.setattr(local, "_num_gpus", lambda: 0)
+    base = tiny_run_dict(tracking={"backend": "mlflow", "uri": f"sqlite:///{workdir}/mlflow.db"})
+    (workdir / "s.yaml").write_text(yaml.safe_dump({"name": "t", "base": base, "seeds": [0, 1], "resources": {"gpus": 1}}))
+    assert gatscale_main(["sweep", "s.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert "2 runs cannot start here: needs 1 GPU; this machine" in err and "--backend submitit" in err
+    assert "Traceback" not in err and not (workdir / "mlflow.db").exists()  # no FAILED parent run
+    assert gatscale_main(["status", "s.yaml"]) == 0
+    table = capsys.readouterr().out
+    assert table.count("not started (needs 1 GPU)") == 2 and "never started training" not in table
