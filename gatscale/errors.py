@@ -21,9 +21,13 @@ def exit_code(e: BaseException) -> int | None:
         return e.exit_code
     if isinstance(e, OSError):  # missing file, permission, disk full, connection refused (requests' errors too)
         return 1
-    if type(e).__name__ == "MlflowException" and "API request to" in str(e):  # the tracking server is unreachable
+    if _server_unreachable(e):
         return 1
     return None
+
+
+def _server_unreachable(e: BaseException) -> bool:
+    return type(e).__name__ == "MlflowException" and "API request to" in str(e)
 
 
 def describe(e: BaseException) -> str:
@@ -31,4 +35,6 @@ def describe(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror and str(e).startswith("[Errno"):
         return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
     text = str(e).strip()
+    if _server_unreachable(e):
+        return f"the tracking server cannot be reached (start it, or set tracking.uri): {text[:300]}"
     return text[:2000] if text else type(e).__name__

@@ -284,3 +284,11 @@ def test_a_local_sweep_says_which_runs_need_gpus_and_starts_no_parent_run(workdi
     assert gatscale_main(["status", "s.yaml"]) == 0
     table = capsys.readouterr().out
     assert table.count("not started (needs 1 GPU)") == 2 and "never started training" not in table
+
+
+def test_an_unreachable_tracking_server_is_one_line_in_seconds(workdir, capsys):
+    base = tiny_run_dict(tracking={"backend": "mlflow", "uri": "http://127.0.0.1:9"})  # nothing listens on port 9
+    (workdir / "s.yaml").write_text(yaml.safe_dump({"name": "t", "base": base}))
+    start = time.monotonic()
+    fails_cleanly(capsys, workdir, ["sweep", "s.yaml"], "the tracking server cannot be reached", code=1)
+    assert time.monotonic() - start < 60
