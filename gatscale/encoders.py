@@ -61,8 +61,8 @@ def check_weights_available(cfg):
         return  # timm says so itself when it builds the model
     if pcfg.hf_hub_id:
         from huggingface_hub import try_to_load_from_cache
-        if any(isinstance(try_to_load_from_cache(pcfg.hf_hub_id, f), str)
-               for f in (pcfg.hf_hub_filename or "model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")):
+        files = (pcfg.hf_hub_filename or "model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+        if any(isinstance(try_to_load_from_cache(pcfg.hf_hub_id, f), str) for f in files):
             return
     elif pcfg.url and (Path(torch.hub.get_dir()) / "checkpoints" / Path(pcfg.url).name).is_file():
         return

@@ -292,3 +292,12 @@ def test_an_unreachable_tracking_server_is_one_line_in_seconds(workdir, capsys):
     start = time.monotonic()
     fails_cleanly(capsys, workdir, ["sweep", "s.yaml"], "the tracking server cannot be reached", code=1)
     assert time.monotonic() - start < 60
+
+
+def test_the_hub_check_says_why_it_cannot_download(monkeypatch):
+    from gatscale.hub import PROXY_VARIABLES, hub_unreachable
+    for v in PROXY_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_unreachable() == "HF_HUB_OFFLINE is set"
+    assert "127.0.0.1 cannot be reached" in hub_unreachable("http://127.0.0.1:9")  # nothing listens on port 9

@@ -126,7 +126,7 @@ def main(args) -> int:
 
 
 def _explain_blocked(blocked: dict[str, str], backend: str):
-    """One line per reason: '6 runs: needs 1 GPU; this machine has 0 -- use ... (names)'."""
+    """One line per reason: '6 runs cannot start here: needs 1 GPU; this machine (host) has 0 -- use ... (names)'."""
     by_reason = defaultdict(list)
     for name, why in blocked.items():
         by_reason[why].append(name)

@@ -5,7 +5,6 @@ submitted (squeue), and the tracker for runs whose folder has no status.
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
 
 from .plan import last_job, plan
