@@ -1,10 +1,20 @@
 """`gatscale COMMAND ...`: one table of commands, each implemented by a module with
 `add_arguments(parser)` and `main(args) -> int`. Modules are imported only when their command runs,
 so `gatscale --help` stays fast.
+
+One error path for every command: an expected failure (gatscale.errors: bad input, a missing file or weights,
+an unreachable store, a permission, a full disk, a locked run folder) prints `gatscale: error: ...` and exits
+2 (bad input) or 1 (the machine). Only a bug shows a traceback, with a line saying so and where it is saved.
 """
 import argparse
 import importlib
+import os
 import sys
+import tempfile
+import time
+import traceback
+
+from .errors import describe, exit_code
 
 COMMANDS = {
     "train": ("gatscale.train.cli", "train one run from a config (resumes if its run folder holds a checkpoint)"),
@@ -37,7 +47,32 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=f"gatscale {argv[0]}", description=desc)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    return module.main(args) or 0
+    try:
+        return module.main(args) or 0
+    except KeyboardInterrupt:
+        print("gatscale: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one place that turns failures into messages and exit codes
+        code = exit_code(e)
+        if code is None:
+            return _report_bug(e, argv)
+        print(f"gatscale: error: {describe(e)}", file=sys.stderr)
+        return code
+
+
+def _report_bug(e: Exception, argv: list[str]) -> int:
+    """A failure no check foresaw: the traceback, saved to a file, and a line saying it is a bug."""
+    text = "".join(traceback.format_exception(e))
+    path = os.path.join(tempfile.gettempdir(), f"gatscale-bug-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt")
+    try:
+        with open(path, "w") as f:
+            f.write(f"gatscale {' '.join(argv)}\n\n{text}")
+    except OSError:
+        path = None
+    print(text, file=sys.stderr, end="")
+    print(f"gatscale: internal error: {type(e).__name__} is a bug in gatscale, not in your input; please report "
+          f"it with the traceback above{f' (saved in {path})' if path else ''}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 Every number that matters for the science is a named field with the official default and a
 comment saying where it comes from (github.com/hse1032/GAT, scripts/train_256_B2.sh, train.py).
 Errors name the file, the key path and the value: `ConfigError: configs/x.yaml: train.batch_size = 7: ...`.
+Each dataclass states what its fields may hold in `RULES`, beside the declarations (see `rule_error`); every
+value is checked when it is read (config file, `--set`, sweep spec) and again, with the relations between
+fields, in `validate`.
 """
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,10 +25,11 @@ from typing import Any, Literal
 import yaml
 
 from .atomic import atomic_write_text
+from .errors import InputError
 from .sizes import DIGITS_ENCODER, parse_model_name
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A config value is unknown, mistyped or impossible. The message names file, key and value."""
 
     def __init__(self, source: str | None, key: str, value: Any, message: str):
@@ -39,6 +45,7 @@ class NetConfig:
     depth: int | None = None        # None: from the size table
     hidden_size: int | None = None
     num_heads: int | None = None
+    RULES = {"size": "a GAT model name", "depth": "[1, 1024]", "hidden_size": "[1, 65536]", "num_heads": "[1, 1024]"}
 
     def arch(self) -> dict:
         arch = parse_model_name(self.size)
@@ -59,6 +66,7 @@ class ModelConfig:
     projector_dim: int = 2048           # REPA projector hidden width (REPA build_mlp)
     grad_checkpointing: bool = False    # official checkpoints every block; costs ~1/3 more compute
     compile: bool = False               # torch.compile G and D
+    RULES = {"num_levels": "[1, 1024]", "z_dim": "[1, 65536]", "cmap_dim": "[1, 65536]", "projector_dim": "[1, 65536]"}
 
 
 @dataclass
@@ -72,6 +80,8 @@ class MethodConfig:
     augment: str = "color,translation,cutout,flip"  # DiffAugment policy on latents (official policy)
     repa: bool = True                   # REPA on D (official --enc-type dinov2-vit-b)
     repa_weight: float = 1.0            # --proj-coeff
+    RULES = {"mng_min_info": "(0, 1)", "mng_t_offset": "[0, 0.1)", "r1_gamma": ">= 0", "r2_gamma": ">= 0",
+             "gp_sigma": "> 0", "augment": "a DiffAugment policy", "repa_weight": ">= 0"}
 
 
 @dataclass
@@ -83,6 +93,7 @@ class EncoderConfig:
     checkpoint: str | None = None      # local weights file (safetensors/pt) instead of the hub
     resolution: int = 224              # raw images are bicubically resized to this before the encoder
     kwargs: dict = field(default_factory=dict)  # extra timm.create_model kwargs (tiny stand-ins)
+    RULES = {"name": "non-empty", "checkpoint": "non-empty", "resolution": "[1, 4096]"}
 
 
 @dataclass
@@ -95,9 +106,12 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0              # --max-grad-norm, G and D
     ema_decay: float = 0.999            # update_ema default in train.py (DiT uses 0.9999)
+    RULES = {"lr": "> 0", "base_width": "[1, 65536]", "betas": "[0, 1)", "eps": "> 0", "weight_decay": ">= 0",
+             "grad_clip": ">= 0", "ema_decay": "[0, 1)"}
 
 
 SD_VAE_SCALE = 0.18215  # SD-VAE latent scaling factor (REPA/GAT preprocessing; shift 0)
+DIGITS_CLASSES = 10     # sklearn's load_digits: the embedded data set of `source: digits`
 
 
 @dataclass
@@ -111,6 +125,8 @@ class DataConfig:
     vae_decoder: str = "stabilityai/sd-vae-ft-ema"  # hub id or local folder; official sampler decodes with ft-ema
     load_images: bool = True            # serve raw uint8 images for REPA (needed when method.repa)
     num_workers: int = 2
+    RULES = {"path": "non-empty", "resolution": "[1, 4096]", "num_classes": "[1, 1000000]", "latent_scale": "> 0",
+             "vae_decoder": "non-empty", "num_workers": "[0, 256]"}
 
     @property
     def latent_channels(self) -> int:
@@ -140,6 +156,10 @@ class TrainConfig:
     checkpoint_every: int = 1250        # --latest-checkpointing-steps
     keep_checkpoints: int = 3           # last K checkpoints kept
     divergence_check_every: int = 1     # steps between finiteness checks (1 = stop within one step)
+    RULES = {"batch_size": "[1, 16777216]", "iterations": f"[1, {10**12}]", "epochs": "> 0",
+             "seed": f"[0, {2**31 - 1}]",  # seed + rank must stay a valid numpy seed
+             "log_every": ">= 1", "sample_every": ">= 1", "checkpoint_every": ">= 1", "keep_checkpoints": ">= 1",
+             "divergence_check_every": ">= 1"}
 
 
 @dataclass
@@ -154,6 +174,9 @@ class EvalConfig:
     fid_decoder: str = "stabilityai/sd-vae-ft-mse"  # in-training FID-5K and grids (official train.py decodes with ft-mse)
     precision: Literal["fp32", "bf16"] = "fp32"  # G and decoder for metrics: official code runs them fp32 (TF32)
 
+    RULES = {"fid_every": ">= 0", "fid_samples": ">= 1", "inception_weights": "non-empty",
+             "reference_stats": "non-empty", "fid_decoder": "non-empty", "truncation_psi": "[0, 1]", "batch_size": "[1, 16777216]"}
+
 
 @dataclass
 class TrackingConfig:
@@ -164,6 +187,8 @@ class TrackingConfig:
     parent_run_id: str | None = None    # set by the sweep: the sweep's parent run
     aliases: str = ""                   # set by the sweep: the spec's other names of this run (comma-separated)
     run_name: str | None = None         # the MLflow run name (default: name); the sweep sets a short one
+
+    RULES = {"experiment": "non-empty"}
 
 
 @dataclass
@@ -178,11 +203,77 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    RULES = {"name": "non-empty", "run_dir": "non-empty"}
 
 
 # Sections and fields that do not change a run's result: left out of its identity hash.
 NON_RESULT_KEYS = ("name", "run_dir", "tracking", "data.num_workers", "train.log_every", "train.sample_every",
                    "train.checkpoint_every", "train.keep_checkpoints", "eval.batch_size")
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules: what a field may hold, as written in the RULES of its dataclass.
+#   "> 0", ">= 1"            a bound
+#   "[0, 1)", "[1, 1024]"    an interval (open or closed at each end); a tuple field applies it to each entry
+#   a name in NAMED_RULES    a check of its own ("non-empty", "a GAT model name", "a DiffAugment policy")
+# None passes every rule (the optional fields' "not set"); floats must also be finite (see _coerce).
+
+AUGMENT_OPS = ("color", "translation", "cutout", "flip")
+NAMED_RULES = {
+    "non-empty": lambda v: None if v.strip() else "must not be empty",
+    "a GAT model name": lambda v: _error_of(parse_model_name, v),
+    "a DiffAugment policy": lambda v: None if all(p in AUGMENT_OPS for p in v.split(",") if p) else
+    f"unknown DiffAugment op; valid: a comma list of {', '.join(AUGMENT_OPS)} (or empty)",
+}
+_BOUND = re.compile(r"^(>=?)\s*(\S+)$")
+_INTERVAL = re.compile(r"^([\[(])\s*([^,\s]+),\s*([^\])\s]+)\s*([\])])$")
+
+
+def _error_of(check, value) -> str | None:
+    try:
+        check(value)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def rule_error(rule: str, value: Any) -> str | None:
+    """Why `value` breaks `rule` (a RULES entry), or None if it does not."""
+    if value is None:
+        return None
+    if rule in NAMED_RULES:
+        return NAMED_RULES[rule](value)
+    for v in value if isinstance(value, tuple) else (value,):
+        if m := _BOUND.match(rule):
+            op, bound = m.group(1), float(m.group(2))
+            if not (v >= bound if op == ">=" else v > bound):
+                return f"must be {rule}"
+        elif m := _INTERVAL.match(rule):
+            lo, hi = float(m.group(2)), float(m.group(3))
+            if not ((lo <= v if m.group(1) == "[" else lo < v) and (v <= hi if m.group(4) == "]" else v < hi)):
+                return f"must be in {rule}" + (" (each entry)" if isinstance(value, tuple) else "")
+        else:
+            raise ValueError(f"unknown config rule {rule!r}")  # a typo in a RULES table
+    return None
+
+
+def coerce_field(cls, name: str, value: Any, key: str, source: str | None):
+    """`value` for field `name` of config dataclass `cls`: type-checked (_coerce), then held to cls.RULES."""
+    value = _coerce(value, field_types(cls)[name], key, source)
+    rule = getattr(cls, "RULES", {}).get(name)
+    if rule is not None and (why := rule_error(rule, value)) is not None:
+        raise ConfigError(source, key, value, why)
+    return value
+
+
+def check_fields(cfg, source: str | None = None, prefix: str = ""):
+    """Every field of `cfg` (a config dataclass, nested ones included) against its type and RULES."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_fields(value, source, f"{prefix}{f.name}.")
+        else:
+            coerce_field(type(cfg), f.name, value, prefix + f.name, source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,14 +321,20 @@ def _coerce(value: Any, tp, key: str, source: str | None):
             # YAML 1.1 reads '1e-4' (no dot) as a string; accept numeric strings.
             if isinstance(value, str):
                 try:
-                    return float(value)
+                    value = float(value)
                 except ValueError:
                     pass
+                else:
+                    return _coerce(value, float, key, source)
             raise ConfigError(source, key, value, "expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(source, key, value, "expected a finite number")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(source, key, value, "expected an integer")
+        if abs(value) >= 2**63:
+            raise ConfigError(source, key, value, "out of range (more than 64 bits)")
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -257,12 +354,11 @@ def field_types(cls) -> dict:
 
 
 def _from_dict(cls, data: dict, source: str | None, prefix: str = ""):
-    hints = field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for k in data:
         if k not in names:
             raise ConfigError(source, prefix + str(k), data[k], f"unknown key; valid keys here: {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in data.items()}
+    kwargs = {k: coerce_field(cls, k, v, prefix + k, source) for k, v in data.items()}
     return cls(**kwargs)
 
 
@@ -279,20 +375,28 @@ def read_yaml_mapping(path: str | os.PathLike, what: str, source: str | None = N
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(source, what, str(path), "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(source, what, str(path), "is a folder; expected a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "<file>", None, "not a text file; expected YAML") from None
     except yaml.YAMLError as e:
         raise ConfigError(str(path), "<yaml>", None, f"not valid YAML: {e}") from None
     if data is None and empty_ok:
         return {}
+    if data is None:
+        raise ConfigError(str(path), "<root>", None, f"the file is empty; expected a {what} (a YAML mapping)")
     if not isinstance(data, dict):
         raise ConfigError(str(path), "<root>", data, "expected a mapping at the top level")
     return data
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
-    """Load a run config from YAML, apply `key.path=value` overrides (values parsed as YAML), validate."""
+    """Load a run config from YAML, apply `key.path=value` overrides (values parsed as YAML), validate.
+    Each override is first checked on its own, so that its errors name `--set` rather than the file."""
     source = str(path)
-    data = read_yaml_mapping(path, "config", empty_ok=True)
+    data = read_yaml_mapping(path, "config")
     for item in overrides or []:
+        _from_dict(RunConfig, set_by_path({}, item, source="--set"), "--set")
         set_by_path(data, item, source="--set")
     return config_from_dict(data, source)
 
@@ -302,21 +406,31 @@ def set_by_path(data: dict, assignment: str, source: str = "--set"):
     if "=" not in assignment:
         raise ConfigError(source, assignment, None, "expected key.path=value")
     key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(source, key.strip(), raw, f"the value is not valid YAML ({str(e).splitlines()[0]})") from None
     node = data
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(source, key, value, "expected key.path=value with a dotted key path such as optim.lr")
     for p in parts[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(source, key, value, f"{p!r} is not a section")
     node[parts[-1]] = value
+    return data
 
 
 def validate(cfg: RunConfig, source: str | None = None, world_size: int = 1):
-    """Cross-field checks; raises ConfigError naming the key and value at fault."""
+    """Every field against its RULES, then the relations between fields; raises ConfigError naming the key and
+    value at fault."""
     def fail(key, msg):
         raise ConfigError(source, key, _get(cfg, key), msg)
 
+    check_fields(cfg, source)
+    if cfg.data.tokenizer == "sd-vae" and cfg.data.resolution % 8:
+        fail("data.resolution", "must be a multiple of 8 for the SD-VAE")
     for net in ("generator", "discriminator"):
         key = f"model.{net}"
         try:
@@ -328,46 +442,19 @@ def validate(cfg: RunConfig, source: str | None = None, world_size: int = 1):
                                 f"{cfg.data.latent_size} (data.resolution={cfg.data.resolution}, tokenizer={cfg.data.tokenizer})")
         if arch["hidden_size"] % arch["num_heads"] or (arch["hidden_size"] // arch["num_heads"]) % 4:
             fail(f"{key}.hidden_size", f"width {arch['hidden_size']} / {arch['num_heads']} heads must give a head width divisible by 4 (2-D RoPE)")
-        if arch["depth"] < 1:
-            fail(f"{key}.depth", "must be >= 1")
     g_depth = cfg.model.generator.arch()["depth"]
     if cfg.model.num_levels < 1 or g_depth % cfg.model.num_levels:
         fail("model.num_levels", f"must be >= 1 and divide the generator depth {g_depth}")
-    if cfg.data.tokenizer == "sd-vae" and cfg.data.resolution % 8:
-        fail("data.resolution", "must be a multiple of 8 for the SD-VAE")
     if cfg.data.source == "shards" and not cfg.data.path:
         fail("data.path", "source 'shards' needs the folder written by `gatscale extract-latents`")
     if cfg.method.repa and not cfg.data.load_images:
         fail("data.load_images", "REPA (method.repa: true) needs the raw images")
-    for key in ("train.batch_size", "train.iterations", "train.log_every", "train.checkpoint_every",
-                "train.keep_checkpoints", "train.divergence_check_every", "train.sample_every", "eval.fid_samples",
-                "data.num_classes", "data.resolution", "optim.base_width", "eval.batch_size"):
-        if _get(cfg, key) < 1:
-            fail(key, "must be >= 1")
+    if cfg.data.source == "digits" and cfg.data.num_classes < DIGITS_CLASSES:  # labels past the class embedding
+        fail("data.num_classes", f"the digits data set has {DIGITS_CLASSES} classes")
     if cfg.train.batch_size % world_size:
         fail("train.batch_size", f"global batch is not divisible by the world size {world_size}")
-    for key in ("optim.lr", "method.gp_sigma"):
-        if not _get(cfg, key) > 0:
-            fail(key, "must be > 0")
-    for key in ("method.r1_gamma", "method.r2_gamma", "method.repa_weight", "optim.grad_clip", "optim.weight_decay", "eval.fid_every"):
-        if _get(cfg, key) < 0:
-            fail(key, "must be >= 0")
-    if not 0 <= cfg.optim.ema_decay < 1:
-        fail("optim.ema_decay", "must be in [0, 1)")
-    if not 0 < cfg.method.mng_min_info < 1:
-        fail("method.mng_min_info", "must be in (0, 1)")
-    if not 0 <= cfg.method.mng_t_offset < 0.1:
-        fail("method.mng_t_offset", "must be in [0, 0.1)")
-    if not 0 <= cfg.eval.truncation_psi <= 1:
-        fail("eval.truncation_psi", "must be in [0, 1] (0 = no truncation)")
     if cfg.encoder.name == DIGITS_ENCODER and cfg.encoder.kwargs:
         fail("encoder.kwargs", f"encoder.name {DIGITS_ENCODER!r} has a fixed architecture; remove encoder.kwargs")
-    if cfg.train.epochs is not None and cfg.train.epochs <= 0:
-        fail("train.epochs", "must be > 0")
-    known = {"color", "translation", "cutout", "flip"}
-    policy = [p for p in cfg.method.augment.split(",") if p]
-    if any(p not in known for p in policy):
-        fail("method.augment", f"unknown DiffAugment op; valid: {', '.join(sorted(known))}")
     return cfg
 
 

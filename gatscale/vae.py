@@ -21,6 +21,7 @@ from typing import Protocol
 import torch
 
 from .config import SD_VAE_SCALE
+from .hub import hub_unreachable
 
 
 class Tokenizer(Protocol):
@@ -128,15 +129,24 @@ def load_autoencoder(source: str):
     if source.startswith(("/", ".", "~")) or source.count("/") != 1:
         raise FileNotFoundError(f"VAE source {source!r}: no such folder (expected a local folder with config.json "
                                 "and diffusion_pytorch_model.safetensors, or a hub id such as 'stabilityai/sd-vae-ft-mse')")
+    from huggingface_hub import try_to_load_from_cache
+
+    # a hub id that is not cached needs the hub: ask first, and fail in seconds without it
+    if not isinstance(try_to_load_from_cache(source, "config.json"), str) and (why := hub_unreachable()):
+        raise _vae_unavailable(source, f"not in the local cache, and {why}")
     try:
         return AutoencoderKL.from_pretrained(source, low_cpu_mem_usage=False)
     except Exception as e:
-        raise FileNotFoundError(
-            f"VAE weights {source!r} are not available ({type(e).__name__}). Offline (HF_HUB_OFFLINE=1) they must "
-            f"already be in the Hugging Face cache. On a machine with internet run `huggingface-cli download {source}` "
-            f"(or `python -c \"from diffusers import AutoencoderKL; AutoencoderKL.from_pretrained('{source}')"
-            f".save_pretrained('PATH')\"`) and pass the local folder instead (extract-latents --vae PATH, "
-            f"data.vae_decoder: PATH).") from None
+        raise _vae_unavailable(source, type(e).__name__) from None
+
+
+def _vae_unavailable(source: str, why: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"VAE weights {source!r} are not available ({why}). Offline (HF_HUB_OFFLINE=1) they must "
+        f"already be in the Hugging Face cache. On a machine with internet run `huggingface-cli download {source}` "
+        f"(or `python -c \"from diffusers import AutoencoderKL; AutoencoderKL.from_pretrained('{source}')"
+        f".save_pretrained('PATH')\"`) and pass the local folder instead (extract-latents --vae PATH, "
+        f"data.vae_decoder: PATH).")
 
 
 def build_tokenizer(kind: str, source=None, *, scale: float | None = None, device="cpu", dtype=None) -> Tokenizer:

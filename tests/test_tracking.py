@@ -226,7 +226,7 @@ def test_server_restart_mid_run_loses_and_duplicates_nothing(server, experiment,
 
 @pytest.mark.slow
 def test_a_killed_sender_process_is_restarted_and_nothing_is_lost(sqlite_uri, experiment, tmp_path):
-    t = tracker(sqlite_uri, experiment)
+    t = tracker(sqlite_uri, experiment, finish_timeout=120)  # a loaded machine may take 30 s to start a sender
     t.sender_check_ms = 0  # check at every call (default: every 30 s)
     t.start(tmp_path / "run", "r", {}, {})
     log_steps(t, range(10))

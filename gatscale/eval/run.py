@@ -4,8 +4,14 @@ Kept apart from cli.py so that `gatscale analyze` does not import torch-fidelity
 """
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
+
+from gatscale.errors import InputError
+
+# what torch.load and load_generator raise for a file that is not a (whole) gatscale checkpoint
+UNREADABLE = (pickle.UnpicklingError, EOFError, KeyError, RuntimeError, ValueError)
 
 
 def load_run(path, which: str, device):
@@ -25,9 +31,9 @@ def load_run(path, which: str, device):
         try:
             G, cfg = load_generator(ckpt, which=which, device=device)
             break
-        except Exception as e:  # noqa: BLE001 - an unreadable newest checkpoint: fall back, as training does
+        except UNREADABLE as e:  # an unreadable newest checkpoint: fall back, as training does
             if i == len(candidates) - 1:
-                raise
+                raise InputError(f"{ckpt}: not a readable gatscale checkpoint ({type(e).__name__}: {e})") from None
             print(f"[gatscale eval] warning: {ckpt} unreadable ({type(e).__name__}: {e}); trying the previous one",
                   file=sys.stderr)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 
 from ..config import ConfigError, effective_lr
 from ..flops import run_flops
 from ..train.status import EXIT_PREEMPTED, TERMINAL
-from .backends import BACKENDS, Options, launch
-from .plan import plan, prepare
+from .backends import BACKENDS, Options, cannot_start, launch
+from .plan import note_not_started, plan, prepare
 from .spec import Spec, load_spec, size_tag
 from .status import format_table
 from .throughput import estimate, load_table
@@ -69,13 +69,8 @@ def run_table(spec: Spec, planned, device: str) -> str:
 
 def main(args) -> int:
     if args.max_parallel is not None and args.max_parallel < 1:
-        print(f"gatscale sweep: --max-parallel = {args.max_parallel}: must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        spec = load_spec(args.spec, args.runs_dir, args.profile)
-    except ConfigError as e:
-        print(f"gatscale sweep: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError(None, "--max-parallel", args.max_parallel, "must be >= 1")
+    spec = load_spec(args.spec, args.runs_dir, args.profile)  # a ConfigError is reported by gatscale.cli
     planned = plan(spec, read_only=args.dry_run)
     print(f"study {spec.name} ({spec.path}): {len(spec.runs)} runs in {spec.study_dir}, experiment {spec.name!r} "
           f"at {spec.tracking.uri}")
@@ -89,6 +84,20 @@ def main(args) -> int:
     if args.dry_run:
         return 0
     todo = [p for p in planned if p.launch]
+    options = Options(max_parallel=args.max_parallel, max_attempts=spec.max_attempts, profile=spec.profile,
+                      cluster=None if args.cluster == "auto" else args.cluster, ray_address=args.ray_address,
+                      wait=args.wait, study_dir=spec.study_dir)
+    blocked = cannot_start(args.backend, [p.run for p in todo], options) if todo else {}
+    if blocked:
+        _explain_blocked(blocked, args.backend)
+        for p in todo:
+            if p.run.name in blocked:
+                note_not_started(p.run, blocked[p.run.name])
+        todo = [p for p in todo if p.run.name not in blocked]
+        if not todo:
+            print(f"gatscale sweep: nothing started: none of the {len(blocked)} run(s) to launch can start here",
+                  file=sys.stderr)
+            return 1
     if not todo:
         print("nothing to launch")
         return 1 if any(p.action == "give-up" for p in planned) else 0
@@ -102,12 +111,9 @@ def main(args) -> int:
                                  {"spec": str(spec.path), "runs": len(spec.runs), "backend": args.backend})
     for p in todo:
         prepare(p, spec, parent, uri)
-    options = Options(max_parallel=args.max_parallel, max_attempts=spec.max_attempts, profile=spec.profile,
-                      cluster=None if args.cluster == "auto" else args.cluster, ray_address=args.ray_address,
-                      wait=args.wait, study_dir=spec.study_dir)
     outcomes = launch(args.backend, [p.run for p in todo], options)
 
-    states = [o.state for o in outcomes] + [p.state for p in planned if not p.launch]
+    states = [o.state for o in outcomes] + [p.state for p in planned if not p.launch] + ["not-started"] * len(blocked)
     print("summary: " + ", ".join(f"{n} {s}" for s, n in sorted(Counter(states).items())))
     interrupted = any(o.state == "preempted" for o in outcomes)
     if parent is not None and not set(states) & {"submitted", "running", "queued"}:
@@ -117,3 +123,15 @@ def main(args) -> int:
         print(f"re-run `gatscale sweep {args.spec}` to resume the stopped runs from their checkpoints")
         return EXIT_PREEMPTED
     return 0 if all(s in (*TERMINAL, "submitted", "running", "queued") for s in states) else 1
+
+
+def _explain_blocked(blocked: dict[str, str], backend: str):
+    """One line per reason: '6 runs cannot start here: needs 1 GPU; this machine (host) has 0 -- use ... (names)'."""
+    by_reason = defaultdict(list)
+    for name, why in blocked.items():
+        by_reason[why].append(name)
+    hint = " -- use --backend submitit --profile PROFILE (SLURM) or --backend ray" if backend == "local" else ""
+    for why, names in by_reason.items():
+        shown = ", ".join(names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4 else "")
+        print(f"gatscale sweep: {len(names)} run{'s' * (len(names) > 1)} cannot start here: {why}{hint} ({shown})",
+              file=sys.stderr)

@@ -7,6 +7,7 @@ sweep submitted that is still queued or running) and the tracker (a run whose fo
     running (lock held), queued   skip (someone is on it; also a run the tracker calls running or
                                   terminal while this folder has no status: it lives elsewhere)
     new, pending                  start
+    not-started                   start (the last launch could not start it on its machine: sweep.json says why)
     preempted, interrupted        resume: the trainer continues from its last checkpoint
     failed                        retry while failures < max_attempts, then give up (reported)
     conflict                      refuse: the folder holds another config under this name
@@ -168,6 +169,8 @@ def plan_run(run: Run, max_attempts: int, tracked: dict[str, str], active: dict[
         return Planned(run, "failed", "give-up", f"failed {failures} times (max_attempts {max_attempts}){last}", status)
     if state == "failed":
         return Planned(run, "failed", "retry", f"attempt {failures + 1} of {max_attempts}{last}", status)
+    if why := read_record(run.run_dir).get("not_started"):
+        return Planned(run, "not-started", "start", why)
     if run.run_dir.exists():
         return Planned(run, "pending", "start", "launched before, never started training"
                        + (f" ({failures} failed attempt(s))" if failures else ""))
@@ -190,4 +193,11 @@ def prepare(p: Planned, spec: Spec, parent_run_id: str | None, tracking_uri: str
     dump_config(run.config, run.run_dir / "config.yaml")
     ids = failure_ids(run.run_dir, p.status)
     update_record(run.run_dir, study=spec.name, name=run.name, config_hash=run.config_hash, failures=sorted(ids),
-                  prepared=time.time())
+                  prepared=time.time(), not_started=None)
+
+
+def note_not_started(run: Run, why: str):
+    """The backend could not start the run here (e.g. 'needs 1 GPU; this machine has 0'): say so in sweep.json."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    update_record(run.run_dir, study=run.config.tracking.experiment, name=run.name, config_hash=run.config_hash,
+                  not_started=why)

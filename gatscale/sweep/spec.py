@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (ConfigError, RunConfig, _coerce, _from_dict, config_hash, field_types, read_yaml_mapping,
+from ..config import (ConfigError, RunConfig, _from_dict, coerce_field, config_hash, field_types, read_yaml_mapping,
                       training_hash, validate)
 from ..sizes import GAT_SIZES, MODEL_NAMES, size_letter
 from .profile import ClusterProfile, SizeResources, load_profile, merge_rows, size_resources, size_row
@@ -97,8 +97,9 @@ class Spec:
 # ---------------------------------------------------------------------------------------------
 # Keys: dotted paths into RunConfig, checked against its dataclasses.
 
-def check_key(source: str, where: str, key: str, value: Any = None):
-    """Raise a ConfigError naming the spec file and the spec key path if `key` is not a RunConfig field."""
+def check_key(source: str, where: str, key: str, value: Any = None, check_value: bool = True):
+    """Raise a ConfigError naming the spec file and the spec key path if `key` is not a RunConfig field; else
+    check `value` against the field's type and rules where it sits in the spec (keys inside a dict field: not)."""
     node = RunConfig
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -115,6 +116,8 @@ def check_key(source: str, where: str, key: str, value: Any = None):
             raise ConfigError(source, where, value, f"{'.'.join(parts[:i + 1])} is a value, not a section "
                                                     f"(in config key {key!r})")
         else:
+            if i == len(parts) - 1 and check_value:
+                coerce_field(node, part, copy.deepcopy(value), where, source)
             return
     raise ConfigError(source, where, value, f"{key!r} is a whole config section; name one of its keys")
 
@@ -158,7 +161,7 @@ def set_config(cfg: RunConfig, key: str, value: Any, source: str):
     if isinstance(node, dict):
         node[leaf] = copy.deepcopy(value)
     else:
-        setattr(node, leaf, _coerce(copy.deepcopy(value), field_types(type(node))[leaf], key, source))
+        setattr(node, leaf, coerce_field(type(node), leaf, copy.deepcopy(value), key, source))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +194,9 @@ def parse_axis(source: str, where: str, axis: str, values: Any, settings: dict) 
     if "." not in axis:
         raise ConfigError(source, where, values, f"{axis!r} is neither a config key path (like optim.lr) nor a "
                                                  f"name under settings ({', '.join(settings) or 'none defined'})")
-    check_key(source, where, axis, values)
+    check_key(source, where, axis, values, check_value=False)
+    for i, v in enumerate(values):
+        check_key(source, f"{where}[{i}]", axis, v)
     return [Choice(axis, None, {axis: v}) for v in values]
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from collections import Counter
 
-from ..config import ConfigError
+from ..errors import InputError
 from ..train.status import TERMINAL
 from .plan import last_job, plan
 from .progress import run_progress, summary_line
@@ -38,17 +38,12 @@ def _num(metrics: dict, key: str, fmt: str = ".3g") -> str:
 
 
 def main(args) -> int:
-    try:
-        spec = load_spec(args.spec, args.runs_dir)
-    except ConfigError as e:
-        print(f"gatscale status: {e}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.spec, args.runs_dir)  # a ConfigError is reported by gatscale.cli
     if args.watch is None:
         print(snapshot(spec)[0])
         return 0
     if args.watch <= 0:
-        print(f"gatscale status: --watch {args.watch}: must be > 0 seconds", file=sys.stderr)
-        return 2
+        raise InputError(f"gatscale status: --watch {args.watch}: must be > 0 seconds")
     tty = sys.stdout.isatty()
     try:
         while True:
@@ -89,6 +84,9 @@ def snapshot(spec) -> tuple[str, list]:
         job_cell = f"{job_id} {scheduler.get(job_id, '')}".strip()
         state = p.state if p.action not in ("give-up", "refuse") else f"{p.state} ({p.action})"
         detail = "" if p.state == "finished" else p.detail
+        if p.state == "not-started":  # 'needs 1 GPU; this machine has 0' -> 'not started (needs 1 GPU)'
+            needs, _, detail = p.detail.partition("; ")
+            state = f"not started ({needs})"
         if p.state not in ("finished", "running", "queued") and p.run.name in errors:
             detail = f"{detail}; job: {errors[p.run.name]}".lstrip("; ")  # e.g. not requeued: out of time-outs
         rows.append([p.run.name, state, step, _num(m, "loss/d"), _num(m, "loss/g"), fid,

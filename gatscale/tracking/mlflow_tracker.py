@@ -97,18 +97,25 @@ class MlflowTracker:
             if self.system_metrics_interval:
                 self._sampler = start_system_metrics(self.buffer, self.system_metrics_interval)
 
+    def _started(self, call: str):
+        if self.buffer is None:
+            raise RuntimeError(f"MlflowTracker.{call} before start(): the tracker run does not exist yet")
+
     def log_metrics(self, metrics: dict, step: int):
+        self._started("log_metrics")
         t = now_ms()
         values = {valid_name(k): float(v) for k, v in metrics.items()}
         self.buffer.append({"t": t, "step": int(step), "metrics": values})
         self.buffer.last_step = int(step)
-        if self._proc is not None and t > self._next_check:
+        if self._proc is not None and t >= self._next_check:  # >=: sender_check_ms = 0 checks at every call
             self._check_sender(t)
 
     def log_artifact(self, path, artifact_path: str | None = None):
+        self._started("log_artifact")
         self.buffer.append({"artifact": str(Path(path).resolve()), "artifact_path": artifact_path})
 
     def set_tags(self, tags: dict):
+        self._started("set_tags")
         self.buffer.append({"t": now_ms(), "tags": clean_tags(tags)})
 
     def finish(self, status: str):

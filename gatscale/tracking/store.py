@@ -138,4 +138,5 @@ def configure_http_client():
 
 def client_for(uri: str):
     from mlflow import MlflowClient
+    configure_http_client()  # an unreachable server is an error in seconds, not after 4 minutes of retries
     return MlflowClient(tracking_uri=ensure_store(uri))

@@ -20,16 +20,14 @@ def add_arguments(parser):
 def main(args) -> int:
     early = StopFlag().install()  # before importing torch: a preemption now is still checkpointed (signals.py)
     config = args.config
+    if args.run_dir and Path(args.run_dir).exists() and not Path(args.run_dir).is_dir():
+        raise ConfigError(None, "--run-dir", args.run_dir, "is a file; expected a run folder (or a path to create one)")
     if config is None:
         if not args.run_dir or not (Path(args.run_dir) / "config.yaml").is_file():
             print("gatscale train: give a CONFIG.yaml, or --run-dir of an existing run to resume it", file=sys.stderr)
             return 2
         config = Path(args.run_dir) / "config.yaml"
-    try:
-        cfg = load_config(config, args.overrides)
-    except ConfigError as e:
-        print(f"gatscale train: config error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(config, args.overrides)  # a ConfigError is reported by gatscale.cli: one line, exit 2
     from ..tracking import build_tracker
     from .status import RunInProgress
     from .trainer import CheckpointsUnusable, train
@@ -40,7 +38,7 @@ def main(args) -> int:
         print(f"gatscale train: {e}; not started (exit {EXIT_LOCKED}: already running)", file=sys.stderr)
         return EXIT_LOCKED
     except CheckpointsUnusable as e:
-        print(f"gatscale train: error: {e}", file=sys.stderr)
+        print(f"gatscale: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         early.restore()

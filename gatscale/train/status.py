@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..errors import EnvironmentProblem
 from ..tracking.labels import job_id
 
 STATUS_FILE = "status.json"
@@ -34,7 +35,7 @@ def read_status(run_dir: Path) -> dict | None:
 LOCK_FILE = "run.lock"
 
 
-class RunInProgress(RuntimeError):
+class RunInProgress(EnvironmentProblem, RuntimeError):
     """Another process holds the run folder's lock (the run is being trained right now)."""
 
 

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from ..config import RunConfig, config_hash, dump_config, flatten, to_dict, validate
 from ..data import build_train_loader, dataset_info, sample_latents
 from ..eval.run import build_eval_tokenizer
+from ..errors import InputError, exit_code
 from ..flops import run_flops
 from ..models import count_trainable
 from ..tracking import NullTracker, Tracker
@@ -79,7 +80,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, tracker: Tracker | 
     _setup_logging(run_dir, info.is_main)
     tracker = tracker if (tracker is not None and info.is_main) else NullTracker()
     stop = StopFlag().install()
-    state = {"step": 0, "iterations": cfg.train.iterations, "restart": restart}
+    state = {"step": 0, "iterations": cfg.train.iterations, "restart": restart, "tracking": False}  # tracking: tracker.start done
     try:
         with RunLock(run_dir) if info.is_main else contextlib.nullcontext():
             if info.is_main:
@@ -97,15 +98,18 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, tracker: Tracker | 
 
 
 def _record_failure(e: BaseException, run_dir: Path, tracker: Tracker, info: DistInfo, state: dict):
+    """status.json says failed (and why); the tracker too, if it was started. An expected failure (bad input,
+    missing weights or data) is logged in one line; anything else with its traceback."""
     reason = f"{type(e).__name__}: {e}"
-    log.exception("run failed at step %d: %s", state["step"], reason)
+    (log.error if exit_code(e) is not None else log.exception)("run failed at step %d: %s", state["step"], reason)
     if info.is_main:
         write_status(run_dir, "failed", state["step"], state["iterations"], reason=reason)
-        tracker.set_tags({"gatscale.failure": reason[:5000]})
-        tracker.finish("failed")
+        if state["tracking"]:
+            tracker.set_tags({"gatscale.failure": reason[:5000]})
+            tracker.finish("failed")
 
 
-class ResumeRefused(ValueError):
+class ResumeRefused(InputError, ValueError):
     """The run folder holds a checkpoint of a different config."""
 
 
@@ -200,6 +204,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
         if cfg.tracking.aliases:
             tags["gatscale.aliases"] = cfg.tracking.aliases
         tracker.start(run_dir, cfg.name, params, tags)
+        state["tracking"] = True
         if warnings:
             tracker.set_tags({"gatscale.checkpoint_warnings": "; ".join(warnings)[:5000]})
         tracker.log_artifact(run_dir / "config.yaml")

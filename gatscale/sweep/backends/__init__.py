@@ -1,6 +1,7 @@
 """Backends: how the runs of a sweep get trained. One interface, one module each (like submitit's executors):
 
     launch(runs: list[Run], options: Options) -> list[Outcome]
+    cannot_start(runs, options) -> {run name: why}   (optional: the runs this backend cannot start here)
 
 `runs` are prepared: each run folder holds the resolved `config.yaml` and `sweep.json`. A backend trains
 `gatscale train RUN_DIR/config.yaml --run-dir RUN_DIR` (as a process, a torchrun, a submitit job or a Ray
@@ -51,9 +52,19 @@ class Outcome:
 
 
 def launch(backend: str, runs: list[Run], options: Options) -> list[Outcome]:
+    return _backend(backend).launch(runs, options)
+
+
+def cannot_start(backend: str, runs: list[Run], options: Options) -> dict[str, str]:
+    """{run name: why this backend cannot start it here}, e.g. 'needs 1 GPU; this machine has 0'."""
+    module = _backend(backend)
+    return module.cannot_start(runs, options) if hasattr(module, "cannot_start") else {}
+
+
+def _backend(backend: str):
     if backend not in BACKENDS:
         raise ValueError(f"--backend {backend!r}: valid backends: {', '.join(BACKENDS)}")
-    return importlib.import_module(BACKENDS[backend], __name__).launch(runs, options)
+    return importlib.import_module(BACKENDS[backend], __name__)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,11 +29,21 @@ def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited through exec: Ctrl-C is the sweep's to forward
 
 
-def launch(runs: list[Run], options: Options) -> list[Outcome]:
+def _num_gpus() -> int:
     import torch
-    num_gpus = torch.cuda.device_count()
-    outcomes = {r.name: Outcome(r.name, "not-started", detail=f"needs {r.gpus} GPUs, this machine has {num_gpus}")
-                for r in runs if r.gpus > num_gpus}
+    return torch.cuda.device_count()
+
+
+def cannot_start(runs: list[Run], options: Options) -> dict[str, str]:
+    """The runs that ask for more GPUs than this machine has."""
+    num_gpus = _num_gpus()
+    return {r.name: f"needs {r.gpus} GPU{'s' * (r.gpus > 1)}; this machine ({os.uname().nodename}) has {num_gpus}"
+            for r in runs if r.gpus > num_gpus}
+
+
+def launch(runs: list[Run], options: Options) -> list[Outcome]:
+    num_gpus = _num_gpus()
+    outcomes = {name: Outcome(name, "not-started", detail=why) for name, why in cannot_start(runs, options).items()}
     queue = sorted((r for r in runs if r.name not in outcomes), key=run_cost, reverse=True)
     cpus = os.cpu_count() or 1
     cpu_only = all(r.gpus == 0 for r in queue)
