@@ -1,5 +1,6 @@
 """The errors a user can cause or fix, as the CLI reports them: `gatscale: error: ...` and exit 2 (bad input) or
-1 (this machine: a missing file or weights, an unreachable store, a permission, a full disk, a locked run folder).
+1 (this machine: a missing file or weights, an unreachable store, a permission, a full disk). A run folder locked by
+a live trainer is not an error: `gatscale train` exits EXIT_LOCKED (16, train/status.py), which sweeps read as running.
 
 Anything else that reaches the CLI is a bug in gatscale, and only then is a traceback shown.
 """

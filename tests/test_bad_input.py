@@ -201,12 +201,12 @@ def test_a_spec_that_is_a_folder(workdir, capsys):
 
 # --- the machine: locks, other configs, missing weights, bugs --------------------------------------
 
-def test_a_locked_run_folder_is_an_environment_error(workdir, capsys):
-    from gatscale.train.status import RunLock
+def test_a_locked_run_folder_is_refused_with_the_already_running_exit_code(workdir, capsys):
+    from gatscale.train.status import EXIT_LOCKED, RunLock
     (workdir / "c.yaml").write_text(yaml.safe_dump(tiny_run_dict()))
     (workdir / "run").mkdir()
     with RunLock(workdir / "run"):
-        fails_cleanly(capsys, workdir, ["train", "c.yaml", "--run-dir", "run"], "already being trained", code=1,
+        fails_cleanly(capsys, workdir, ["train", "c.yaml", "--run-dir", "run"], "already being trained", code=EXIT_LOCKED,
                       may_write=["run/log.txt"])
 
 
