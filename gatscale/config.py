@@ -126,6 +126,18 @@ class DataConfig:
 
 
 @dataclass
+class StabilityConfig:
+    """GAN failure modes that do not produce NaN, judged at each log tick (and FID evaluation); any one that holds
+    for `patience` ticks in a row ends the run as `diverged` with the reason (what `gatscale probe-lr` needs to
+    stop an unstable trial early). A non-finite loss or gradient norm always does, within one step. 0 = off."""
+    d_loss_below: float = 0.0           # D's relativistic loss (loss/d_adv = softplus(-(real - fake))) under this: D wins outright
+    g_loss_above: float = 0.0           # G's loss (loss/g) above this: G gets no useful gradient
+    logit_gap_above: float = 0.0        # |logits/real - logits/fake| above this
+    fd_rise: float = 0.0                # FID (or fd_digits) above this factor times its first evaluated value
+    patience: int = 1                   # consecutive ticks a mode must hold before the run is stopped
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = 512               # global batch (4 GPUs x 128 in train_256_B2.sh)
     iterations: int = 400_000           # --max-train-steps
@@ -138,6 +150,7 @@ class TrainConfig:
     checkpoint_every: int = 1250        # --latest-checkpointing-steps
     keep_checkpoints: int = 3           # last K checkpoints kept
     divergence_check_every: int = 1     # steps between finiteness checks (1 = stop within one step)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)  # non-NaN failure modes (off by default)
 
 
 @dataclass
@@ -354,6 +367,13 @@ def validate(cfg: RunConfig, source: str | None = None, world_size: int = 1):
         fail("method.mng_t_offset", "must be in [0, 0.1)")
     if not 0 <= cfg.eval.truncation_psi <= 1:
         fail("eval.truncation_psi", "must be in [0, 1] (0 = no truncation)")
+    for key in ("train.stability.d_loss_below", "train.stability.g_loss_above", "train.stability.logit_gap_above"):
+        if _get(cfg, key) < 0:
+            fail(key, "must be >= 0 (0 = off)")
+    if cfg.train.stability.fd_rise != 0 and not cfg.train.stability.fd_rise > 1:
+        fail("train.stability.fd_rise", "must be > 1 (a factor over the first FID) or 0 (off)")
+    if cfg.train.stability.patience < 1:
+        fail("train.stability.patience", "must be >= 1 (log ticks in a row)")
     if cfg.train.epochs is not None and cfg.train.epochs <= 0:
         fail("train.epochs", "must be > 0")
     known = {"color", "translation", "cutout", "flip"}
@@ -424,6 +444,6 @@ def replace(cfg: RunConfig, **changes) -> RunConfig:
 
 __all__ = [
     "ConfigError", "RunConfig", "ModelConfig", "NetConfig", "MethodConfig", "EncoderConfig", "OptimConfig",
-    "DataConfig", "TrainConfig", "EvalConfig", "TrackingConfig", "load_config", "config_from_dict", "validate",
+    "DataConfig", "TrainConfig", "StabilityConfig", "EvalConfig", "TrackingConfig", "load_config", "config_from_dict", "validate",
     "to_dict", "dump_config", "flatten", "config_hash", "effective_lr", "replace", "set_by_path",
 ]

@@ -33,6 +33,9 @@ def _num(metrics: dict, key: str, fmt: str = ".3g") -> str:
 def main(args) -> int:
     try:
         spec = load_spec(args.spec, args.runs_dir)
+        if spec.probe is not None:  # an LR probe: its trials so far and the next ones
+            from .probe import trials_spec
+            spec = trials_spec(spec)
     except ConfigError as e:
         print(f"gatscale status: {e}", file=sys.stderr)
         return 2
