@@ -67,6 +67,13 @@ def probe_config(spec: Spec) -> ProbeConfig:
         fail("factor", f"must be > resolution ({p.resolution:g}): the ladder's step")
     if p.max_trials < 2:
         fail("max_trials", "must be >= 2 (one stable and one unstable trial make a bracket)")
+    try:  # the stability criterion as the trainer validates it, reported under its key in the spec
+        cfg = copy.deepcopy(spec.runs[0].config)
+        cfg.train.stability = p.stability
+        validate(cfg)
+    except ConfigError as e:
+        message = str(e).split(f"{e.key} = {e.value!r}: ", 1)[-1]
+        raise ConfigError(source, e.key.replace("train.stability", "probe.stability"), e.value, message) from None
     return p
 
 
