@@ -163,3 +163,25 @@ def test_trainer_ends_an_unstable_run_as_diverged_with_the_reason(tmp_path):
     assert result.status == status["status"] == "diverged" and result.step == status["step"] == 5  # first log tick
     assert status["reason"].startswith("unstable: logit gap |real - fake|") and status["reason"].endswith("at step 5")
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["stability"]["logit_gap_above"] > 0
+
+
+def test_lr_probe_figure_draws_brackets_fit_and_the_paper_slope(tmp_path):
+    import pandas as pd
+
+    from analysis import figures
+    from analysis.load import MissingData
+    rows = []
+    for size, width in (("S", 16), ("B", 32), ("XL", 48)):
+        s = run_oracle(DEMO, edge=1.6 / width)
+        for lr in s.tried:
+            rows.append(dict(run_id=f"{size}-{lr}", name=f"{size}-{lr}", model=f"GAT-{size}/2 (C={width})", size=size,
+                             width=width, width_aware_lr=False, lr_g=lr, stand_in="",
+                             status="finished" if lr <= 1.6 / width else "diverged"))
+    runs = pd.DataFrame(rows)
+    fig = figures.lr_probe(runs, out_dir=tmp_path / "figures")
+    assert (tmp_path / "figures" / "lr_probe.png").is_file() and fig.lr_law.n == 3
+    assert fig.lr_law.b_lo < -1 < fig.lr_law.b_hi
+    assert ((fig.table["lo"] <= 1.6 / fig.table["width"]) & (1.6 / fig.table["width"] < fig.table["hi"])).all()
+    assert any("paper Eq. 4" in label and "b = -1" in label for label in fig.axes[0].get_legend_handles_labels()[1])
+    with pytest.raises(MissingData, match="gatscale probe-lr"):
+        figures.lr_probe(runs[runs["size"] == "S"])
