@@ -185,3 +185,16 @@ def test_lr_probe_figure_draws_brackets_fit_and_the_paper_slope(tmp_path):
     assert any("paper Eq. 4" in label and "b = -1" in label for label in fig.axes[0].get_legend_handles_labels()[1])
     with pytest.raises(MissingData, match="gatscale probe-lr"):
         figures.lr_probe(runs[runs["size"] == "S"])
+
+
+def test_shipped_probe_specs_dry_run_with_their_budget(tmp_path, capsys):
+    from gatscale.cli import main as gatscale_main
+    from train_fixtures import REPO
+    for name, widths in (("lr_probe_demo", [16, 32, 48]), ("lr_probe", [384, 768, 1024, 1152])):
+        assert gatscale_main(["probe-lr", str(REPO / "sweeps" / f"{name}.yaml"), "--dry-run",
+                              "--runs-dir", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        assert "budget: at most 8 trials per width" in out and "device-hours" in out
+        spec = load_spec(REPO / "sweeps" / f"{name}.yaml", runs_dir=tmp_path)
+        assert [st.line.width for st in probe_state(spec, probe_config(spec))] == widths
+    assert not any(tmp_path.iterdir())  # a dry run creates nothing
