@@ -17,7 +17,7 @@ install: $(STAMP)
 
 # The main job on the embedded default: a tiny CPU sweep on the digits data set, tracked in
 # ./mlflow.db, the per-block LPIPS contribution with and without MNG (random LPIPS backbone: no
-# download here; labelled a stand-in), the LR probe at the demo's widths (figures/lr_probe.png), and the
+# download here; labelled a stand-in), the LR probe at the demo's widths (figures/lr_probe/lr_probe.png), and the
 # figures written to ./figures.
 DEMO_RUNS := runs/demo
 demo: $(STAMP)
@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/gatscale analyze lpips-contribution $(DEMO_RUNS)/B2-nomng-repa-lrA-s0 --random-backbone --num-samples 64
 	$(BIN)/gatscale probe-lr sweeps/lr_probe_demo.yaml --max-parallel 2
 	$(BIN)/gatscale figures --spec sweeps/demo.yaml --out figures
-	$(BIN)/gatscale figures --spec sweeps/lr_probe_demo.yaml --out figures
+	$(BIN)/gatscale figures --spec sweeps/lr_probe_demo.yaml --out figures/lr_probe
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

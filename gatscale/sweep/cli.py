@@ -76,6 +76,9 @@ def main(args) -> int:
     except ConfigError as e:
         print(f"gatscale sweep: {e}", file=sys.stderr)
         return 2
+    if spec.probe is not None:
+        print(f"gatscale sweep: {spec.path} has a probe: section: run `gatscale probe-lr {args.spec}`", file=sys.stderr)
+        return 2
     planned = plan(spec, read_only=args.dry_run)
     print(f"study {spec.name} ({spec.path}): {len(spec.runs)} runs in {spec.study_dir}, experiment {spec.name!r} "
           f"at {spec.tracking.uri}")
