@@ -9,6 +9,7 @@ run) when they are not there, returns the Figure (the table function: the DataFr
     fid_curves            scaling Fig. (a)/(b): FID against iteration per model size / per patch size
     fid_vs_compute        scaling Fig. (c): FID against GFLOPs with a fitted power law FID = a * C^b
     ablation_table        MNG x REPA x width-aware LR -> FID at a matched iteration
+    lr_probe              `gatscale probe-lr`: largest stable LR per width, the fit lr_max ∝ C^b against b = -1
     samples_sheet         the final sample grid of each model size side by side (from the run folders)
 
 Every FD figure draws the real-data floor (metric `<fd>_floor`, e.g. fd_digits_floor, logged once per run)
@@ -26,6 +27,7 @@ from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 from gatscale.atomic import atomic_write_text
+from gatscale.sweep.probe import bracket, fit_lr_law
 
 from . import style
 from .load import MissingData
@@ -550,3 +552,57 @@ def samples_sheet(runs: pd.DataFrame, out_dir=None):
         ax.axis("off")
     fig.suptitle("Final samples (EMA generator), one row per class")
     return _finish(fig, sel[sel["model"].isin([m for m, _ in found])], out_dir, "samples")
+
+
+# LR probe: the largest stable LR per width (gatscale probe-lr)
+
+def probe_brackets(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per model, from its fixed-LR runs: (lo, hi) = largest stable LR below the smallest unstable one, as
+    `gatscale probe-lr` decides (an LR is unstable once one seed diverged, stable when all finished)."""
+    fixed = runs[~runs["width_aware_lr"].astype(bool) & runs["status"].isin(["finished", "diverged"])]
+    rows = []
+    for model, g in fixed.groupby("model", sort=False):
+        verdicts = {float(lr): bool((s != "diverged").all()) for lr, s in g.groupby(g["lr_g"].round(12))["status"]}
+        if len(verdicts) < 2:
+            continue
+        lo, hi = bracket(verdicts)
+        rows.append({"model": model, "size": g["size"].iloc[0], "width": float(g["width"].iloc[0]), "lo": lo, "hi": hi,
+                     "lr_max": np.sqrt(lo * hi) if lo and hi else np.nan, "trials": len(verdicts)})
+    return pd.DataFrame(rows, columns=["model", "size", "width", "lo", "hi", "lr_max", "trials"])
+
+
+def lr_probe(runs: pd.DataFrame, out_dir=None):
+    """Largest stable LR against width (log-log): brackets as error bars, the fit with its 95 % band and the
+    paper's slope -1 (Eq. 4) through the points' mean for reference; an unbracketed width as an arrow."""
+    table = probe_brackets(runs)
+    done = table[np.isfinite(table["lr_max"])]
+    if done["width"].nunique() < 2:
+        raise MissingData("lr_probe: needs runs at fixed LRs (optim.width_aware_lr off) that bracket the largest "
+                          "stable LR (one finished, one diverged above it) at two or more widths: run "
+                          f"`gatscale probe-lr SPEC`; found {len(done)} bracketed width(s)")
+    fit = fit_lr_law(done["width"], done["lr_max"])
+    fig, axes = style.new_figure(7.0, 3.6)
+    ax = axes[0, 0]
+    for r in done.itertuples():
+        ax.errorbar([r.width], [r.lr_max], yerr=[[r.lr_max - r.lo], [r.hi - r.lr_max]], fmt="o", capsize=3,
+                    color=style.size_color(r.size), label=f"{r.model} ({r.trials} LRs)")
+    for r in table[~np.isfinite(table["lr_max"])].itertuples():  # censored: stable up to / unstable down to
+        at, mark = (r.lo, "^") if r.lo else (r.hi, "v")
+        ax.plot([r.width], [at], marker=mark, linestyle="none", color=style.size_color(r.size),
+                label=f"{r.model}: {'stable up to' if r.lo else 'unstable down to'} {at:.3g}")
+    cs = np.geomspace(table["width"].min() / 1.15, table["width"].max() * 1.15, 100)
+    ci = f"\n95% CI {fit.b_lo:.2f} .. {fit.b_hi:.2f}" if np.isfinite(fit.b_lo) else " (no CI: 2 widths)"
+    ax.plot(cs, fit(cs), color="black", linewidth=1, label=f"fit: lr_max ∝ C^b, b = {fit.b:.2f}{ci}")
+    if fit.n >= 3:
+        ax.fill_between(cs, *fit.band(cs), color="grey", alpha=0.2, linewidth=0, label="95% confidence band")
+    anchor_c, anchor_lr = np.exp(np.log(done["width"]).mean()), np.exp(np.log(done["lr_max"]).mean())
+    ax.plot(cs, anchor_lr * anchor_c / cs, color="grey", linestyle="--", linewidth=1,
+            label="paper Eq. 4: lr ∝ 1/C (b = -1)")
+    style.log_axis(ax, "x")
+    style.log_axis(ax, "y")
+    ax.set_xlabel("width C (hidden size)")
+    ax.set_ylabel("largest stable LR (G and D)")
+    ax.set_title("Largest stable LR per width (gatscale probe-lr)")
+    style.legend_outside(fig, ax, "bars: stable .. unstable LR")
+    fig.lr_law, fig.table = fit, table
+    return _finish(fig, runs[runs["model"].isin(table["model"])], out_dir, "lr_probe")

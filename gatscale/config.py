@@ -144,6 +144,20 @@ class DataConfig:
 
 
 @dataclass
+class StabilityConfig:
+    """GAN failure modes that do not produce NaN, judged at each log tick (and FID evaluation); any one that holds
+    for `patience` ticks in a row ends the run as `diverged` with the reason (what `gatscale probe-lr` needs to
+    stop an unstable trial early). A non-finite loss or gradient norm always does, within one step. 0 = off."""
+    d_loss_below: float = 0.0           # D's relativistic loss (loss/d_adv = softplus(-(real - fake))) under this: D wins outright
+    g_loss_above: float = 0.0           # G's loss (loss/g) above this: G gets no useful gradient
+    logit_gap_above: float = 0.0        # |logits/real - logits/fake| above this
+    fd_rise: float = 0.0                # FID (or fd_digits) above this factor times its first evaluated value
+    patience: int = 1                   # consecutive ticks a mode must hold before the run is stopped
+
+    RULES = {"d_loss_below": ">= 0", "g_loss_above": ">= 0", "logit_gap_above": ">= 0", "patience": ">= 1"}
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = 512               # global batch (4 GPUs x 128 in train_256_B2.sh)
     iterations: int = 400_000           # --max-train-steps
@@ -160,6 +174,7 @@ class TrainConfig:
              "seed": f"[0, {2**31 - 1}]",  # seed + rank must stay a valid numpy seed
              "log_every": ">= 1", "sample_every": ">= 1", "checkpoint_every": ">= 1", "keep_checkpoints": ">= 1",
              "divergence_check_every": ">= 1"}
+    stability: StabilityConfig = field(default_factory=StabilityConfig)  # non-NaN failure modes (off by default)
 
 
 @dataclass
@@ -455,6 +470,8 @@ def validate(cfg: RunConfig, source: str | None = None, world_size: int = 1):
         fail("train.batch_size", f"global batch is not divisible by the world size {world_size}")
     if cfg.encoder.name == DIGITS_ENCODER and cfg.encoder.kwargs:
         fail("encoder.kwargs", f"encoder.name {DIGITS_ENCODER!r} has a fixed architecture; remove encoder.kwargs")
+    if cfg.train.stability.fd_rise != 0 and not cfg.train.stability.fd_rise > 1:
+        fail("train.stability.fd_rise", "must be > 1 (a factor over the first FID) or 0 (off)")
     return cfg
 
 
@@ -533,6 +550,6 @@ def replace(cfg: RunConfig, **changes) -> RunConfig:
 
 __all__ = [
     "ConfigError", "RunConfig", "ModelConfig", "NetConfig", "MethodConfig", "EncoderConfig", "OptimConfig",
-    "DataConfig", "TrainConfig", "EvalConfig", "TrackingConfig", "load_config", "config_from_dict", "validate",
+    "DataConfig", "TrainConfig", "StabilityConfig", "EvalConfig", "TrackingConfig", "load_config", "config_from_dict", "validate",
     "to_dict", "dump_config", "flatten", "config_hash", "training_hash", "effective_lr", "replace", "set_by_path",
 ]

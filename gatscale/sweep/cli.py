@@ -13,6 +13,7 @@ import sys
 from collections import Counter, defaultdict
 
 from ..config import ConfigError, effective_lr
+from ..errors import InputError
 from ..flops import run_flops
 from ..train.status import EXIT_PREEMPTED, TERMINAL
 from .backends import BACKENDS, Options, cannot_start, launch
@@ -71,6 +72,8 @@ def main(args) -> int:
     if args.max_parallel is not None and args.max_parallel < 1:
         raise ConfigError(None, "--max-parallel", args.max_parallel, "must be >= 1")
     spec = load_spec(args.spec, args.runs_dir, args.profile)  # a ConfigError is reported by gatscale.cli
+    if spec.probe is not None:
+        raise InputError(f"gatscale sweep: {spec.path} has a probe: section: run `gatscale probe-lr {args.spec}`")
     planned = plan(spec, read_only=args.dry_run)
     print(f"study {spec.name} ({spec.path}): {len(spec.runs)} runs in {spec.study_dir}, experiment {spec.name!r} "
           f"at {spec.tracking.uri}")

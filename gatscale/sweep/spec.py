@@ -41,7 +41,7 @@ from ..sizes import GAT_SIZES, MODEL_NAMES, size_letter
 from .profile import ClusterProfile, SizeResources, load_profile, merge_rows, size_resources, size_row
 
 TOP_KEYS = ("name", "description", "base_config", "base", "settings", "grid", "zip", "seeds", "groups", "per_size",
-            "resources", "runs_dir", "profile", "max_attempts", "device", "throughput")
+            "resources", "runs_dir", "profile", "max_attempts", "device", "throughput", "probe")
 GROUP_KEYS = ("grid", "zip", "seeds")
 SIZE_KEYS = ("model.generator.size", "model.discriminator.size")
 LR_KEYS = ("optim.lr", "optim.width_aware_lr")
@@ -78,6 +78,7 @@ class Spec:
     device: str                  # GPU type for the GPU-hour estimate (throughput table key)
     throughput: Path | None
     description: str = ""
+    probe: dict | None = None    # the `probe:` section, read by `gatscale probe-lr` (gatscale/sweep/probe.py)
 
     @property
     def study_dir(self) -> Path:
@@ -368,7 +369,7 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
     return Spec(path=path, name=name, runs_dir=runs_dir, runs=runs, profile=cluster,
                 max_attempts=max_attempts, device=str(spec.get("device", "H100")),
                 throughput=path.parent / throughput if throughput else None,
-                description=str(spec.get("description", "")))
+                description=str(spec.get("description", "")), probe=spec.get("probe"))
 
 
 def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resources, study_dir) -> Run:

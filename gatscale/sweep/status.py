@@ -39,6 +39,9 @@ def _num(metrics: dict, key: str, fmt: str = ".3g") -> str:
 
 def main(args) -> int:
     spec = load_spec(args.spec, args.runs_dir)  # a ConfigError is reported by gatscale.cli
+    if spec.probe is not None:  # an LR probe: its trials so far and the next ones
+        from .probe import trials_spec
+        spec = trials_spec(spec)
     if args.watch is None:
         print(snapshot(spec)[0])
         return 0

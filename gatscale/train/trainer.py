@@ -39,6 +39,7 @@ from .checkpoint import (REJECTED_DIR, TRAINING_STATE, checkpoint_config, checkp
 from .distributed import DistInfo, all_reduce_max, barrier, init_distributed
 from .sample_grid import class_rows, save_sample_grid
 from .signals import StopFlag
+from .stability import FD_METRICS, StabilityWatch
 from .status import TERMINAL, RunLock, read_status, write_status
 from .step import build_state, train_step
 
@@ -230,6 +231,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     sums, n_sum, nonfinite = {}, 0, torch.zeros((), device=dev)
     t_last, step_last = time.perf_counter(), start_step
     last_metrics: dict = {}
+    watch = StabilityWatch(cfg.train.stability)
     progress = _progress(start_step, iterations, info.is_main)
     step = start_step
     result = None
@@ -301,6 +303,16 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
                 tracker.log_metrics(fid, step)
                 last_metrics.update(fid)
                 log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in fid.items()))
+
+        # Non-NaN failure modes (train.stability): judged on rank 0's metrics at log and FID ticks, agreed on
+        # by all ranks; the run ends as diverged before this step's checkpoint (the last good one is kept).
+        fid_now = bool(cfg.eval.fid_every) and step % cfg.eval.fid_every == 0
+        if watch.enabled and (log_now or fid_now):
+            tick = last_metrics if log_now else {k: v for k, v in last_metrics.items() if k in FD_METRICS}
+            reason = watch.check(tick) if info.is_main else None
+            if all_reduce_max(torch.tensor(float(reason is not None), device=dev), info).item() > 0:
+                result = RunResult("diverged", step, f"{reason or 'unstable (judged on rank 0)'} at step {step}")
+                break
 
         if step % cfg.train.checkpoint_every == 0 or step == iterations or preempted:
             _save(run_dir, step, st, info)

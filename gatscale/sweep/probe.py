@@ -1,0 +1,288 @@
+"""The LR probe: for each width, the largest learning rate that still trains, and the law that links them.
+
+A spec with a `probe:` section names the widths (its grid/zip over sizes, as any sweep spec) and the search:
+
+    probe:
+      lr_start: 2.0e-3     # first rung, for every width (G's and D's LR; width_aware_lr is off in trials)
+      factor: 4            # geometric ladder: x factor up while stable, / factor down while unstable
+      lr_min: 1.0e-5       # the ladder's bounds
+      lr_max: 1.0
+      resolution: 1.25     # bisect (in log LR) until smallest unstable / largest stable <= this
+      max_trials: 8        # per width (each trial: one run per seed)
+      stability: {g_loss_above: 10, logit_gap_above: 15, patience: 2}   # train.stability of every trial
+
+A probe line is one spec run without its seed (a width, with the spec's other settings). `search` is pure and
+deterministic: given the verdicts of the finished trials of a line (True = stable, False = unstable), it
+replays the ladder and the bisection and names the next LR to try, or how the line ended. So resuming a
+half-done probe is re-reading the trial folders and calling it again. A trial is stable when every seed
+finished, unstable as soon as one diverged (non-finite values, or a train.stability mode).
+
+The law: log LR_max = a + b log C over the bracketed widths, LR_max = the bracket's geometric midpoint,
+least squares, a 95 % t interval on b (paper Eq. 4 says b = -1).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from ..config import ConfigError, StabilityConfig, _from_dict, config_hash, validate
+from .plan import Planned, plan_run
+from .spec import LR_KEYS, Run, Spec, _dedupe_names, _short_float
+
+# How a line's search ended ('' while it goes on).
+BRACKETED, ABOVE, BELOW, OUT_OF_TRIALS = "bracketed", "stable up to lr_max", "unstable down to lr_min", "out of trials"
+
+
+@dataclass
+class ProbeConfig:
+    lr_start: float = 2e-4              # the first rung, for every width
+    factor: float = 4.0                 # ladder step (x)
+    lr_min: float = 1e-6
+    lr_max: float = 1.0
+    resolution: float = 1.25            # bracket ratio hi / lo at which bisection stops
+    max_trials: int = 8                 # per width; each trial runs every seed
+    stability: StabilityConfig = field(default_factory=StabilityConfig)  # written into each trial's train.stability
+
+
+def probe_config(spec: Spec) -> ProbeConfig:
+    """The spec's validated `probe:` section; errors name the spec file, the key and the value."""
+    source = str(spec.path)
+    if not isinstance(spec.probe, dict):
+        raise ConfigError(source, "probe", spec.probe, "gatscale probe-lr needs a `probe:` mapping (lr_start, factor, "
+                                                       "lr_min, lr_max, resolution, max_trials, stability)")
+    p = _from_dict(ProbeConfig, spec.probe, source, prefix="probe.")
+
+    def fail(key, msg):
+        raise ConfigError(source, f"probe.{key}", getattr(p, key), msg)
+    for key in ("lr_start", "lr_min", "lr_max"):
+        if not getattr(p, key) > 0:
+            fail(key, "must be > 0")
+    if not p.lr_min <= p.lr_start <= p.lr_max:
+        fail("lr_start", f"must lie in [lr_min, lr_max] = [{p.lr_min:g}, {p.lr_max:g}]")
+    if not p.resolution > 1:
+        fail("resolution", "must be > 1 (the bracket ratio at which bisection stops, e.g. 1.25)")
+    if not p.factor > p.resolution:
+        fail("factor", f"must be > resolution ({p.resolution:g}): the ladder's step")
+    if p.max_trials < 2:
+        fail("max_trials", "must be >= 2 (one stable and one unstable trial make a bracket)")
+    try:  # the stability criterion as the trainer validates it, reported under its key in the spec
+        cfg = copy.deepcopy(spec.runs[0].config)
+        cfg.train.stability = p.stability
+        validate(cfg)
+    except ConfigError as e:
+        message = str(e).split(f"{e.key} = {e.value!r}: ", 1)[-1]
+        raise ConfigError(source, e.key.replace("train.stability", "probe.stability"), e.value, message) from None
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# The search (pure)
+
+def rung(lr: float) -> float:
+    """LRs are kept to 4 significant digits, exactly as the run name writes them ('lr1.414e-3')."""
+    return float(_short_float(lr))
+
+
+def bracket(verdicts: dict[float, bool]) -> tuple[float | None, float | None]:
+    """(largest stable LR below the smallest unstable one, smallest unstable LR); None where there is none."""
+    unstable = [lr for lr, ok in verdicts.items() if not ok]
+    hi = min(unstable) if unstable else None
+    stable = [lr for lr, ok in verdicts.items() if ok and (hi is None or lr < hi)]
+    return (max(stable) if stable else None), hi
+
+
+@dataclass
+class Search:
+    next_lr: float | None        # the LR to try next; None when the line is done
+    tried: list[float]           # LRs with a verdict, in search order
+    lo: float | None             # largest stable LR (below hi)
+    hi: float | None             # smallest unstable LR
+    outcome: str = ""            # BRACKETED, ABOVE, BELOW, OUT_OF_TRIALS; '' while it goes on
+
+    @property
+    def lr_max(self) -> float | None:
+        """The estimate: the final bracket's geometric midpoint (None until the line is bracketed)."""
+        return math.sqrt(self.lo * self.hi) if self.outcome == BRACKETED else None
+
+
+def search(p: ProbeConfig, verdicts: dict[float, bool]) -> Search:
+    """Replay the ladder and bisection over the known verdicts; stop at the first LR without one."""
+    lr, tried, seen = rung(p.lr_start), [], {}
+    while True:
+        if lr not in verdicts:
+            return Search(lr, tried, *bracket(seen))
+        tried.append(lr)
+        seen[lr] = verdicts[lr]
+        lo, hi = bracket(seen)
+        if lo is not None and hi is not None:
+            if hi / lo <= p.resolution * (1 + 1e-9):
+                return Search(None, tried, lo, hi, BRACKETED)
+            nxt = rung(math.sqrt(lo * hi))          # bisection in log LR
+        elif hi is None:                            # stable so far: climb
+            if lr >= p.lr_max:
+                return Search(None, tried, lo, hi, ABOVE)
+            nxt = rung(min(lr * p.factor, p.lr_max))
+        else:                                       # unstable so far: descend
+            if lr <= p.lr_min:
+                return Search(None, tried, lo, hi, BELOW)
+            nxt = rung(max(lr / p.factor, p.lr_min))
+        if len(tried) >= p.max_trials:
+            return Search(None, tried, lo, hi, OUT_OF_TRIALS)
+        lr = nxt
+
+
+# ---------------------------------------------------------------------------------------------
+# Lines and trials: ordinary runs of the sweep machinery
+
+@dataclass
+class Line:
+    key: str                     # the spec run's name without its seed, e.g. 'B2-mng-repa'
+    width: int                   # generator width C
+    runs: list[Run]              # one spec run per seed
+
+
+def probe_lines(spec: Spec, p: ProbeConfig) -> list[Line]:
+    """The spec's runs grouped by all but their seed. Two lines whose trials are one config (the spec's axes
+    differ only in the LR, which the probe sets itself) are an error naming the spec."""
+    lines: dict[tuple, Line] = {}
+    for run in spec.runs:
+        ident = tuple(sorted((k, str(v)) for k, v in run.labels.items() if k != "seed"))
+        if ident not in lines:
+            parts = run.name.split("-")
+            del parts[parts.index(f"s{run.config.train.seed}")]
+            del parts[parts.index("repa" if run.config.method.repa else "norepa") + 1]  # the LR tag
+            lines[ident] = Line("-".join(parts), run.config.model.generator.arch()["hidden_size"], [])
+        lines[ident].runs.append(run)
+    seen: dict[str, str] = {}
+    for line in lines.values():
+        h = trial_run(line.runs[0], p.lr_start, p).config_hash
+        if h in seen:
+            raise ConfigError(str(spec.path), "grid", f"{seen[h]} / {line.key}", "these runs differ only in their "
+                              f"LR ({', '.join(LR_KEYS)}), which a probe sets itself: remove that axis")
+        seen[h] = line.key
+    return list(lines.values())
+
+
+def lr_tag(cfg) -> str:
+    return "lrA" if cfg.optim.width_aware_lr else "lr" + _short_float(cfg.optim.lr)
+
+
+def trial_run(run: Run, lr: float, p: ProbeConfig) -> Run:
+    """The spec run at a fixed LR (G and D) with the probe's stability criterion: a run of the same study."""
+    cfg = copy.deepcopy(run.config)
+    cfg.optim.width_aware_lr, cfg.optim.lr = False, lr
+    cfg.train.stability = copy.deepcopy(p.stability)
+    validate(cfg, f"probe trial of {run.name}")
+    parts = run.name.split("-")
+    parts[parts.index("repa" if cfg.method.repa else "norepa") + 1] = lr_tag(cfg)  # run_name's LR part
+    name = "-".join(parts)
+    cfg.name, cfg.run_dir = name, str(run.run_dir.parent / name)
+    return Run(name=name, config=cfg, config_hash=config_hash(cfg), run_dir=run.run_dir.parent / name,
+               model=run.model, resources=run.resources, labels={**run.labels, "lr": lr})
+
+
+def trials_of(line: Line, lrs, p: ProbeConfig) -> dict[float, list[Run]]:
+    out = {lr: [trial_run(r, lr, p) for r in line.runs] for lr in lrs}
+    _dedupe_names([t for ts in out.values() for t in ts])
+    return out
+
+
+def verdict(states: list[str]) -> bool | None:
+    """A trial's verdict from its seeds' run states: unstable once one diverged, stable once all finished."""
+    if "diverged" in states:
+        return False
+    return True if states and all(s == "finished" for s in states) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a probe stands: the trial folders, replayed through the search
+
+@dataclass
+class LineState:
+    line: Line
+    search: Search
+    trials: dict[float, list[Run]]     # every LR with a verdict, and the next one's runs (one per seed)
+    planned: list[Planned]             # what the sweep would do with the next LR's runs ([] when done)
+
+    @property
+    def blocked(self) -> str:
+        """Why the line cannot go on (a trial gave up after max_attempts failures, or a folder conflict), or ''."""
+        return "; ".join(f"{p.run.name}: {p.detail}" for p in self.planned if p.action in ("give-up", "refuse"))
+
+
+def line_state(line: Line, p: ProbeConfig, max_attempts: int, active: dict[str, str] | None = None) -> LineState:
+    """Replay the search over the verdicts its trial folders give (status.json via the sweep's plan)."""
+    verdicts, trials = {}, {}
+    while True:
+        s = search(p, verdicts)
+        if s.next_lr is None:
+            return LineState(line, s, trials, [])
+        runs = trials[s.next_lr] = trials_of(line, [s.next_lr], p)[s.next_lr]
+        planned = [plan_run(r, max_attempts, {}, active or {}) for r in runs]
+        v = verdict([q.state for q in planned])
+        if v is None:
+            return LineState(line, s, trials, planned)
+        verdicts[s.next_lr] = v
+
+
+def probe_state(spec: Spec, p: ProbeConfig, active: dict[str, str] | None = None) -> list[LineState]:
+    return [line_state(line, p, spec.max_attempts, active) for line in probe_lines(spec, p)]
+
+
+def trials_spec(spec: Spec) -> Spec:
+    """The spec with its runs replaced by the probe's trials so far and the next ones (`gatscale status`)."""
+    p = probe_config(spec)
+    runs = [r for st in probe_state(spec, p) for rs in st.trials.values() for r in rs]
+    return dataclasses.replace(spec, runs=runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The law
+
+@dataclass
+class LRLaw:
+    """log LR_max = a + b log C (natural logs), least squares over n widths; b_lo..b_hi its 95 % interval."""
+    a: float
+    b: float
+    b_lo: float
+    b_hi: float
+    n: int
+    stderr: float
+    mean_log_c: float
+    sxx: float            # sum of squared deviations of log C
+    resid_std: float      # residual standard deviation in log LR (nan for n = 2)
+
+    def __call__(self, c):
+        import numpy as np
+        return np.exp(self.a + self.b * np.log(np.asarray(c, float)))
+
+    def band(self, c, level: float = 0.95):
+        """Pointwise confidence band of the fitted line (t distribution, n - 2 degrees of freedom)."""
+        import numpy as np
+        from scipy import stats
+        lc = np.log(np.asarray(c, float))
+        se = self.resid_std * np.sqrt(1 / self.n + (lc - self.mean_log_c) ** 2 / self.sxx)
+        half = stats.t.ppf((1 + level) / 2, self.n - 2) * se
+        return self(c) * np.exp(-half), self(c) * np.exp(half)
+
+    def line(self) -> str:
+        ci = f"95% CI {self.b_lo:.2f} .. {self.b_hi:.2f}" if math.isfinite(self.b_lo) else "no CI with 2 widths"
+        return f"lr_max ∝ C^b: b = {self.b:.2f} ({ci}), {self.n} widths"
+
+
+def fit_lr_law(widths, lr_max) -> LRLaw:
+    """Fit over (width, LR_max) pairs; needs two distinct widths (three for a confidence interval)."""
+    import numpy as np
+    from scipy import stats
+    x, y = np.log(np.asarray(widths, float)), np.log(np.asarray(lr_max, float))
+    if len(set(x)) < 2:
+        raise ValueError(f"the LR law needs LR_max at two or more widths; got widths {sorted(set(widths))}")
+    fit = stats.linregress(x, y)
+    n = len(x)
+    half = stats.t.ppf(0.975, n - 2) * fit.stderr if n > 2 else float("nan")
+    resid = y - (fit.intercept + fit.slope * x)
+    return LRLaw(float(fit.intercept), float(fit.slope), float(fit.slope - half), float(fit.slope + half), n,
+                 float(fit.stderr) if n > 2 else float("nan"), float(x.mean()), float(((x - x.mean()) ** 2).sum()),
+                 float(np.sqrt((resid ** 2).sum() / (n - 2))) if n > 2 else float("nan"))

@@ -1,0 +1,177 @@
+"""`gatscale probe-lr SPEC.yaml [--backend local|submitit|ray] [--dry-run] [--max-parallel N]`.
+
+Measures the largest stable LR per width (gatscale/sweep/probe.py): in rounds, it replays each width's ladder and
+bisection over the finished trials in the study folder, launches the next trial of every width that is not done
+(one run per seed, through the sweep's backends), and repeats until every width is bracketed, out of range or out
+of trials. Re-running the command after a crash continues the search where the folders say it stands. At the end:
+the table (width, LR_max, bracket, trials), the fit lr_max ∝ C^b with a 95 % CI on b, `<study>/probe.json`, and
+both logged to the probe's parent run in the tracker. `--dry-run`: the next trials and the probe's GPU-hour budget.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+
+from ..atomic import atomic_write_text
+from ..config import ConfigError
+from ..train.status import EXIT_PREEMPTED
+from .backends import BACKENDS, Options, launch
+from .cli import run_table
+from .plan import prepare
+from .probe import LineState, fit_lr_law, probe_config, probe_state
+from .spec import load_spec
+from .status import format_table
+from .throughput import estimate, load_table
+
+RESULT_FILE = "probe.json"
+
+
+def add_arguments(parser):
+    parser.add_argument("spec", help="sweep spec YAML with a probe: section (sweeps/lr_probe*.yaml; docs/sweeps.md)")
+    parser.add_argument("--backend", choices=list(BACKENDS), default="local", help="where trials run (default: local)")
+    parser.add_argument("--dry-run", action="store_true", help="print the next trials and the budget; change nothing")
+    parser.add_argument("--max-parallel", type=int, help="trials at once (local, ray; default: CPUs, or GPUs)")
+    parser.add_argument("--profile", help="cluster profile YAML or name in slurm/profiles (default: the spec's profile)")
+    parser.add_argument("--runs-dir", help="folder holding <study>/<trial> (default: the spec's runs_dir, else runs)")
+    parser.add_argument("--cluster", choices=["auto", "slurm", "local", "debug"], default="auto",
+                        help="submitit executor (default auto: SLURM when sbatch exists, else local)")
+    parser.add_argument("--wait", action="store_true", help="submitit: wait for each round's jobs (else submit one "
+                                                            "round and exit; re-run to continue)")
+    parser.add_argument("--ray-address", help="ray: an existing cluster (default: RAY_ADDRESS, else a local Ray)")
+
+
+def result_rows(states: list[LineState]) -> list[dict]:
+    rows = []
+    for st in states:
+        s = st.search
+        rows.append({"line": st.line.key, "width": st.line.width, "lr_max": s.lr_max, "lo": s.lo, "hi": s.hi,
+                     "trials": len(s.tried), "runs": sum(len(r) for r in st.trials.values()),
+                     "outcome": s.outcome or ("blocked: " + st.blocked if st.blocked else f"next lr {s.next_lr:.4g}")})
+    return rows
+
+
+def format_results(rows: list[dict]) -> str:
+    g = lambda v: "" if v is None else f"{v:.4g}"
+    table = [[r["line"], r["width"], g(r["lr_max"]), f"{g(r['lo']) or '-'} .. {g(r['hi']) or '-'}",
+              "" if not (r["lo"] and r["hi"]) else f"x{r['hi'] / r['lo']:.3g}", r["trials"], r["outcome"]]
+             for r in rows]
+    return format_table(["width", "C", "LR_max", "bracket (stable .. unstable)", "ratio", "trials", "outcome"], table)
+
+
+def fit_of(rows: list[dict]):
+    done = [r for r in rows if r["lr_max"] is not None]
+    if len({r["width"] for r in done}) < 2:
+        return None
+    return fit_lr_law([r["width"] for r in done], [r["lr_max"] for r in done])
+
+
+def print_budget(spec, states: list[LineState], p):
+    """The next round as the sweep's run table, and the probe's worst case: max_trials per width."""
+    planned = [q for st in states for q in st.planned]
+    if planned:
+        print(run_table(dataclasses.replace(spec, runs=[q.run for q in planned]), planned, spec.device))
+    table, total, how = load_table(spec.throughput), 0.0, set()
+    for st in states:
+        if not st.planned:
+            continue
+        est = estimate(st.planned[0].run, spec.device, table)
+        left = p.max_trials - len(st.search.tried)
+        how.add(est.how)
+        total += (est.hours or 0.0) * left * len(st.line.runs)
+    print(f"budget: at most {p.max_trials} trials per width x {len(states[0].line.runs) if states else 0} seed(s); "
+          f"what is left costs at most {total:.4g} device-hours ({', '.join(sorted(how)) or 'nothing left'}; a trial "
+          f"judged unstable stops early, so the probe usually costs less)")
+
+
+def _finite(x):
+    """nan (e.g. no CI with two widths) -> None, so probe.json is strict JSON."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def main(args) -> int:
+    prog = "gatscale probe-lr"
+    if args.max_parallel is not None and args.max_parallel < 1:
+        print(f"{prog}: --max-parallel = {args.max_parallel}: must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        spec = load_spec(args.spec, args.runs_dir, args.profile)
+        p = probe_config(spec)
+        states = probe_state(spec, p)
+    except ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    print(f"probe {spec.name} ({spec.path}): {len(states)} widths in {spec.study_dir}; ladder from {p.lr_start:g} "
+          f"x{p.factor:g} in [{p.lr_min:g}, {p.lr_max:g}], bisection to x{p.resolution:g}, <= {p.max_trials} trials "
+          f"per width")
+    if args.dry_run:
+        print_budget(spec, states, p)
+        print(format_results(result_rows(states)))
+        return 0
+
+    options = Options(max_parallel=args.max_parallel, max_attempts=spec.max_attempts, profile=spec.profile,
+                      cluster=None if args.cluster == "auto" else args.cluster, ray_address=args.ray_address,
+                      wait=args.wait, study_dir=spec.study_dir)
+    uri, parent, tracking = spec.tracking.uri, None, spec.tracking
+    stopped, rounds, t0 = "", 0, time.time()
+    while True:
+        conflicts = [q for st in states for q in st.planned if q.action == "refuse"]
+        for q in conflicts:
+            print(f"{prog}: {q.detail}", file=sys.stderr)
+        if conflicts:
+            return 2
+        todo = [q for st in states for q in st.planned if q.launch]
+        if not todo:
+            break
+        if parent is None and spec.tracking.backend != "none":
+            from ..tracking import ensure_store, start_sweep_run
+            uri = ensure_store(spec.tracking.uri)
+            tracking = dataclasses.replace(spec.tracking, uri=uri)
+            parent = start_sweep_run(tracking, spec.name, spec.spec_hash,
+                                     {"spec": str(spec.path), "kind": "probe-lr", "backend": args.backend})
+        rounds += 1
+        print(f"round {rounds}: " + ", ".join(f"{st.line.key} at lr {st.search.next_lr:.4g}"
+                                             for st in states if any(q.launch for q in st.planned)), flush=True)
+        for q in todo:
+            prepare(q, spec, parent, uri)
+        outcomes = launch(args.backend, [q.run for q in todo], options)
+        if any(o.state in ("submitted", "preempted", "not-started") for o in outcomes):
+            stopped = next(o.state for o in outcomes if o.state in ("submitted", "preempted", "not-started"))
+            break
+        states = probe_state(spec, p)
+
+    rows = result_rows(states)
+    print(f"probe {spec.name}: {rounds} round(s) in {time.time() - t0:.0f} s")
+    print(format_results(rows))
+    fit = fit_of(rows)
+    print(fit.line() if fit else "lr_max ∝ C^b: needs LR_max (a bracket) at two or more widths")
+    narrow = min((r for r in rows if r["lo"] is not None), key=lambda r: r["width"], default=None)
+    if narrow is not None:
+        print(f"LR cross-check from this probe (docs/sweeps.md): settings: lr: lrN: {{optim.width_aware_lr: false, "
+              f"optim.lr: {narrow['lo']:.4g}}}   # {narrow['line']}'s largest stable LR")
+    result = {"study": spec.name, "spec": str(spec.path), "probe": dataclasses.asdict(p), "widths": rows,
+              "fit": dataclasses.asdict(fit) if fit else None, "updated": time.time()}
+    text = json.dumps(_finite(result), indent=1)
+    spec.study_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(spec.study_dir / RESULT_FILE, text)
+    print(f"wrote {spec.study_dir / RESULT_FILE}")
+    if parent is not None:
+        from ..tracking.runs import end_sweep_run
+        from ..tracking.store import client_for
+        client = client_for(uri)
+        client.log_text(parent, text, f"probe/{RESULT_FILE}")
+        if fit:
+            client.set_tag(parent, "gatscale.probe_law", fit.line())
+        if not stopped:
+            blocked = any(r["outcome"].startswith("blocked") for r in rows)
+            end_sweep_run(tracking, parent, "failed" if blocked else "finished")
+    if stopped:
+        print(f"trials {stopped}: re-run `gatscale probe-lr {args.spec}` to continue the search")
+        return EXIT_PREEMPTED if stopped == "preempted" else 0
+    return 0 if not any(r["outcome"].startswith("blocked") for r in rows) else 1
