@@ -422,7 +422,7 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
                           f"compute budgets; found {len(pts)} usable run(s)")
     fit = fit_power_law(pts["c"], pts["value"])
     fd = "FD" if metric.startswith("fd_") else "FID"
-    fig, axes = style.new_figure(6.4, 3.6)
+    fig, axes = style.new_figure(8.4, 3.8)
     ax = axes[0, 0]
     # one marker per model: the mean over its seeds, error bars = their std; the fit uses every run
     means = pts.groupby("model", sort=False).agg(c=("c", "mean"), value=("value", "mean"), std=("value", "std"),
@@ -445,14 +445,14 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
         ax.fill_between(cs, *fit.band(cs), color="grey", alpha=0.2, linewidth=0, label="95% confidence band")
     draw_floor(ax, pts, histories, metric)
     fig.note = fit.trend or f"{fd} falls with compute: exponent {fit.b:.3f}{ci}"
-    if fit.trend:
-        ax.text(0.02, 0.03, fit.trend[0].upper() + fit.trend[1:], transform=ax.transAxes, fontsize=7.5,
-                color="#8B0000", ha="left", va="bottom", wrap=True)
     style.log_axis(ax, "x")
     style.log_axis(ax, "y")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(style.fid_label(metric, sel))
-    ax.set_title(f"{style.fid_short_label(metric)} at iteration {step:,} against compute")
+    # an absent trend is said in the title, where no reader misses it
+    title = f"{style.fid_short_label(metric)} at iteration {step:,} against compute"
+    ax.set_title(title + (f"\n{fit.trend[0].upper() + fit.trend[1:]}" if fit.trend else ""),
+                 color="#8B0000" if fit.trend else None, fontsize=8 if fit.trend else None)
     style.legend_outside(fig, ax, switches_of(sel))
     style.add_footnote(fig, pts)
     style.annotate_points(ax, means["c"], means["value"], [m.removeprefix("GAT-") for m in means["model"]])
@@ -575,7 +575,7 @@ def lr_probe(runs: pd.DataFrame, out_dir=None):
     """Largest stable LR against width (log-log): brackets as error bars, the fit with its 95 % band and the
     paper's slope -1 (Eq. 4) through the points' mean for reference; an unbracketed width as an arrow."""
     table = probe_brackets(runs)
-    done = table[np.isfinite(table["lr_max"])]
+    done = table[np.isfinite(table["lr_max"].astype(float))]
     if done["width"].nunique() < 2:
         raise MissingData("lr_probe: needs runs at fixed LRs (optim.width_aware_lr off) that bracket the largest "
                           "stable LR (one finished, one diverged above it) at two or more widths: run "
@@ -586,7 +586,7 @@ def lr_probe(runs: pd.DataFrame, out_dir=None):
     for r in done.itertuples():
         ax.errorbar([r.width], [r.lr_max], yerr=[[r.lr_max - r.lo], [r.hi - r.lr_max]], fmt="o", capsize=3,
                     color=style.size_color(r.size), label=f"{r.model} ({r.trials} LRs)")
-    for r in table[~np.isfinite(table["lr_max"])].itertuples():  # censored: stable up to / unstable down to
+    for r in table[~np.isfinite(table["lr_max"].astype(float))].itertuples():  # censored: stable up to / unstable down to
         at, mark = (r.lo, "^") if r.lo else (r.hi, "v")
         ax.plot([r.width], [at], marker=mark, linestyle="none", color=style.size_color(r.size),
                 label=f"{r.model}: {'stable up to' if r.lo else 'unstable down to'} {at:.3g}")

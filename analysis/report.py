@@ -35,17 +35,34 @@ def add_arguments(parser):
 
 def main(args) -> int:
     try:
-        out = write_report(args.spec, args.out, args.figures, args.tracking_uri,
-                           None if args.cache_dir in ("", "none") else args.cache_dir)
+        out, table = write_report(args.spec, args.out, args.figures, args.tracking_uri,
+                                  None if args.cache_dir in ("", "none") else args.cache_dir)
     except MissingData as e:
         print(f"gatscale report: {e}", file=sys.stderr)
         return 1
+    print(summary(table))
     print(f"wrote the study report {Path(out).resolve()}")
     return 0
 
 
+def summary(table: pd.DataFrame) -> str:
+    """The run table in a few console lines: per run its status and final quality (FD or FID, acc_digits), then
+    the real-data floor (what real images score with the same number of samples)."""
+    quality = [c for c in ("fid", "fd_digits", "acc_digits") if c in table]
+    rows = table[["run", "status", "step", *quality]].fillna("")
+    widths = {c: max(len(c), *(len(str(v)) for v in rows[c])) for c in rows}
+    lines = ["  ".join(c.ljust(widths[c]) for c in rows)]
+    lines += ["  ".join(str(v).ljust(widths[c]) for c, v in r.items()) for _, r in rows.iterrows()]
+    floors = [f"{c} {next(v for v in table[c] if v)}" for c in ("fid_floor", "fd_digits_floor", "acc_digits_real")
+              if c in table and any(table[c])]
+    if floors:
+        lines.append("real data (same number of samples against the reference): " + ", ".join(floors))
+    return "\n".join(lines)
+
+
 def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None = None,
-                 cache_dir=DEFAULT_CACHE_DIR) -> Path:
+                 cache_dir=DEFAULT_CACHE_DIR) -> tuple[Path, pd.DataFrame]:
+    """Write the report; returns its path and the run table it shows."""
     from gatscale.config import ConfigError
     from gatscale.sweep.spec import load_spec
     from gatscale.tracking.labels import code_version
@@ -75,7 +92,7 @@ def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None
     page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>gatscale study {_e(spec.name)}</title>"
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
     atomic_write_text(Path(out), page)
-    return Path(out)
+    return Path(out), table
 
 
 def run_table(runs: pd.DataFrame, histories: pd.DataFrame, spec_runs: list[str]) -> pd.DataFrame:

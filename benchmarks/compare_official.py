@@ -4,12 +4,16 @@
     pip install einops                                          # the official code's import of its RoPE
     python benchmarks/compare_official.py --official /path/to/GAT --size GAT-S/2 --batch 2     # CPU, fp32
     python benchmarks/compare_official.py --official /path/to/GAT --size GAT-XL/2 --batch 32 --device cuda --precision bf16
+    python benchmarks/compare_official.py --official /path/to/GAT --spec sweeps/demo.yaml --run B2-mng-repa-lrA-s0 --threads 1
 
 One iteration on each side = a D step and a G step as in the official train.py (R1/R2 approximated every
 step, MNG, REPA on D with the same random-weight DINOv2 ViT-B/14 encoder, AdamW, grad clipping, EMA),
 on the same synthetic batch. The official side runs its own RpGANPTLoss and models (which checkpoint
 every block); ours runs `gatscale.train.step.train_step` with our defaults (no checkpointing unless
---our-grad-ckpt). The last line is the figure we steer by: `ratio ours/official time: X.XX`.
+--our-grad-ckpt). With --spec/--run both sides take that sweep run's config (tiny widths, its encoder, batch and
+LRs): the official nets are built from its GAT/GATD classes at those widths, and its DINOv2 preprocessing (which
+always resizes to 224 px) is shimmed to the run's encoder resolution, so both encoders see the same input.
+The last line is the figure we steer by: `ratio ours/official time: X.XX`.
 """
 import argparse
 import contextlib
@@ -51,22 +55,37 @@ class Wrapped(torch.nn.Module):
         return self.module(*args, **kwargs)
 
 
-def build_official(path: Path, cfg, encoder, device, autocast):
+def official_nets(cfg, encoder):
+    """(G factory, D) of the official code at the config's architecture (its registry sizes when they match)."""
+    from models.discriminator import GATD
+    from models.generator import GAT
+
+    kwargs = dict(input_size=cfg.data.latent_size, in_channels=cfg.data.latent_channels, num_classes=cfg.data.num_classes,
+                  z_dims=[encoder.dim], projector_dim=cfg.model.projector_dim, fused_attn=True, qk_norm=True)
+
+    def arch(net):
+        a = net.arch()
+        return dict(depth=a["depth"], hidden_size=a["hidden_size"], decoder_hidden_size=a["hidden_size"],
+                    patch_size=a["patch_size"], num_heads=a["num_heads"])
+    make_g = lambda: GAT(**arch(cfg.model.generator), latent_size=cfg.model.z_dim, **kwargs)  # noqa: E731
+    return make_g, GATD(**arch(cfg.model.discriminator), cmap_dim=cfg.model.cmap_dim, **kwargs)
+
+
+def build_official(path: Path, cfg, encoder, device, autocast, lrs):
     sys.path.insert(0, str(path))
     try:
-        from models.discriminator import GATD_models
-        from models.generator import GAT_models
+        import losses.Rp_PT_loss as official_loss
         from losses.Rp_PT_loss import RpGANPTLoss
     except ImportError as e:
         raise SystemExit(f"--official {path}: cannot import the official code ({e}); it needs `pip install einops`")
-    kwargs = dict(input_size=cfg.data.latent_size, num_classes=cfg.data.num_classes, z_dims=[encoder.dim],
-                  fused_attn=True, qk_norm=True)
+    if encoder.resolution != 224:  # the official DINOv2 preprocessing always resizes to 224 px
+        official_loss.preprocess_raw_image = lambda x, enc_type: encoder.preprocess(x)
     torch.manual_seed(cfg.train.seed)
-    G = GAT_models[cfg.model.generator.size](**kwargs).to(device)
-    D = GATD_models[cfg.model.discriminator.size](**kwargs).to(device)
-    ema = GAT_models[cfg.model.generator.size](**kwargs).to(device).requires_grad_(False)
+    make_g, D = official_nets(cfg, encoder)
+    G, D = make_g().to(device), D.to(device)
+    ema = make_g().to(device).requires_grad_(False)
     ema.load_state_dict(G.state_dict())
-    lr_g, lr_d = cfg.optim.lr * 768 / G.hidden_size, cfg.optim.lr * 768 / D.hidden_size
+    lr_g, lr_d = lrs
     opt_g = torch.optim.AdamW(G.parameters(), lr=lr_g, betas=(0.0, 0.99), weight_decay=0.0, eps=1e-8)
     opt_d = torch.optim.AdamW(D.parameters(), lr=lr_d, betas=(0.0, 0.99), weight_decay=0.0, eps=1e-8)
     loss = RpGANPTLoss(encoders=[OfficialEncoderShim(encoder.model)], encoder_types=["dinov2"], architectures=["vit"],
@@ -111,7 +130,12 @@ def main():
     p.add_argument("--our-grad-ckpt", action="store_true", help="also checkpoint every block on our side")
     p.add_argument("--compile", action="store_true", help="torch.compile on our side")
     p.add_argument("--rounds", type=int, default=5, help="timed (ours, official) pairs after one warm-up pair")
+    p.add_argument("--spec", help="a sweep spec: compare on one of its runs (with --run) instead of ImageNet shapes")
+    p.add_argument("--run", help="the run's name in --spec, e.g. B2-mng-repa-lrA-s0")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not (args.official / "models" / "generator.py").is_file():
         raise SystemExit(f"--official {args.official}: not a checkout of the official GAT code (no models/generator.py)")
 
@@ -119,18 +143,19 @@ def main():
     # Our side: train_step.py's defaults (ImageNet-256 shapes, REPA with DINOv2 ViT-B/14, MNG exp).
     bench_args = train_step_parser().parse_args(["--size", args.size, "--batch", str(args.batch), "--precision",
                                                  args.precision, *["--grad-ckpt"] * args.our_grad_ckpt,
-                                                 *["--compile"] * args.compile])
+                                                 *["--compile"] * args.compile,
+                                                 *(["--spec", args.spec, "--run", args.run] if args.spec else [])])
     cfg = benchmark_config(bench_args)
     ours = build_state(cfg, device)
     autocast = ours.autocast if args.precision == "bf16" else contextlib.nullcontext
-    official = build_official(args.official, cfg, ours.encoder, device, autocast)
+    official = build_official(args.official, cfg, ours.encoder, device, autocast, (ours.lr_g, ours.lr_d))
     x, y, raw = synthetic_batch(cfg, device)
     z = torch.randn(cfg.train.batch_size, cfg.model.z_dim, device=device)
 
     def timed(fn):
         return time_iterations(fn, device, warmup=0, iters=1)[0]
 
-    run_ours = lambda: train_step(ours, x, y, z, raw)  # noqa: E731
+    run_ours = lambda: train_step(ours, x, y, z, raw if cfg.method.repa else None)  # noqa: E731
     run_official = lambda: official(x, y, z, raw)  # noqa: E731
     timed(run_ours), timed(run_official)  # warm-up (the official RoPE is torch.compile'd on first use)
     t_ours, t_official = [], []
@@ -140,10 +165,10 @@ def main():
             times.append(timed(fn))
     m_ours, m_official = statistics.median(t_ours), statistics.median(t_official)
     print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} ({torch.get_num_threads()} threads);"
-          f" {args.size} batch {args.batch} {args.precision}; ours grad_ckpt={args.our_grad_ckpt} compile={args.compile};"
+          f" {args.spec + ':' + args.run if args.spec else args.size} batch {cfg.train.batch_size} {args.precision}; ours grad_ckpt={args.our_grad_ckpt} compile={args.compile};"
           f" official checkpoints every block")
-    print(f"ours     {m_ours * 1e3:9.1f} ms/iteration  {args.batch / m_ours:8.2f} images/s  (all: {', '.join(f'{t:.2f}' for t in t_ours)} s)")
-    print(f"official {m_official * 1e3:9.1f} ms/iteration  {args.batch / m_official:8.2f} images/s  (all: {', '.join(f'{t:.2f}' for t in t_official)} s)")
+    print(f"ours     {m_ours * 1e3:9.1f} ms/iteration  {cfg.train.batch_size / m_ours:8.2f} images/s  (all: {', '.join(f'{t:.2f}' for t in t_ours)} s)")
+    print(f"official {m_official * 1e3:9.1f} ms/iteration  {cfg.train.batch_size / m_official:8.2f} images/s  (all: {', '.join(f'{t:.2f}' for t in t_official)} s)")
     print(f"ratio ours/official time: {m_ours / m_official:.2f}")
 
 

@@ -2,12 +2,16 @@
 
     python benchmarks/train_step.py --size GAT-S/2 --batch 8                       # CPU, float32
     python benchmarks/train_step.py --size GAT-XL/2 --batch 64 --device cuda --precision bf16 [--compile] [--grad-ckpt]
+    python benchmarks/train_step.py --spec sweeps/demo.yaml --run B2-mng-repa-lrA-s0 --threads 1   # a sweep's run
+    python benchmarks/train_step.py --config configs/tiny-cpu.yaml --set train.batch_size=64 --threads 1  # a run config
 
 Prints ms per iteration (median of timed iterations after warm-up, CUDA-synchronised), images/s,
 achieved TFLOP/s (FLOPs from gatscale.flops.run_flops: D step with both approximated-penalty passes and
 the REPA encoder, G step) and MFU when the device's peak is known (H100/H200 bf16 dense ~790 TFLOP/s,
 as measured on such a machine) or given with --peak-tflops. Synthetic data of ImageNet-256 shapes
-(SD-VAE latents 4x32x32, uint8 images 3x256x256); random weights (timing only).
+(SD-VAE latents 4x32x32, uint8 images 3x256x256), or of a sweep run's own config with --spec/--run, or of a run
+config with --config/--set (then its sizes, batch, method and encoder; the size flags are ignored); random
+weights (timing only).
 """
 import argparse
 import statistics
@@ -23,6 +27,11 @@ KNOWN_PEAK_TFLOPS = {"H100": 790.0, "H200": 790.0}  # bf16 dense, measured on su
 
 
 def benchmark_config(args) -> RunConfig:
+    if args.spec:
+        return spec_run_config(args.spec, args.run)
+    if args.config:
+        from gatscale.config import load_config
+        return load_config(args.config, args.overrides)
     changes = {
         "model.generator.size": args.size, "model.discriminator.size": args.d_size or args.size,
         "model.grad_checkpointing": args.grad_ckpt, "model.compile": args.compile,
@@ -35,6 +44,16 @@ def benchmark_config(args) -> RunConfig:
         if getattr(args, key) is not None:
             changes[f"model.generator.{key}"] = changes[f"model.discriminator.{key}"] = getattr(args, key)
     return replace(RunConfig(), **changes)
+
+
+def spec_run_config(spec_path: str, name: str | None) -> RunConfig:
+    """The resolved config of run `name` of a sweep spec (as `gatscale sweep` would train it)."""
+    from gatscale.sweep.spec import load_spec
+
+    runs = {r.name: r for r in load_spec(spec_path).runs}
+    if name not in runs:
+        raise SystemExit(f"--run {name!r}: not a run of {spec_path}; its runs: {', '.join(runs)}")
+    return runs[name].config
 
 
 def peak_tflops(device: torch.device, given: float | None) -> float | None:
@@ -91,11 +110,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--peak-tflops", type=float)
+    p.add_argument("--spec", help="a sweep spec: time one of its runs (with --run) instead of the synthetic shapes")
+    p.add_argument("--run", help="the run's name in --spec, e.g. B2-mng-repa-lrA-s0")
+    p.add_argument("--config", help="a run config YAML to time instead of the synthetic shapes")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="with --config: override a value (repeatable)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; the demo gives each run 1)")
     return p
 
 
 def main():
     args = parser().parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     cfg = benchmark_config(args)
@@ -112,6 +139,7 @@ def main():
     peak = peak_tflops(device, args.peak_tflops)
     print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} ({torch.get_num_threads()} threads)")
     print(f"G {cfg.model.generator.size} D {cfg.model.discriminator.size} batch {cfg.train.batch_size} {args.precision}"
+          f" width {cfg.model.generator.arch()['hidden_size']} depth {cfg.model.generator.arch()['depth']}"
           f" compile={args.compile} grad_ckpt={args.grad_ckpt} repa={cfg.method.repa} mng={cfg.method.mng}")
     print(f"ms/iteration {ms:.1f} (median of {args.iters}; min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})")
     print(f"iterations/s {1e3 / ms:.3f}  images/s {cfg.train.batch_size * 1e3 / ms:.2f}")

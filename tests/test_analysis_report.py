@@ -56,6 +56,16 @@ def test_report_embeds_every_figure_and_lists_every_run(report):
     assert "Stand-ins: encoder, inception" in page and "planted study" in page and "description: planted" in page
 
 
+def test_report_prints_a_summary_line_per_run_with_its_final_quality(report):
+    _, printed = report
+    lines = printed.splitlines()
+    assert lines[0].split() == ["run", "status", "step", "fid"]
+    by_run = {line.split()[0]: line.split() for line in lines[1:] if line.split() and line.split()[0] in
+              {s[0] for s in STUDY} | {"S4-mng-repa-lrA-s0"}}
+    assert set(by_run) == {s[0] for s in STUDY} | {"S4-mng-repa-lrA-s0"}
+    assert by_run["B2-lrS"][1] == "diverged" and by_run["S4-mng-repa-lrA-s0"][1:] == ["not", "started"]
+
+
 CHECK_IMAGES = """<script>window.addEventListener('load', () => {
   const imgs = [...document.images];
   document.body.dataset.loaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length + '/' + imgs.length;
