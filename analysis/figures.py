@@ -17,15 +17,14 @@ as a dashed line: real images score that much with the same number of samples.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
-from scipy import stats
 
+from gatscale import powerlaw
 from gatscale.atomic import atomic_write_text
 from gatscale.sweep.probe import bracket, fit_lr_law
 
@@ -340,17 +339,8 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
 # ---------------------------------------------------------------------------------------------
 # Scaling (c): FID against compute, power-law fit
 
-@dataclass
-class PowerLaw:
-    """FID = a * C^b, fitted by least squares on (log10 C, log10 FID); r is the log-log Pearson correlation."""
-    a: float
-    b: float
-    r: float
-    n: int
-    mean_log_c: float
-    sxx: float        # sum of squared deviations of log10 C
-    resid_std: float  # residual standard deviation in log10 FID (nan for n = 2)
-    b_ci: tuple = (float("nan"), float("nan"))  # 95% confidence interval of the exponent b (nan for n = 2)
+class PowerLaw(powerlaw.PowerLaw):
+    """FID = a * C^b over the runs (gatscale.powerlaw), with the verdict the figure prints."""
 
     @property
     def trend(self) -> str | None:
@@ -364,28 +354,9 @@ class PowerLaw:
             return f"no clear scaling trend: the exponent's 95% CI [{lo:+.3f}, {hi:+.3f}] includes 0"
         return None
 
-    def __call__(self, c):
-        return self.a * np.asarray(c, float) ** self.b
-
-    def band(self, c, level: float = 0.95):
-        """Pointwise confidence band of the fitted mean (t distribution, n - 2 degrees of freedom)."""
-        lc = np.log10(np.asarray(c, float))
-        se = self.resid_std * np.sqrt(1 / self.n + (lc - self.mean_log_c) ** 2 / self.sxx)
-        t = stats.t.ppf((1 + level) / 2, self.n - 2)
-        mid = np.log10(self(c))
-        return 10 ** (mid - t * se), 10 ** (mid + t * se)
-
 
 def fit_power_law(c, fid) -> PowerLaw:
-    lc, lf = np.log10(np.asarray(c, float)), np.log10(np.asarray(fid, float))
-    fit = stats.linregress(lc, lf)
-    resid = lf - (fit.intercept + fit.slope * lc)
-    n = len(lc)
-    half = float(stats.t.ppf(0.975, n - 2) * fit.stderr) if n > 2 else float("nan")
-    return PowerLaw(a=float(10 ** fit.intercept), b=float(fit.slope), r=float(fit.rvalue), n=n,
-                    mean_log_c=float(lc.mean()), sxx=float(((lc - lc.mean()) ** 2).sum()),
-                    resid_std=float(np.sqrt((resid ** 2).sum() / (n - 2))) if n > 2 else float("nan"),
-                    b_ci=(fit.slope - half, fit.slope + half))
+    return powerlaw.fit_power_law(c, fid, PowerLaw)
 
 
 def _sci(v: float) -> str:
@@ -451,8 +422,10 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
     ax.set_ylabel(style.fid_label(metric, sel))
     # an absent trend is said in the title, where no reader misses it
     title = f"{style.fid_short_label(metric)} at iteration {step:,} against compute"
-    ax.set_title(title + (f"\n{fit.trend[0].upper() + fit.trend[1:]}" if fit.trend else ""),
-                 color="#8B0000" if fit.trend else None, fontsize=8 if fit.trend else None)
+    if fit.trend:
+        ax.set_title(f"{title}\n{fit.trend[0].upper() + fit.trend[1:]}", color="#8B0000", fontsize=8)
+    else:
+        ax.set_title(title)
     style.legend_outside(fig, ax, switches_of(sel))
     style.add_footnote(fig, pts)
     style.annotate_points(ax, means["c"], means["value"], [m.removeprefix("GAT-") for m in means["model"]])

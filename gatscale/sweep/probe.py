@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, StabilityConfig, _from_dict, config_hash, validate
+from ..powerlaw import PowerLaw, fit_power_law
 from .plan import Planned, plan_run
 from .spec import LR_KEYS, Run, Spec, _dedupe_names, _short_float
 
@@ -241,31 +242,8 @@ def trials_spec(spec: Spec) -> Spec:
 # ---------------------------------------------------------------------------------------------
 # The law
 
-@dataclass
-class LRLaw:
-    """log LR_max = a + b log C (natural logs), least squares over n widths; b_lo..b_hi its 95 % interval."""
-    a: float
-    b: float
-    b_lo: float
-    b_hi: float
-    n: int
-    stderr: float
-    mean_log_c: float
-    sxx: float            # sum of squared deviations of log C
-    resid_std: float      # residual standard deviation in log LR (nan for n = 2)
-
-    def __call__(self, c):
-        import numpy as np
-        return np.exp(self.a + self.b * np.log(np.asarray(c, float)))
-
-    def band(self, c, level: float = 0.95):
-        """Pointwise confidence band of the fitted line (t distribution, n - 2 degrees of freedom)."""
-        import numpy as np
-        from scipy import stats
-        lc = np.log(np.asarray(c, float))
-        se = self.resid_std * np.sqrt(1 / self.n + (lc - self.mean_log_c) ** 2 / self.sxx)
-        half = stats.t.ppf((1 + level) / 2, self.n - 2) * se
-        return self(c) * np.exp(-half), self(c) * np.exp(half)
+class LRLaw(PowerLaw):
+    """LR_max = a * C^b over the probed widths (gatscale.powerlaw); b_lo..b_hi its 95 % interval."""
 
     def line(self) -> str:
         ci = f"95% CI {self.b_lo:.2f} .. {self.b_hi:.2f}" if math.isfinite(self.b_lo) else "no CI with 2 widths"
@@ -274,15 +252,6 @@ class LRLaw:
 
 def fit_lr_law(widths, lr_max) -> LRLaw:
     """Fit over (width, LR_max) pairs; needs two distinct widths (three for a confidence interval)."""
-    import numpy as np
-    from scipy import stats
-    x, y = np.log(np.asarray(widths, float)), np.log(np.asarray(lr_max, float))
-    if len(set(x)) < 2:
+    if len(set(widths)) < 2:
         raise ValueError(f"the LR law needs LR_max at two or more widths; got widths {sorted(set(widths))}")
-    fit = stats.linregress(x, y)
-    n = len(x)
-    half = stats.t.ppf(0.975, n - 2) * fit.stderr if n > 2 else float("nan")
-    resid = y - (fit.intercept + fit.slope * x)
-    return LRLaw(float(fit.intercept), float(fit.slope), float(fit.slope - half), float(fit.slope + half), n,
-                 float(fit.stderr) if n > 2 else float("nan"), float(x.mean()), float(((x - x.mean()) ** 2).sum()),
-                 float(np.sqrt((resid ** 2).sum() / (n - 2))) if n > 2 else float("nan"))
+    return fit_power_law(widths, lr_max, LRLaw)
