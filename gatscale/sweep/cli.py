@@ -25,15 +25,20 @@ from .throughput import estimate, load_table
 
 def add_arguments(parser):
     parser.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml; docs/sweeps.md)")
+    add_launch_arguments(parser, "runs", wait="wait for the jobs to end and report them")
+
+
+def add_launch_arguments(parser, what: str, wait: str):
+    """The options of every command that launches runs through a backend (`sweep`, `probe-lr`)."""
     parser.add_argument("--backend", choices=list(BACKENDS), default="local",
                         help="local: this machine; submitit: SLURM job arrays; ray: Ray Tune trials (default: local)")
-    parser.add_argument("--dry-run", action="store_true", help="print the run table and what would happen; change nothing")
-    parser.add_argument("--max-parallel", type=int, help="runs at once (local, ray; default: CPUs, or GPUs)")
+    parser.add_argument("--dry-run", action="store_true", help=f"print the {what} and what would happen; change nothing")
+    parser.add_argument("--max-parallel", type=int, help=f"{what} at once (local, ray; default: CPUs, or GPUs)")
     parser.add_argument("--profile", help="cluster profile YAML or name in slurm/profiles (default: the spec's profile)")
     parser.add_argument("--runs-dir", help="folder holding <study>/<run> (default: the spec's runs_dir, else runs)")
     parser.add_argument("--cluster", choices=["auto", "slurm", "local", "debug"], default="auto",
                         help="submitit executor (default auto: SLURM when sbatch exists, else local)")
-    parser.add_argument("--wait", action="store_true", help="submitit: wait for the jobs to end and report them")
+    parser.add_argument("--wait", action="store_true", help=f"submitit: {wait}")
     parser.add_argument("--ray-address", help="ray: an existing cluster ('auto', 'ray://head:10001'; default: "
                                               "RAY_ADDRESS, else a local Ray on this machine's CPUs)")
 

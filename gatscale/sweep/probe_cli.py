@@ -18,8 +18,8 @@ import time
 from ..atomic import atomic_write_text
 from ..config import ConfigError
 from ..train.status import EXIT_PREEMPTED
-from .backends import BACKENDS, Options, launch
-from .cli import run_table
+from .backends import Options, launch
+from .cli import add_launch_arguments, run_table
 from .plan import prepare
 from .probe import LineState, fit_lr_law, probe_config, probe_state
 from .spec import load_spec
@@ -31,16 +31,8 @@ RESULT_FILE = "probe.json"
 
 def add_arguments(parser):
     parser.add_argument("spec", help="sweep spec YAML with a probe: section (sweeps/lr_probe*.yaml; docs/sweeps.md)")
-    parser.add_argument("--backend", choices=list(BACKENDS), default="local", help="where trials run (default: local)")
-    parser.add_argument("--dry-run", action="store_true", help="print the next trials and the budget; change nothing")
-    parser.add_argument("--max-parallel", type=int, help="trials at once (local, ray; default: CPUs, or GPUs)")
-    parser.add_argument("--profile", help="cluster profile YAML or name in slurm/profiles (default: the spec's profile)")
-    parser.add_argument("--runs-dir", help="folder holding <study>/<trial> (default: the spec's runs_dir, else runs)")
-    parser.add_argument("--cluster", choices=["auto", "slurm", "local", "debug"], default="auto",
-                        help="submitit executor (default auto: SLURM when sbatch exists, else local)")
-    parser.add_argument("--wait", action="store_true", help="submitit: wait for each round's jobs (else submit one "
-                                                            "round and exit; re-run to continue)")
-    parser.add_argument("--ray-address", help="ray: an existing cluster (default: RAY_ADDRESS, else a local Ray)")
+    add_launch_arguments(parser, "trials", wait="wait for each round's jobs (else submit one round and exit; "
+                                                 "re-run to continue)")
 
 
 def result_rows(states: list[LineState]) -> list[dict]:
