@@ -45,8 +45,9 @@ def regenerate(runs, histories, lpips, out_dir, step=None, metric=None):
         "fid_vs_inference_gflops": lambda: figures.fid_vs_compute(runs, histories, "inference", step, out_dir, metric),
         "ablation": lambda: figures.ablation_table(runs, histories, step, out_dir, metric),
         "samples": lambda: figures.samples_sheet(runs, out_dir),
-        "lr_probe": lambda: figures.lr_probe(runs, out_dir),
     }
+    if len(figures.probe_brackets(runs)):  # a probe's trials (fixed LRs per width): not asked of other studies
+        jobs["lr_probe"] = lambda: figures.lr_probe(runs, out_dir)
     written, missing = {}, {}
     for name, make in jobs.items():
         try:
