@@ -48,11 +48,10 @@ def main(args) -> int:
 def summary(table: pd.DataFrame) -> str:
     """The run table in a few console lines: per run its status and final quality (FD or FID, acc_digits), then
     the real-data floor (what real images score with the same number of samples)."""
-    quality = [c for c in ("fid", "fd_digits", "acc_digits") if c in table]
-    rows = table[["run", "status", "step", *quality]].fillna("")
-    widths = {c: max(len(c), *(len(str(v)) for v in rows[c])) for c in rows}
-    lines = ["  ".join(c.ljust(widths[c]) for c in rows)]
-    lines += ["  ".join(str(v).ljust(widths[c]) for c, v in r.items()) for _, r in rows.iterrows()]
+    from gatscale.sweep.status import format_table
+
+    columns = ["run", "status", "step", *(c for c in ("fid", "fd_digits", "acc_digits") if c in table)]
+    lines = [format_table(columns, table[columns].fillna("").values.tolist())]
     floors = [f"{c} {next(v for v in table[c] if v)}" for c in ("fid_floor", "fd_digits_floor", "acc_digits_real")
               if c in table and any(table[c])]
     if floors:

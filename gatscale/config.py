@@ -170,11 +170,11 @@ class TrainConfig:
     checkpoint_every: int = 1250        # --latest-checkpointing-steps
     keep_checkpoints: int = 3           # last K checkpoints kept
     divergence_check_every: int = 1     # steps between finiteness checks (1 = stop within one step)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)  # non-NaN failure modes (off by default)
     RULES = {"batch_size": "[1, 16777216]", "iterations": f"[1, {10**12}]", "epochs": "> 0",
              "seed": f"[0, {2**31 - 1}]",  # seed + rank must stay a valid numpy seed
              "log_every": ">= 1", "sample_every": ">= 1", "checkpoint_every": ">= 1", "keep_checkpoints": ">= 1",
              "divergence_check_every": ">= 1"}
-    stability: StabilityConfig = field(default_factory=StabilityConfig)  # non-NaN failure modes (off by default)
 
 
 @dataclass
@@ -512,12 +512,19 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _fields_but(cfg: RunConfig, ignore: tuple[str, ...]) -> dict:
+    """The flattened config without the keys (or sections) in `ignore`."""
+    return {k: v for k, v in flatten(to_dict(cfg)).items() if not any(k == n or k.startswith(n + ".") for n in ignore)}
+
+
+def _digest(fields: dict, length: int) -> str:
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode()).hexdigest()[:length]
+
+
 def config_hash(cfg: RunConfig, length: int = 10) -> str:
     """Stable identity of a run's result: sha1 of the canonical JSON of its result-relevant fields."""
-    flat = flatten(to_dict(cfg))
-    kept = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_RESULT_KEYS)}
-    canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha1(canonical.encode()).hexdigest()[:length]
+    return _digest(_fields_but(cfg, NON_RESULT_KEYS), length)
 
 
 def effective_lr(cfg: RunConfig, net: str) -> float:
@@ -532,12 +539,9 @@ LR_RULE_KEYS = ("optim.lr", "optim.width_aware_lr", "optim.base_width")  # resol
 def training_hash(cfg: RunConfig, length: int = 10) -> str:
     """Identity of what is trained: config_hash's fields with the LR rule resolved into G's and D's LRs, so a
     width-aware LR and the fixed LR it resolves to at that width are one run (a sweep launches it once)."""
-    flat = flatten(to_dict(cfg))
-    kept = {k: v for k, v in flat.items()
-            if not any(k == n or k.startswith(n + ".") for n in NON_RESULT_KEYS + LR_RULE_KEYS)}
+    kept = _fields_but(cfg, NON_RESULT_KEYS + LR_RULE_KEYS)
     kept.update({f"lr_{net}": float(f"{effective_lr(cfg, net):.12g}") for net in ("generator", "discriminator")})
-    canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha1(canonical.encode()).hexdigest()[:length]
+    return _digest(kept, length)
 
 
 def replace(cfg: RunConfig, **changes) -> RunConfig:
