@@ -144,7 +144,8 @@ def compute_metrics(image_batches, kind: str, extractor, reference: dict, metric
     if unknown:
         raise ValueError(f"metrics = {sorted(unknown)}: unknown; valid: {', '.join(METRICS)}")
     spec, names = EXTRACTORS[kind], metric_names(kind)
-    chunks: dict[str, list] = {spec.fid_layer: [], spec.is_layer: []}
+    # the IS layer (class logits) only when a metric reads it: IS, or acc_digits on the digits CNN
+    chunks: dict[str, list] = {spec.fid_layer: [], **({spec.is_layer: []} if "is" in metrics or "acc" in names else {})}
     labels = []
     for batch in image_batches:
         images, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
