@@ -25,9 +25,13 @@ def format_eta(seconds: float | None) -> str:
 
 def run_progress(name: str, run_dir: Path, iterations: int, state: str | None = None) -> list[str]:
     """One row of HEADERS for a run: `state` when given (the launcher knows it), else its status.json's."""
-    status = read_status(run_dir) or {}
+    return progress_row(name, read_status(run_dir) or {}, iterations, state)
+
+
+def progress_row(name: str, status: dict, iterations: int, state: str | None = None) -> list[str]:
+    """run_progress from a status.json already read; its own iteration count wins (epochs resolved)."""
     m = status.get("metrics") or {}
-    step = status.get("step", 0)
+    step, iterations = status.get("step", 0), status.get("iterations") or iterations
     state = state or status.get("status") or "queued"
     eta = (iterations - step) * m["perf/step_ms"] / 1e3 if state == "running" and "perf/step_ms" in m else None
     fid = next((f"{m[k]:.4g} {k}" for k in QUALITY if k in m), "")

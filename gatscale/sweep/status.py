@@ -14,7 +14,7 @@ from collections import Counter
 from ..errors import InputError
 from ..train.status import TERMINAL
 from .plan import last_job, plan
-from .progress import run_progress, summary_line
+from .progress import progress_row, summary_line
 from .spec import load_spec
 
 
@@ -54,7 +54,7 @@ def main(args) -> int:
             if tty:
                 print("\033[H\033[J" + text, flush=True)  # the table redrawn from the top of the screen
             else:
-                print(summary_line([run_progress(p.run.name, p.run.run_dir, p.run.config.train.iterations, p.state)
+                print(summary_line([progress_row(p.run.name, p.status or {}, p.run.config.train.iterations, p.state)
                                     for p in planned]), flush=True)
             if all(p.state in TERMINAL for p in planned):
                 return 0
@@ -78,10 +78,7 @@ def snapshot(spec) -> tuple[str, list]:
     for p in planned:
         s = p.status or {}
         m = s.get("metrics") or {}
-        step = f"{s['step']}/{s['iterations']}" if s else f"0/{p.run.config.train.iterations}"
-        fid_key = next((k for k in ("fid", "fd_digits") if k in m), None)
-        fid = f"{m[fid_key]:.4g} {fid_key}" if fid_key else ""
-        eta = run_progress(p.run.name, p.run.run_dir, p.run.config.train.iterations, p.state)[4]
+        _, _, step, rate, eta, fid = progress_row(p.run.name, s, p.run.config.train.iterations, p.state)
         job = last[p.run.name] or {}
         job_id = job.get("job_id") or s.get("job_id") or ""
         job_cell = f"{job_id} {scheduler.get(job_id, '')}".strip()
@@ -92,8 +89,8 @@ def snapshot(spec) -> tuple[str, list]:
             state = f"not started ({needs})"
         if p.state not in ("finished", "running", "queued") and p.run.name in errors:
             detail = f"{detail}; job: {errors[p.run.name]}".lstrip("; ")  # e.g. not requeued: out of time-outs
-        rows.append([p.run.name, state, step, _num(m, "loss/d"), _num(m, "loss/g"), fid,
-                     _num(m, "perf/images_per_s", ".4g"), eta, s.get("host", ""), job_cell, detail])
+        rows.append([p.run.name, state, step, _num(m, "loss/d"), _num(m, "loss/g"), fid, rate, eta,
+                     s.get("host", ""), job_cell, detail])
     text = "\n".join([
         f"study {spec.name}: {len(rows)} runs in {spec.study_dir}",
         format_table(["run", "state", "step", "loss/d", "loss/g", "FID", "img/s", "ETA", "host", "job", "detail"], rows),
