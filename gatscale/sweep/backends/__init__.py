@@ -111,9 +111,9 @@ def already_running(run: Run, step: int | None = None) -> Outcome:
 def skip_reason(run: Run) -> Outcome | None:
     """Checked again just before a launch (another sweep may have got there since the plan): the run is being
     trained (its lock is held) or has ended (finished, diverged): an Outcome saying so, else None."""
-    if run_in_progress(run.run_dir):
-        return already_running(run, (read_status(run.run_dir) or {}).get("step"))
     status = read_status(run.run_dir) or {}
+    if run_in_progress(run.run_dir):
+        return already_running(run, status.get("step"))
     if status.get("status") in TERMINAL:
         return Outcome(run.name, status["status"], status.get("step"), detail="ended meanwhile; not launched again")
     return None
