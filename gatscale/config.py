@@ -413,7 +413,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 
 def set_path(data: dict, assignment: str, source: str = "--set") -> dict:
-    """Apply 'a.b.c=value' to a nested dict; the value is parsed as YAML ('1e-4' -> float)."""
+    """Apply 'a.b.c=value' to a nested dict; the value is parsed as YAML ('[0.5, 0.9]' -> a list; YAML 1.1 leaves
+    '1e-4' a string, which a float field then reads)."""
     if "=" not in assignment:
         raise ConfigError(source, assignment, None, "expected key.path=value")
     key, raw = assignment.split("=", 1)
