@@ -82,7 +82,7 @@ class MethodConfig:
     r1_gamma: float = setting(0.1, ">= 0")  # scripts/train_256_B2.sh R1_gamma; loss weight is gamma/2
     r2_gamma: float = setting(0.1, ">= 0")  # R2_gamma
     gp_sigma: float = setting(0.01, "> 0")  # approximated_GP_std: finite-difference step of the approx R1/R2
-    augment: str = setting("color,translation,cutout,flip", "a DiffAugment policy")  # DiffAugment policy on latents (official policy)
+    augment: str = setting("color,translation,cutout,flip", "a DiffAugment policy")  # on latents (official policy)
     repa: bool = True                   # REPA on D (official --enc-type dinov2-vit-b)
     repa_weight: float = setting(1.0, ">= 0")  # --proj-coeff
 
@@ -90,8 +90,8 @@ class MethodConfig:
 @dataclass
 class EncoderConfig:
     """The REPA target encoder (DINOv2 ViT-B/14 in the paper) through timm."""
-    name: str = setting("vit_base_patch14_dinov2.lvd142m", "non-empty")  # timm id of facebookresearch dinov2_vitb14, or 'digits-vit':
-    #   the digits encoder (a tiny ViT trained on the digits set, cached; its own 16 px resolution, no kwargs)
+    name: str = setting("vit_base_patch14_dinov2.lvd142m", "non-empty")  # timm id of facebookresearch dinov2_vitb14,
+    #   or 'digits-vit': the digits encoder (a tiny ViT trained on the digits set, cached; 16 px, no kwargs)
     pretrained: bool = True            # False: random init, a stand-in for tests (runs are tagged so)
     checkpoint: str | None = setting(None, "non-empty")  # local weights file (safetensors/pt) instead of the hub
     resolution: int = setting(224, "[1, 4096]")  # raw images are bicubically resized to this before the encoder
@@ -122,7 +122,7 @@ class DataConfig:
     resolution: int = setting(16, "[1, 4096]")  # image side in pixels
     num_classes: int = setting(10, "[1, 1000000]")
     latent_scale: float | None = setting(None, "> 0")  # None: 0.18215 for sd-vae (REPA preprocessing), 1.0 for pixels
-    vae_decoder: str = setting("stabilityai/sd-vae-ft-ema", "non-empty")  # hub id or local folder; official sampler decodes with ft-ema
+    vae_decoder: str = setting("stabilityai/sd-vae-ft-ema", "non-empty")  # hub id or local folder; official sampler: ft-ema
     load_images: bool = True            # serve raw uint8 images for REPA (needed when method.repa)
     num_workers: int = setting(2, "[0, 256]")
 
@@ -146,7 +146,7 @@ class StabilityConfig:
     """GAN failure modes that do not produce NaN, judged at each log tick (and FID evaluation); any one that holds
     for `patience` ticks in a row ends the run as `diverged` with the reason (what `gatscale probe-lr` needs to
     stop an unstable trial early). A non-finite loss or gradient norm always does, within one step. 0 = off."""
-    d_loss_below: float = setting(0.0, ">= 0")  # D's relativistic loss (loss/d_adv = softplus(-(real - fake))) under this: D wins outright
+    d_loss_below: float = setting(0.0, ">= 0")  # D's loss/d_adv = softplus(-(real - fake)) under this: D wins outright
     g_loss_above: float = setting(0.0, ">= 0")  # G's loss (loss/g) above this: G gets no useful gradient
     logit_gap_above: float = setting(0.0, ">= 0")  # |logits/real - logits/fake| above this
     fd_rise: float = 0.0                # FID (or fd_digits) above this factor times its first evaluated value
@@ -174,11 +174,11 @@ class EvalConfig:
     fid_every: int = setting(2500, ">= 0")  # --eval-steps; 0 disables in-training FID
     fid_samples: int = setting(5000, ">= 1")  # FID-5K during training
     feature_extractor: Literal["inception", "digits"] = "inception"  # digits: offline extractor, metric 'fd_digits'
-    inception_weights: str | None = setting(None, "non-empty")  # local path to pt_inception-2015-12-05 weights (torch-fidelity)
-    reference_stats: str | None = setting(None, "non-empty")  # .npz with mu/sigma (ADM VIRTUAL_imagenet256_labeled.npz or our cache)
+    inception_weights: str | None = setting(None, "non-empty")  # local pt_inception-2015-12-05 weights (torch-fidelity)
+    reference_stats: str | None = setting(None, "non-empty")  # mu/sigma .npz (ADM VIRTUAL_imagenet256_labeled.npz or ours)
     truncation_psi: float = setting(0.0, "[0, 1]")  # official: psi = 0 (none) for FID-5K in training
     batch_size: int = setting(64, "[1, 16777216]")
-    fid_decoder: str = setting("stabilityai/sd-vae-ft-mse", "non-empty")  # in-training FID-5K and grids (official train.py decodes with ft-mse)
+    fid_decoder: str = setting("stabilityai/sd-vae-ft-mse", "non-empty")  # in-training FID-5K and grids (official: ft-mse)
     precision: Literal["fp32", "bf16"] = "fp32"  # G and decoder for metrics: official code runs them fp32 (TF32)
 
 
@@ -451,7 +451,8 @@ def set_field(cfg, key: str, value: Any, source: str | None = None):
 def _field_of(node, name: str, key: str, value: Any, source: str | None) -> str:
     names = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
     if name not in names:
-        raise ConfigError(source, key, value, f"unknown config key; valid keys here: {', '.join(sorted(names)) or 'none'}")
+        valid = ", ".join(sorted(names)) or "none"
+        raise ConfigError(source, key, value, f"unknown config key; valid keys here: {valid}")
     return name
 
 
