@@ -1,14 +1,16 @@
-"""The run config: typed dataclasses, loaded from YAML, validated in one place.
+"""The typed config: run configs (and the sweep's spec and cluster-profile sections) as dataclasses, loaded
+from YAML, validated in one place.
 
 Every number that matters for the science is a named field with the official default and a
 comment saying where it comes from (github.com/hse1032/GAT, scripts/train_256_B2.sh, train.py).
 Errors name the file, the key path and the value: `ConfigError: configs/x.yaml: train.batch_size = 7: ...`.
-Each dataclass states what its fields may hold in `RULES`, beside the declarations (see `rule_error`); every
-value is checked when it is read (config file, `--set`, sweep spec) and again, with the relations between
-fields, in `validate`.
+Each field states what it may hold next to its default, `lr: float = setting(2e-4, "> 0")` (see `rule_error`);
+every value is checked when it is read (config file, `--set`, sweep spec) and again, with the relations between
+fields, in `validate`. The loading API every layer shares: `from_dict`, `read_yaml`, `set_path`, `diff`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -38,14 +40,18 @@ class ConfigError(InputError, ValueError):
         super().__init__(f"{where}{key} = {value!r}: {message}")
 
 
+def setting(default, rule: str):
+    """A config field with what it may hold (a rule, see `rule_error`) declared beside its default."""
+    return field(default=default, metadata={"rule": rule})
+
+
 @dataclass
 class NetConfig:
     """One network: a paper size name plus optional overrides (tiny configs shrink a size)."""
-    size: str = "GAT-B/2"
-    depth: int | None = None        # None: from the size table
-    hidden_size: int | None = None
-    num_heads: int | None = None
-    RULES = {"size": "a GAT model name", "depth": "[1, 1024]", "hidden_size": "[1, 65536]", "num_heads": "[1, 1024]"}
+    size: str = setting("GAT-B/2", "a GAT model name")
+    depth: int | None = setting(None, "[1, 1024]")  # None: from the size table
+    hidden_size: int | None = setting(None, "[1, 65536]")
+    num_heads: int | None = setting(None, "[1, 1024]")
 
     def arch(self) -> dict:
         arch = parse_model_name(self.size)
@@ -57,57 +63,51 @@ class NetConfig:
 class ModelConfig:
     generator: NetConfig = field(default_factory=NetConfig)
     discriminator: NetConfig = field(default_factory=NetConfig)
-    num_levels: int = 4                 # K MNG heads, tapped every depth/K blocks (official rgb_every = depth // 4)
-    z_dim: int = 64                     # latent code and class-embedding width of G's mapping network
+    num_levels: int = setting(4, "[1, 1024]")  # K MNG heads, tapped every depth/K blocks (official rgb_every = depth // 4)
+    z_dim: int = setting(64, "[1, 65536]")  # latent code and class-embedding width of G's mapping network
     input_tokens: Literal["sincos", "fourier"] = "sincos"  # code: sin-cos PE; paper figure: Fourier PE
     pos_embed: Literal["trainable", "frozen"] = "trainable"  # G/D sin-cos PE: official train.py trains it (requires_grad_(True))
     qk_norm: bool = True                # official --qk-norm default
-    cmap_dim: int = 2048                # D projection-head width
-    projector_dim: int = 2048           # REPA projector hidden width (REPA build_mlp)
+    cmap_dim: int = setting(2048, "[1, 65536]")  # D projection-head width
+    projector_dim: int = setting(2048, "[1, 65536]")  # REPA projector hidden width (REPA build_mlp)
     grad_checkpointing: bool = False    # official checkpoints every block; costs ~1/3 more compute
     compile: bool = False               # torch.compile G and D
-    RULES = {"num_levels": "[1, 1024]", "z_dim": "[1, 65536]", "cmap_dim": "[1, 65536]", "projector_dim": "[1, 65536]"}
 
 
 @dataclass
 class MethodConfig:
     mng: Literal["exp", "linear", "vp", "off"] = "exp"  # exp: official schedule; vp: paper's transcribed formula
-    mng_min_info: float = 0.125         # I_min of info_per_layer: signal 1/8 at the earliest level
-    mng_t_offset: float = 0.01          # official adds 1e-2 to every noise level (final level t = 0.01)
-    r1_gamma: float = 0.1               # scripts/train_256_B2.sh R1_gamma; loss weight is gamma/2
-    r2_gamma: float = 0.1               # R2_gamma
-    gp_sigma: float = 0.01              # approximated_GP_std: finite-difference step of the approx R1/R2
-    augment: str = "color,translation,cutout,flip"  # DiffAugment policy on latents (official policy)
+    mng_min_info: float = setting(0.125, "(0, 1)")  # I_min of info_per_layer: signal 1/8 at the earliest level
+    mng_t_offset: float = setting(0.01, "[0, 0.1)")  # official adds 1e-2 to every noise level (final level t = 0.01)
+    r1_gamma: float = setting(0.1, ">= 0")  # scripts/train_256_B2.sh R1_gamma; loss weight is gamma/2
+    r2_gamma: float = setting(0.1, ">= 0")  # R2_gamma
+    gp_sigma: float = setting(0.01, "> 0")  # approximated_GP_std: finite-difference step of the approx R1/R2
+    augment: str = setting("color,translation,cutout,flip", "a DiffAugment policy")  # on latents (official policy)
     repa: bool = True                   # REPA on D (official --enc-type dinov2-vit-b)
-    repa_weight: float = 1.0            # --proj-coeff
-    RULES = {"mng_min_info": "(0, 1)", "mng_t_offset": "[0, 0.1)", "r1_gamma": ">= 0", "r2_gamma": ">= 0",
-             "gp_sigma": "> 0", "augment": "a DiffAugment policy", "repa_weight": ">= 0"}
+    repa_weight: float = setting(1.0, ">= 0")  # --proj-coeff
 
 
 @dataclass
 class EncoderConfig:
     """The REPA target encoder (DINOv2 ViT-B/14 in the paper) through timm."""
-    name: str = "vit_base_patch14_dinov2.lvd142m"  # timm id of facebookresearch dinov2_vitb14, or 'digits-vit':
-    #   the digits encoder (a tiny ViT trained on the digits set, cached; its own 16 px resolution, no kwargs)
+    name: str = setting("vit_base_patch14_dinov2.lvd142m", "non-empty")  # timm id of facebookresearch dinov2_vitb14,
+    #   or 'digits-vit': the digits encoder (a tiny ViT trained on the digits set, cached; 16 px, no kwargs)
     pretrained: bool = True            # False: random init, a stand-in for tests (runs are tagged so)
-    checkpoint: str | None = None      # local weights file (safetensors/pt) instead of the hub
-    resolution: int = 224              # raw images are bicubically resized to this before the encoder
+    checkpoint: str | None = setting(None, "non-empty")  # local weights file (safetensors/pt) instead of the hub
+    resolution: int = setting(224, "[1, 4096]")  # raw images are bicubically resized to this before the encoder
     kwargs: dict = field(default_factory=dict)  # extra timm.create_model kwargs (tiny stand-ins)
-    RULES = {"name": "non-empty", "checkpoint": "non-empty", "resolution": "[1, 4096]"}
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4                    # eta_base (train_256_B2.sh --learning-rate 2e-4)
+    lr: float = setting(2e-4, "> 0")        # eta_base (train_256_B2.sh --learning-rate 2e-4)
     width_aware_lr: bool = True         # lr = lr * base_width / C_model, separately for G and D (paper Eq. 4)
-    base_width: int = 768               # C_base (GAT-B)
-    betas: tuple[float, float] = (0.0, 0.99)  # --adam-beta1/2
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0              # --max-grad-norm, G and D
-    ema_decay: float = 0.999            # update_ema default in train.py (DiT uses 0.9999)
-    RULES = {"lr": "> 0", "base_width": "[1, 65536]", "betas": "[0, 1)", "eps": "> 0", "weight_decay": ">= 0",
-             "grad_clip": ">= 0", "ema_decay": "[0, 1)"}
+    base_width: int = setting(768, "[1, 65536]")  # C_base (GAT-B)
+    betas: tuple[float, float] = setting((0.0, 0.99), "[0, 1)")  # --adam-beta1/2
+    eps: float = setting(1e-8, "> 0")
+    weight_decay: float = setting(0.0, ">= 0")
+    grad_clip: float = setting(1.0, ">= 0")  # --max-grad-norm, G and D
+    ema_decay: float = setting(0.999, "[0, 1)")  # update_ema default in train.py (DiT uses 0.9999)
 
 
 SD_VAE_SCALE = 0.18215  # SD-VAE latent scaling factor (REPA/GAT preprocessing; shift 0)
@@ -117,16 +117,14 @@ DIGITS_CLASSES = 10     # sklearn's load_digits: the embedded data set of `sourc
 @dataclass
 class DataConfig:
     source: Literal["digits", "shards"] = "digits"  # digits: embedded sklearn set; shards: extract-latents output
-    path: str | None = None             # shards folder (source: shards); digits cache folder (optional)
+    path: str | None = setting(None, "non-empty")  # shards folder (source: shards); digits cache folder (optional)
     tokenizer: Literal["pixels", "sd-vae"] = "pixels"  # pixels: identity with scaling (CPU runs)
-    resolution: int = 16                # image side in pixels
-    num_classes: int = 10
-    latent_scale: float | None = None   # None: 0.18215 for sd-vae (REPA preprocessing), 1.0 for pixels
-    vae_decoder: str = "stabilityai/sd-vae-ft-ema"  # hub id or local folder; official sampler decodes with ft-ema
+    resolution: int = setting(16, "[1, 4096]")  # image side in pixels
+    num_classes: int = setting(10, "[1, 1000000]")
+    latent_scale: float | None = setting(None, "> 0")  # None: 0.18215 for sd-vae (REPA preprocessing), 1.0 for pixels
+    vae_decoder: str = setting("stabilityai/sd-vae-ft-ema", "non-empty")  # hub id or local folder; official sampler: ft-ema
     load_images: bool = True            # serve raw uint8 images for REPA (needed when method.repa)
-    num_workers: int = 2
-    RULES = {"path": "non-empty", "resolution": "[1, 4096]", "num_classes": "[1, 1000000]", "latent_scale": "> 0",
-             "vae_decoder": "non-empty", "num_workers": "[0, 256]"}
+    num_workers: int = setting(2, "[0, 256]")
 
     @property
     def latent_channels(self) -> int:
@@ -148,68 +146,57 @@ class StabilityConfig:
     """GAN failure modes that do not produce NaN, judged at each log tick (and FID evaluation); any one that holds
     for `patience` ticks in a row ends the run as `diverged` with the reason (what `gatscale probe-lr` needs to
     stop an unstable trial early). A non-finite loss or gradient norm always does, within one step. 0 = off."""
-    d_loss_below: float = 0.0           # D's relativistic loss (loss/d_adv = softplus(-(real - fake))) under this: D wins outright
-    g_loss_above: float = 0.0           # G's loss (loss/g) above this: G gets no useful gradient
-    logit_gap_above: float = 0.0        # |logits/real - logits/fake| above this
+    d_loss_below: float = setting(0.0, ">= 0")  # D's loss/d_adv = softplus(-(real - fake)) under this: D wins outright
+    g_loss_above: float = setting(0.0, ">= 0")  # G's loss (loss/g) above this: G gets no useful gradient
+    logit_gap_above: float = setting(0.0, ">= 0")  # |logits/real - logits/fake| above this
     fd_rise: float = 0.0                # FID (or fd_digits) above this factor times its first evaluated value
-    patience: int = 1                   # consecutive ticks a mode must hold before the run is stopped
-
-    RULES = {"d_loss_below": ">= 0", "g_loss_above": ">= 0", "logit_gap_above": ">= 0", "patience": ">= 1"}
+    patience: int = setting(1, ">= 1")      # consecutive ticks a mode must hold before the run is stopped
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 512               # global batch (4 GPUs x 128 in train_256_B2.sh)
-    iterations: int = 400_000           # --max-train-steps
-    epochs: float | None = None         # if set, iterations = ceil(epochs * dataset size / batch)
-    seed: int = 0                       # rank r uses seed + r
+    batch_size: int = setting(512, "[1, 16777216]")  # global batch (4 GPUs x 128 in train_256_B2.sh)
+    iterations: int = setting(400_000, f"[1, {10**12}]")  # --max-train-steps
+    epochs: float | None = setting(None, "> 0")  # if set, iterations = ceil(epochs * dataset size / batch)
+    seed: int = setting(0, f"[0, {2**31 - 1}]")  # rank r uses seed + r (so it must stay a valid numpy seed)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     tf32: bool = True                   # --allow-tf32
-    log_every: int = 100                # metrics reduced and logged every N steps (no per-step host sync)
-    sample_every: int = 1250            # --sampling-steps: EMA sample grid
-    checkpoint_every: int = 1250        # --latest-checkpointing-steps
-    keep_checkpoints: int = 3           # last K checkpoints kept
-    divergence_check_every: int = 1     # steps between finiteness checks (1 = stop within one step)
+    log_every: int = setting(100, ">= 1")   # metrics reduced and logged every N steps (no per-step host sync)
+    sample_every: int = setting(1250, ">= 1")  # --sampling-steps: EMA sample grid
+    checkpoint_every: int = setting(1250, ">= 1")  # --latest-checkpointing-steps
+    keep_checkpoints: int = setting(3, ">= 1")  # last K checkpoints kept
+    divergence_check_every: int = setting(1, ">= 1")  # steps between finiteness checks (1 = stop within one step)
     stability: StabilityConfig = field(default_factory=StabilityConfig)  # non-NaN failure modes (off by default)
-    RULES = {"batch_size": "[1, 16777216]", "iterations": f"[1, {10**12}]", "epochs": "> 0",
-             "seed": f"[0, {2**31 - 1}]",  # seed + rank must stay a valid numpy seed
-             "log_every": ">= 1", "sample_every": ">= 1", "checkpoint_every": ">= 1", "keep_checkpoints": ">= 1",
-             "divergence_check_every": ">= 1"}
 
 
 @dataclass
 class EvalConfig:
-    fid_every: int = 2500               # --eval-steps; 0 disables in-training FID
-    fid_samples: int = 5000             # FID-5K during training
+    fid_every: int = setting(2500, ">= 0")  # --eval-steps; 0 disables in-training FID
+    fid_samples: int = setting(5000, ">= 1")  # FID-5K during training
     feature_extractor: Literal["inception", "digits"] = "inception"  # digits: offline extractor, metric 'fd_digits'
-    inception_weights: str | None = None  # local path to pt_inception-2015-12-05 weights (torch-fidelity)
-    reference_stats: str | None = None  # .npz with mu/sigma (ADM VIRTUAL_imagenet256_labeled.npz or our cache)
-    truncation_psi: float = 0.0         # official: psi = 0 (none) for FID-5K in training
-    batch_size: int = 64
-    fid_decoder: str = "stabilityai/sd-vae-ft-mse"  # in-training FID-5K and grids (official train.py decodes with ft-mse)
+    inception_weights: str | None = setting(None, "non-empty")  # local pt_inception-2015-12-05 weights (torch-fidelity)
+    reference_stats: str | None = setting(None, "non-empty")  # mu/sigma .npz (ADM VIRTUAL_imagenet256_labeled.npz or ours)
+    truncation_psi: float = setting(0.0, "[0, 1]")  # official: psi = 0 (none) for FID-5K in training
+    batch_size: int = setting(64, "[1, 16777216]")
+    fid_decoder: str = setting("stabilityai/sd-vae-ft-mse", "non-empty")  # in-training FID-5K and grids (official: ft-mse)
     precision: Literal["fp32", "bf16"] = "fp32"  # G and decoder for metrics: official code runs them fp32 (TF32)
-
-    RULES = {"fid_every": ">= 0", "fid_samples": ">= 1", "inception_weights": "non-empty",
-             "reference_stats": "non-empty", "fid_decoder": "non-empty", "truncation_psi": "[0, 1]", "batch_size": "[1, 16777216]"}
 
 
 @dataclass
 class TrackingConfig:
     backend: Literal["mlflow", "none"] = "mlflow"  # none: no tracker (NullTracker)
     uri: str = "sqlite:///mlflow.db"    # or http://host:port of a shared mlflow server
-    experiment: str = "gatscale"
+    experiment: str = setting("gatscale", "non-empty")
     system_metrics: bool = False
     parent_run_id: str | None = None    # set by the sweep: the sweep's parent run
     aliases: str = ""                   # set by the sweep: the spec's other names of this run (comma-separated)
     run_name: str | None = None         # the MLflow run name (default: name); the sweep sets a short one
 
-    RULES = {"experiment": "non-empty"}
-
 
 @dataclass
 class RunConfig:
-    name: str = "run"
-    run_dir: str | None = None          # default: runs/<name>
+    name: str = setting("run", "non-empty")
+    run_dir: str | None = setting(None, "non-empty")  # default: runs/<name>
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -218,7 +205,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    RULES = {"name": "non-empty", "run_dir": "non-empty"}
 
 
 # Sections and fields that do not change a run's result: left out of its identity hash.
@@ -227,8 +213,8 @@ NON_RESULT_KEYS = ("name", "run_dir", "tracking", "data.num_workers", "train.log
 
 
 # ---------------------------------------------------------------------------------------------
-# Rules: what a field may hold, as written in the RULES of its dataclass.
-#   "> 0", ">= 1"            a bound
+# Rules: what a field may hold, as its `setting(default, rule)` declares.
+#   "> 0", ">= 1"            a bound, optionally with a note the message repeats: "> 0 (GB)"
 #   "[0, 1)", "[1, 1024]"    an interval (open or closed at each end); a tuple field applies it to each entry
 #   a name in NAMED_RULES    a check of its own ("non-empty", "a GAT model name", "a DiffAugment policy")
 # None passes every rule (the optional fields' "not set"); floats must also be finite (see _coerce).
@@ -240,7 +226,7 @@ NAMED_RULES = {
     "a DiffAugment policy": lambda v: None if all(p in AUGMENT_OPS for p in v.split(",") if p) else
     f"unknown DiffAugment op; valid: a comma list of {', '.join(AUGMENT_OPS)} (or empty)",
 }
-_BOUND = re.compile(r"^(>=?)\s*(\S+)$")
+_BOUND = re.compile(r"^(>=?)\s*([^\s(]+)(\s+\(.*\))?$")
 _INTERVAL = re.compile(r"^([\[(])\s*([^,\s]+),\s*([^\])\s]+)\s*([\])])$")
 
 
@@ -253,7 +239,7 @@ def _error_of(check, value) -> str | None:
 
 
 def rule_error(rule: str, value: Any) -> str | None:
-    """Why `value` breaks `rule` (a RULES entry), or None if it does not."""
+    """Why `value` breaks `rule` (a field's declared rule), or None if it does not."""
     if value is None:
         return None
     if rule in NAMED_RULES:
@@ -268,21 +254,33 @@ def rule_error(rule: str, value: Any) -> str | None:
             if not ((lo <= v if m.group(1) == "[" else lo < v) and (v <= hi if m.group(4) == "]" else v < hi)):
                 return f"must be in {rule}" + (" (each entry)" if isinstance(value, tuple) else "")
         else:
-            raise ValueError(f"unknown config rule {rule!r}")  # a typo in a RULES table
+            raise ValueError(f"unknown config rule {rule!r}")  # a typo in a setting(...)
     return None
 
 
+@functools.cache
+def field_types(cls) -> dict:
+    """The resolved type hints of a config dataclass (cached: resolving string annotations is slow)."""
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def field_rules(cls) -> dict[str, str]:
+    """{field name: rule} of a config dataclass, from its `setting(default, rule)` declarations."""
+    return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls) if "rule" in f.metadata}
+
+
 def coerce_field(cls, name: str, value: Any, key: str, source: str | None):
-    """`value` for field `name` of config dataclass `cls`: type-checked (_coerce), then held to cls.RULES."""
+    """`value` for field `name` of config dataclass `cls`: type-checked (_coerce), then held to its rule."""
     value = _coerce(value, field_types(cls)[name], key, source)
-    rule = getattr(cls, "RULES", {}).get(name)
+    rule = field_rules(cls).get(name)
     if rule is not None and (why := rule_error(rule, value)) is not None:
         raise ConfigError(source, key, value, why)
     return value
 
 
 def check_fields(cfg, source: str | None = None, prefix: str = ""):
-    """Every field of `cfg` (a config dataclass, nested ones included) against its type and RULES."""
+    """Every field of `cfg` (a config dataclass, nested ones included) against its type and rule."""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
@@ -304,7 +302,7 @@ def _coerce(value: Any, tp, key: str, source: str | None):
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(source, key, value, f"expected a mapping for section {key!r}")
-        return _from_dict(tp, value, source, prefix=key + ".")
+        return from_dict(tp, value, source, prefix=key + ".")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -362,28 +360,26 @@ def _coerce(value: Any, tp, key: str, source: str | None):
     raise TypeError(f"unsupported config type {tp} at {key}")
 
 
-@functools.cache
-def field_types(cls) -> dict:
-    """The resolved type hints of a config dataclass (cached: resolving string annotations is slow)."""
-    return typing.get_type_hints(cls)
-
-
-def _from_dict(cls, data: dict, source: str | None, prefix: str = ""):
-    names = {f.name for f in dataclasses.fields(cls)}
+def from_dict(cls, data: Any, source: str | None = None, prefix: str = ""):
+    """A `cls` (a config dataclass) from a mapping of some of its fields: every key known, every value of its
+    field's type and rule (nested sections likewise). Fields declared `init=False` are not keys. Relations
+    between fields are `validate`'s (for a RunConfig, `config_from_dict` does both)."""
+    names = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    if not isinstance(data, dict):
+        raise ConfigError(source, prefix.removesuffix(".") or "<root>", data,
+                          f"expected a mapping with keys {', '.join(names)}")
     for k in data:
         if k not in names:
-            raise ConfigError(source, prefix + str(k), data[k], f"unknown key; valid keys here: {', '.join(sorted(names))}")
-    kwargs = {k: coerce_field(cls, k, v, prefix + k, source) for k, v in data.items()}
-    return cls(**kwargs)
+            raise ConfigError(source, prefix + str(k), data[k], f"unknown key; valid keys here: {', '.join(names)}")
+    return cls(**{k: coerce_field(cls, k, v, prefix + k, source) for k, v in data.items()})
 
 
 def config_from_dict(data: dict, source: str | None = None) -> RunConfig:
-    cfg = _from_dict(RunConfig, data or {}, source)
-    validate(cfg, source)
-    return cfg
+    """A validated RunConfig (`from_dict`, then `validate`)."""
+    return validate(from_dict(RunConfig, data or {}, source), source)
 
 
-def read_yaml_mapping(path: str | os.PathLike, what: str, source: str | None = None, empty_ok: bool = False) -> dict:
+def read_yaml(path: str | os.PathLike, what: str, source: str | None = None, empty_ok: bool = False) -> dict:
     """A YAML file whose top level is a mapping. A missing file is reported as `source: what = path` (the
     file or option that named it); invalid YAML or another top level under the file's own name."""
     try:
@@ -409,15 +405,16 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     """Load a run config from YAML, apply `key.path=value` overrides (values parsed as YAML), validate.
     Each override is first checked on its own, so that its errors name `--set` rather than the file."""
     source = str(path)
-    data = read_yaml_mapping(path, "config")
+    data = read_yaml(path, "config")
     for item in overrides or []:
-        _from_dict(RunConfig, set_by_path({}, item, source="--set"), "--set")
-        set_by_path(data, item, source="--set")
+        from_dict(RunConfig, set_path({}, item, source="--set"), "--set")
+        set_path(data, item, source="--set")
     return config_from_dict(data, source)
 
 
-def set_by_path(data: dict, assignment: str, source: str = "--set"):
-    """Apply 'a.b.c=value' to a nested dict; the value is parsed as YAML ('1e-4' -> float)."""
+def set_path(data: dict, assignment: str, source: str = "--set") -> dict:
+    """Apply 'a.b.c=value' to a nested dict; the value is parsed as YAML ('[0.5, 0.9]' -> a list; YAML 1.1 leaves
+    '1e-4' a string, which a float field then reads)."""
     if "=" not in assignment:
         raise ConfigError(source, assignment, None, "expected key.path=value")
     key, raw = assignment.split("=", 1)
@@ -437,8 +434,30 @@ def set_by_path(data: dict, assignment: str, source: str = "--set"):
     return data
 
 
+def set_field(cfg, key: str, value: Any, source: str | None = None):
+    """cfg.a.b = value for key 'a.b' (in place), type- and rule-checked as when loading a config file; a key
+    inside a dict-typed field (encoder.kwargs.depth) is set as given."""
+    *parents, leaf = key.split(".")
+    node = cfg
+    for name in parents:
+        node = node[name] if isinstance(node, dict) else getattr(node, _field_of(node, name, key, value, source))
+    if isinstance(node, dict):
+        node[leaf] = copy.deepcopy(value)
+    else:
+        setattr(node, leaf, coerce_field(type(node), _field_of(node, leaf, key, value, source), copy.deepcopy(value),
+                                         key, source))
+
+
+def _field_of(node, name: str, key: str, value: Any, source: str | None) -> str:
+    names = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+    if name not in names:
+        valid = ", ".join(sorted(names)) or "none"
+        raise ConfigError(source, key, value, f"unknown config key; valid keys here: {valid}")
+    return name
+
+
 def validate(cfg: RunConfig, source: str | None = None, world_size: int = 1):
-    """Every field against its RULES, then the relations between fields; raises ConfigError naming the key and
+    """Every field against its rule, then the relations between fields; raises ConfigError naming the key and
     value at fault."""
     def fail(key, msg):
         raise ConfigError(source, key, _get(cfg, key), msg)
@@ -512,9 +531,16 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _fields_but(cfg: RunConfig, ignore: tuple[str, ...]) -> dict:
+def _fields_but(cfg, ignore: tuple[str, ...]) -> dict:
     """The flattened config without the keys (or sections) in `ignore`."""
     return {k: v for k, v in flatten(to_dict(cfg)).items() if not any(k == n or k.startswith(n + ".") for n in ignore)}
+
+
+def diff(a, b, *, ignore: tuple[str, ...]) -> list[str]:
+    """'key: old -> new' for every flattened key where configs `a` and `b` differ, in key order, leaving out the
+    keys (or whole sections) in `ignore`: each caller says which differences do not matter to it."""
+    old, new = _fields_but(a, ignore), _fields_but(b, ignore)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 def _digest(fields: dict, length: int) -> str:
@@ -527,10 +553,16 @@ def config_hash(cfg: RunConfig, length: int = 10) -> str:
     return _digest(_fields_but(cfg, NON_RESULT_KEYS), length)
 
 
+def width_aware_lr(lr: float, base_width: int, width: int) -> float:
+    """Paper Eq. 4: eta = eta_base * C_base / C_model."""
+    return lr * base_width / width
+
+
 def effective_lr(cfg: RunConfig, net: str) -> float:
-    """Width-aware LR (paper Eq. 4): lr_base * C_base / C_model, or lr_base unchanged when off."""
-    width = getattr(cfg.model, net).arch()["hidden_size"]
-    return cfg.optim.lr * cfg.optim.base_width / width if cfg.optim.width_aware_lr else cfg.optim.lr
+    """The LR of `net` ('generator' or 'discriminator'): width-aware (Eq. 4) at its width, or lr_base when off."""
+    if not cfg.optim.width_aware_lr:
+        return cfg.optim.lr
+    return width_aware_lr(cfg.optim.lr, cfg.optim.base_width, getattr(cfg.model, net).arch()["hidden_size"])
 
 
 LR_RULE_KEYS = ("optim.lr", "optim.width_aware_lr", "optim.base_width")  # resolved into the two LRs
@@ -545,15 +577,16 @@ def training_hash(cfg: RunConfig, length: int = 10) -> str:
 
 
 def replace(cfg: RunConfig, **changes) -> RunConfig:
-    """Deep copy with dotted-key changes: replace(cfg, **{'train.seed': 1})."""
-    data = to_dict(cfg)
+    """A validated deep copy with dotted-key changes: replace(cfg, **{'train.seed': 1})."""
+    cfg = copy.deepcopy(cfg)
     for key, value in changes.items():
-        set_by_path(data, f"{key}={json.dumps(value)}")
-    return config_from_dict(data)
+        set_field(cfg, key, value)
+    return validate(cfg)
 
 
 __all__ = [
     "ConfigError", "RunConfig", "ModelConfig", "NetConfig", "MethodConfig", "EncoderConfig", "OptimConfig",
-    "DataConfig", "TrainConfig", "StabilityConfig", "EvalConfig", "TrackingConfig", "load_config", "config_from_dict", "validate",
-    "to_dict", "dump_config", "flatten", "config_hash", "training_hash", "effective_lr", "replace", "set_by_path",
+    "DataConfig", "TrainConfig", "StabilityConfig", "EvalConfig", "TrackingConfig", "setting", "load_config",
+    "from_dict", "config_from_dict", "read_yaml", "set_path", "set_field", "validate", "to_dict", "dump_config",
+    "flatten", "diff", "config_hash", "training_hash", "width_aware_lr", "effective_lr", "replace",
 ]

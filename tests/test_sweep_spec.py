@@ -262,3 +262,15 @@ def test_a_bad_throughput_table_is_an_error_naming_the_file(tmp_path, text, key)
     assert (e.value.source, e.value.key) == (str(table), key)
     with pytest.raises(ConfigError, match=r"throughput = '.*absent.yaml': file not found"):
         load_table(tmp_path / "absent.yaml")
+
+
+def test_a_folder_of_another_config_is_refused_naming_the_changed_keys_but_not_name_or_tracking(tmp_path, capsys):
+    from gatscale.config import dump_config, replace
+    spec = load_spec(two_run_spec(tmp_path / "s.yaml"), runs_dir=tmp_path / "runs")
+    run = spec.runs[0]
+    run.run_dir.mkdir(parents=True)
+    dump_config(replace(run.config, **{"optim.lr": 1e-3, "tracking.experiment": "old"}), run.run_dir / "config.yaml")
+    gatscale_main(["sweep", str(spec.path), "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+    out = capsys.readouterr()
+    assert "Differences (folder -> spec): optim.lr: 0.001 -> 0.002." in out.out + out.err
+    assert "tracking.experiment" not in out.out + out.err

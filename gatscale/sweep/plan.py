@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..config import ConfigError, config_hash, dump_config, flatten, load_config, to_dict
+from ..config import ConfigError, config_hash, diff, dump_config, load_config
 from ..train.status import LOCK_FILE, TERMINAL, read_status, run_in_progress
 from .spec import Run, Spec
 
@@ -92,13 +92,12 @@ def identity_error(run: Run) -> str | None:
         held = held or config_hash(old)
         if held == run.config_hash:
             return None
-    diff = ""
-    if old is not None:
-        a, b = flatten(to_dict(old)), flatten(to_dict(run.config))
-        keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(("tracking.", "name", "run_dir"))]
-        diff = " Differences (folder -> spec): " + "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys[:8]) + "."
+    changed = ""
+    if old is not None:  # the keys a sweep sets per run (name, folder, tracker) are no news
+        keys = diff(old, run.config, ignore=("name", "run_dir", "tracking"))
+        changed = " Differences (folder -> spec): " + "; ".join(keys[:8]) + "."
     return (f"{run.run_dir}: this folder holds run {run.name!r} with config hash {held}, but the spec now gives "
-            f"hash {run.config_hash} for this name: a result-relevant key changed.{diff} Rename the study (spec key "
+            f"hash {run.config_hash} for this name: a result-relevant key changed.{changed} Rename the study (spec key "
             f"'name') or move the folder away to start the run over; the sweep never mixes two configs in one folder.")
 
 

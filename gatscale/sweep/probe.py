@@ -27,7 +27,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, StabilityConfig, _from_dict, config_hash, validate
+from ..config import ConfigError, StabilityConfig, config_hash, from_dict, validate
 from ..powerlaw import PowerLaw, fit_power_law
 from .plan import Planned, plan_run
 from .spec import LR_KEYS, Run, Spec, _dedupe_names, _short_float
@@ -53,7 +53,7 @@ def probe_config(spec: Spec) -> ProbeConfig:
     if not isinstance(spec.probe, dict):
         raise ConfigError(source, "probe", spec.probe, "gatscale probe-lr needs a `probe:` mapping (lr_start, factor, "
                                                        "lr_min, lr_max, resolution, max_trials, stability)")
-    p = _from_dict(ProbeConfig, spec.probe, source, prefix="probe.")
+    p = from_dict(ProbeConfig, spec.probe, source, prefix="probe.")
 
     def fail(key, msg):
         raise ConfigError(source, f"probe.{key}", getattr(p, key), msg)

@@ -13,14 +13,11 @@ Shipped profiles: slurm/profiles/*.yaml; slurm/README.md explains how to write o
 from __future__ import annotations
 
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from gatscale.config import ConfigError, _coerce
+from gatscale.config import ConfigError, from_dict, read_yaml, setting
 from gatscale.sizes import GAT_SIZES, MODEL_NAMES, size_letter
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
@@ -36,10 +33,10 @@ _OWN_KEYS = {"partition": "partition", "account": "account", "qos": "qos", "cons
 @dataclass
 class SizeResources:
     """One row of the size table; a field left out falls back to the size letter's row, then 'default'."""
-    gpus: int | None = None        # GPUs per run, over all its nodes (0: CPU only)
-    nodes: int | None = None       # None: as few as hold `gpus` (ceil(gpus / gpus_per_node))
-    time_min: int | None = None    # wall-time limit of one job; longer runs resume after a requeue
-    partition: str | None = None   # None: the profile's partition
+    gpus: int | None = setting(None, ">= 0")                   # GPUs per run, over all its nodes (0: CPU only)
+    nodes: int | None = setting(None, ">= 1")                  # None: as few as hold `gpus` (ceil(gpus / gpus_per_node))
+    time_min: int | None = setting(None, ">= 1 (minutes)")     # wall-time limit of one job; longer runs resume after a requeue
+    partition: str | None = None                               # None: the profile's partition
 
 
 @dataclass
@@ -49,17 +46,17 @@ class ClusterProfile:
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None       # --constraint, node features (sinfo -o '%N %f')
-    gpus_per_node: int = 0              # GPUs one node has: the most a run takes per node
-    cpus_per_gpu: int = 8               # CPUs per task; one task per GPU (a CPU-only run is one task)
-    mem_per_gpu: float = 32.0           # GB of host memory per task
+    gpus_per_node: int = setting(0, ">= 0")          # GPUs one node has: the most a run takes per node
+    cpus_per_gpu: int = setting(8, ">= 1")           # CPUs per task; one task per GPU (a CPU-only run is one task)
+    mem_per_gpu: float = setting(32.0, "> 0 (GB)")   # GB of host memory per task
     gres: str | None = None             # e.g. 'gpu:h100:{n}' -> --gres=gpu:h100:<GPUs per node>; None: --gpus-per-node
-    max_requeue: int = 3                # submitit requeues a timed-out checkpointable job at most this often
-    signal_delay_s: int = 90            # USR2 this long before the time limit: time to write a checkpoint
-    array_parallelism: int = 64         # array tasks running at once (sbatch --array=...%N)
+    max_requeue: int = setting(3, ">= 0")            # submitit requeues a timed-out checkpointable job at most this often
+    signal_delay_s: int = setting(90, ">= 0")        # USR2 this long before the time limit: time to write a checkpoint
+    array_parallelism: int = setting(64, ">= 1")     # array tasks running at once (sbatch --array=...%N)
     setup: list[str] = field(default_factory=list)           # shell lines before the job (module load, activate)
     additional_parameters: dict[str, Any] = field(default_factory=dict)  # other sbatch options, no leading '--'
     sizes: dict[str, SizeResources] = field(default_factory=dict)  # keys: 'S', 'B', 'L', 'XL', 'GAT-B/2', 'default'
-    source: str | None = None           # the YAML file, for error messages
+    source: str | None = field(default=None, init=False)  # the YAML file, for error messages (not a profile key)
 
 
 def load_profile(path_or_name: str | Path) -> ClusterProfile:
@@ -67,32 +64,23 @@ def load_profile(path_or_name: str | Path) -> ClusterProfile:
     path = Path(path_or_name)
     if not path.exists() and path.suffix == "" and len(path.parts) == 1:
         path = PROFILES_DIR / f"{path_or_name}.yaml"
-    source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         shipped = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
-        raise ConfigError(None, "profile", str(path_or_name), f"file not found (shipped profiles: {shipped})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(source, "<yaml>", None, f"not valid YAML: {e}") from None
-    return profile_from_dict(data, source, default_name=path.stem)
+        raise ConfigError(None, "profile", str(path_or_name), f"file not found (shipped profiles: {shipped})")
+    return profile_from_dict(read_yaml(path, "profile"), str(path), default_name=path.stem)
 
 
 def profile_from_dict(data: Any, source: str | None = None, default_name: str = "cluster") -> ClusterProfile:
+    """The scalar keys through config.from_dict (types and the ranges declared above); setup, sbatch options and
+    the size table by their own checks below."""
     if not isinstance(data, dict):
         raise ConfigError(source, "<root>", data, "expected a mapping of profile keys")
-    valid = set(ClusterProfile.__dataclass_fields__) - {"source"}
-    for key in data:
-        if key not in valid:
-            raise ConfigError(source, str(key), data[key], f"unknown key; valid keys: {', '.join(sorted(valid))}")
-    hints = typing.get_type_hints(ClusterProfile)
-    kwargs = {k: _coerce(v, hints[k], k, source) for k, v in data.items()
-              if k not in ("setup", "additional_parameters", "sizes")}
-    kwargs.setdefault("name", default_name)
-    kwargs["setup"] = _string_list(data.get("setup"), "setup", source)
-    kwargs["additional_parameters"] = _additional_parameters(data.get("additional_parameters"), source)
-    kwargs["sizes"] = _sizes(data.get("sizes"), source)
-    profile = ClusterProfile(**kwargs, source=source)
+    own = ("setup", "additional_parameters", "sizes")
+    profile = from_dict(ClusterProfile, {"name": default_name} | {k: v for k, v in data.items() if k not in own}, source)
+    profile.setup = _string_list(data.get("setup"), "setup", source)
+    profile.additional_parameters = _additional_parameters(data.get("additional_parameters"), source)
+    profile.sizes = _sizes(data.get("sizes"), source)
+    profile.source = source
     _validate(profile)
     return profile
 
@@ -136,20 +124,7 @@ def _sizes(value, source) -> dict[str, SizeResources]:
 
 def size_row(value, source: str, where: str) -> SizeResources:
     """One checked size-table row: a profile's `sizes.B` or a sweep spec's `per_size.B.resources`."""
-    hints = typing.get_type_hints(SizeResources)
-    if not isinstance(value, dict):
-        raise ConfigError(source, where, value, f"expected a mapping with keys {', '.join(hints)}")
-    for k in value:
-        if k not in hints:
-            raise ConfigError(source, f"{where}.{k}", value[k], f"unknown key; valid keys: {', '.join(hints)}")
-    row = SizeResources(**{k: _coerce(v, hints[k], f"{where}.{k}", source) for k, v in value.items()})
-    if row.gpus is not None and row.gpus < 0:
-        raise ConfigError(source, f"{where}.gpus", row.gpus, "must be >= 0")
-    if row.nodes is not None and row.nodes < 1:
-        raise ConfigError(source, f"{where}.nodes", row.nodes, "must be >= 1")
-    if row.time_min is not None and row.time_min < 1:
-        raise ConfigError(source, f"{where}.time_min", row.time_min, "must be >= 1 (minutes)")
-    return row
+    return from_dict(SizeResources, value, source, prefix=f"{where}.")
 
 
 def merge_rows(*rows: SizeResources) -> SizeResources:
@@ -166,14 +141,6 @@ def _validate(p: ClusterProfile):
     def fail(key, value, msg):
         raise ConfigError(p.source, key, value, msg)
 
-    for key in ("gpus_per_node", "max_requeue", "signal_delay_s"):
-        if getattr(p, key) < 0:
-            fail(key, getattr(p, key), "must be >= 0")
-    for key in ("cpus_per_gpu", "array_parallelism"):
-        if getattr(p, key) < 1:
-            fail(key, getattr(p, key), "must be >= 1")
-    if not p.mem_per_gpu > 0:
-        fail("mem_per_gpu", p.mem_per_gpu, "must be > 0 (GB)")
     if p.gres is not None:
         try:
             p.gres.format(n=1)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (ConfigError, RunConfig, _from_dict, coerce_field, config_hash, field_types, read_yaml_mapping,
+from ..config import (ConfigError, RunConfig, coerce_field, config_hash, field_types, from_dict, read_yaml, set_field,
                       training_hash, validate)
 from ..sizes import GAT_SIZES, MODEL_NAMES, size_letter
 from .profile import ClusterProfile, SizeResources, load_profile, merge_rows, size_resources, size_row
@@ -151,18 +151,6 @@ def _is_dict_field(key: str) -> bool:
             return False
         node = hints[part]
     return node is dict or typing.get_origin(node) is dict
-
-
-def set_config(cfg: RunConfig, key: str, value: Any, source: str):
-    """cfg.a.b = value for key 'a.b', type-checked as when loading a config file (keys inside a dict field too)."""
-    *parents, leaf = key.split(".")
-    node = cfg
-    for p in parents:
-        node = node[p] if isinstance(node, dict) else getattr(node, p)
-    if isinstance(node, dict):
-        node[leaf] = copy.deepcopy(value)
-    else:
-        setattr(node, leaf, coerce_field(type(node), leaf, copy.deepcopy(value), key, source))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +281,7 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
     """Read, expand and validate a sweep spec. `runs_dir`/`profile` override the spec's (command line)."""
     path = Path(path)
     source = str(path)
-    spec = read_yaml_mapping(path, "spec", source)
+    spec = read_yaml(path, "spec", source)
     for k in spec:
         if k not in TOP_KEYS:
             raise ConfigError(source, str(k), spec[k], f"unknown key; valid keys: {', '.join(TOP_KEYS)}")
@@ -306,13 +294,13 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
     base = RunConfig()
     if spec.get("base_config") is not None:
         base_path = path.parent / str(spec["base_config"])
-        base = _from_dict(RunConfig, read_yaml_mapping(base_path, "base_config", source), str(base_path))
+        base = from_dict(RunConfig, read_yaml(base_path, "base_config", source), str(base_path))
     overrides = flat_settings(source, "base", spec.get("base") or {})
     if overrides.get("tracking.experiment", name) != name:
         raise ConfigError(source, "base.tracking.experiment", overrides["tracking.experiment"],
                           f"a study is one MLflow experiment named after the study ({name!r}): remove this key")
     for key, value in overrides.items():
-        set_config(base, key, value, source)
+        set_field(base, key, value, source)
     base.tracking.experiment = name
 
     settings_raw = spec.get("settings") or {}
@@ -400,7 +388,7 @@ def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resourc
                               f"set it in one place")
     cfg, where = copy.deepcopy(base), f"{source} (run {label})"
     for key, value in {**size_values, **values}.items():
-        set_config(cfg, key, value, where)
+        set_field(cfg, key, value, where)
     validate(cfg, where)
     name = run_name(cfg, choices)
     return Run(name=name, config=cfg, config_hash=config_hash(cfg), run_dir=study_dir / name,

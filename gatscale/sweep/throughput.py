@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, read_yaml_mapping
+from ..config import ConfigError, read_yaml
 from ..flops import run_flops
 from .spec import Run
 
@@ -24,7 +24,7 @@ class Estimate:
 
 def load_table(path: Path | None = None) -> dict:
     path = Path(path or DEFAULT_TABLE)
-    table = read_yaml_mapping(path, "throughput", empty_ok=True)
+    table = read_yaml(path, "throughput", empty_ok=True)
     for key in ("measured", "peak_tflops"):
         if not isinstance(table.get(key, {}), dict):
             raise ConfigError(str(path), key, table[key], "expected a mapping keyed by device")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..config import RunConfig, config_hash, dump_config, flatten, to_dict, validate
+from ..config import RunConfig, config_hash, diff, dump_config, flatten, to_dict, validate
 from ..data import build_train_loader, dataset_info, sample_latents
 from ..eval.run import build_eval_tokenizer
 from ..errors import InputError, exit_code
@@ -148,10 +148,9 @@ def _resume_point(run_dir: Path, restart: bool, state: dict, warnings: list[str]
 def _check_resume_config(cfg: RunConfig, run_dir: Path, saved: dict):
     old = checkpoint_config(saved)
     if config_hash(old) != config_hash(cfg):
-        a, b = flatten(to_dict(old)), flatten(to_dict(cfg))
-        diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        changed = diff(old, cfg, ignore=())  # every difference, the non-result keys (log_every, ...) too
         raise ResumeRefused(f"{run_dir}: the run folder holds a checkpoint of a different config; refusing to resume. "
-                         f"Differences: {'; '.join(diff[:10])}. Use another --run-dir to start a new run.")
+                         f"Differences: {'; '.join(changed[:10])}. Use another --run-dir to start a new run.")
 
 
 def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop: StopFlag, state: dict) -> RunResult:
