@@ -8,7 +8,9 @@ import yaml
 
 from gatscale.cli import main as gatscale_main
 from gatscale.config import ConfigError, config_hash, effective_lr, load_config
-from gatscale.sweep.plan import RECORD_FILE, note_failure, plan, prepare, update_record
+from gatscale.sweep.backends import prepare
+from gatscale.sweep.plan import plan
+from gatscale.sweep.record import RECORD_FILE, note_failure, update_record
 from gatscale.sweep.spec import load_spec
 from gatscale.train.status import write_status
 from sweep_fixtures import REPO, tiny_run_dict, two_run_spec, write_spec
