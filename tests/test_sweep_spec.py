@@ -189,6 +189,26 @@ def test_plan_skips_terminal_resumes_the_rest_and_gives_up_on_repeated_failures(
                        ("failed", "retry"), ("failed", "give-up"), ("new", "start")]
 
 
+def test_plan_reads_each_record_once_and_writes_nothing(tmp_path, monkeypatch):
+    from gatscale.sweep import plan as plan_module, record
+    spec = load_spec(write_spec(tmp_path / "s.yaml", grid={"train.seed": [0, 1, 2]}), runs_dir=tmp_path / "runs")
+    _status(spec.runs[0], "failed", reason="RuntimeError: boom")
+    note_failure(spec.runs[0].run_dir, "exit1@123")
+    _status(spec.runs[1], "preempted")
+    reads = []
+
+    def counted(run_dir):
+        reads.append(run_dir)
+        return record.read_record(run_dir)
+    monkeypatch.setattr(plan_module, "read_record", counted)
+    before = sorted((f, f.stat().st_mtime_ns) for f in (tmp_path / "runs").rglob("*"))
+    planned = plan(spec)
+    assert sorted(map(str, reads)) == sorted(str(r.run_dir) for r in spec.runs)  # one read per run
+    assert sorted((f, f.stat().st_mtime_ns) for f in (tmp_path / "runs").rglob("*")) == before
+    assert [p.action for p in planned] == ["retry", "resume", "start"]
+    assert len(planned[0].failures) == 2  # the recorded one and the one status.json shows, for prepare to record
+
+
 def test_plan_refuses_a_folder_of_another_config(tmp_path):
     spec = load_spec(two_run_spec(tmp_path / "s.yaml"), runs_dir=tmp_path / "runs")
     run = spec.runs[0]

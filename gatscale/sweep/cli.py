@@ -20,7 +20,8 @@ from .backends import BACKENDS, Options, cannot_start, launch, note_not_started,
 from .backends.watcher import JobWatcher
 from .plan import plan, read_folder
 from .spec import Spec, load_spec, size_tag
-from .status import format_table, tracker_states
+from .progress import format_table
+from .status import tracker_states
 from .throughput import estimate, load_table
 
 

@@ -22,7 +22,7 @@ from .backends import launch, prepare
 from .cli import add_launch_arguments, launch_options, run_table
 from .probe import LineState, fit_lr_law, probe_config, probe_state
 from .spec import load_spec
-from .status import format_table
+from .progress import format_table
 from .throughput import estimate, load_table
 
 RESULT_FILE = "probe.json"

@@ -18,7 +18,7 @@ from ..train.status import TERMINAL
 from .backends.submitit_backend import job_error
 from .backends.watcher import JobWatcher
 from .plan import plan, read_folder
-from .progress import progress_row, summary_line
+from .progress import format_table, progress_row, summary_line
 from .spec import Spec, load_spec
 
 
@@ -27,13 +27,6 @@ def add_arguments(parser):
     parser.add_argument("--runs-dir", help="folder holding <study>/<run> (default: the spec's runs_dir, else runs)")
     parser.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
                         help="refresh every SECONDS (default 10) until every run has ended")
-
-
-def format_table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
 
 
 def tracker_states(spec: Spec, read_only: bool = False) -> dict[str, str]:
