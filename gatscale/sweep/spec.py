@@ -19,6 +19,8 @@
 `groups: [{grid, zip, seeds}, ...]` unions several such run sets. Runs that train the same thing (one
 `training_hash`: the same config once the LR rule is resolved, e.g. S2-lrA and S2-lrS above) are one run,
 under the first name; the others are its `aliases` (shown in the plan, tagged `gatscale.aliases` in the tracker).
+`load_spec` is three steps: `parse_spec` (every key checked where it sits), `expand` (the runs, validated and
+named), `attach_resources` (the cluster profile's row for each run's size under the spec's `resources`).
 docs/sweeps.md is the full reference. Errors name the spec file and the key path in it.
 """
 from __future__ import annotations
