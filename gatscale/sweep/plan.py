@@ -20,7 +20,6 @@ The failures counted (sweep.json's plus the one status.json shows now) travel wi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..config import ConfigError, RunConfig, config_hash, flatten, load_config, to_dict
 from ..train.status import LOCK_FILE, TERMINAL, read_status, run_in_progress
