@@ -47,8 +47,10 @@ def test_one_poll_asks_the_scheduler_once_for_all_jobs(scheduler):
     assert len(calls) == 2  # within the interval: squeue's answer kept; a final state is never asked again
 
 
-def test_a_failed_poll_reads_unknown_and_backs_off(scheduler, capsys):
+def test_a_failed_poll_reads_unknown_and_backs_off(scheduler, capsys, monkeypatch):
     calls, answers = scheduler
+    now = [1000.0]
+    monkeypatch.setattr(watcher.time, "monotonic", lambda: now[0])
     answers["squeue"] = subprocess.TimeoutExpired("squeue", 30)
     w = JobWatcher(min_interval_s=60)
     assert w.active(JOBS) == {}  # taken as ended, as without squeue
@@ -56,7 +58,9 @@ def test_a_failed_poll_reads_unknown_and_backs_off(scheduler, capsys):
     assert "squeue failed" in capsys.readouterr().out
     w.states(JOBS + [{"cluster": "slurm", "job_id": "14"}])
     assert [c[0] for c in calls] == ["squeue"]  # backing off: not asked again, the new job is unknown too
-    w._next_poll = 0.0  # the back-off has passed
+    now[0] += 119  # the back-off after one failure: 2 x 60 s
+    assert w.active(JOBS) == {} and len(calls) == 1
+    now[0] += 1
     answers["squeue"] = "11|RUNNING\n"
     assert w.active(JOBS) == {"11": "RUNNING"} and [c[0] for c in calls] == ["squeue", "squeue"]
 
