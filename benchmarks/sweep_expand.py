@@ -4,7 +4,7 @@
 
 The spec: GAT-{S,B,L,XL}/2 x MNG {exp, off} x REPA {on, off} x LR rule {width-aware, S's} x 8 seeds on the
 paper-scale base config (configs/imagenet256.yaml) with the example H100 cluster profile. Timed: load_spec
-(read, expand, validate 256 RunConfigs, hash, name), plan(read_only=True) (256 run folders asked, none exist)
+(read, expand, validate 256 RunConfigs, hash, name), plan(spec) (256 run folders read, none exist)
 and the dry-run table (FLOPs and GPU-hour estimates), i.e. everything `gatscale sweep --dry-run` does but
 importing and printing.
 """
@@ -53,7 +53,7 @@ def main():
             t0 = time.perf_counter()
             spec = load_spec(path, runs_dir=runs_dir)
             t1 = time.perf_counter()
-            planned = plan(spec, read_only=True)
+            planned = plan(spec)
             t2 = time.perf_counter()
             with redirect_stdout(io.StringIO()):
                 print(run_table(spec, planned, spec.device))

@@ -18,7 +18,7 @@ import pytest
 import submitit
 import yaml
 
-from gatscale.sweep.plan import read_record
+from gatscale.sweep.record import read_record
 from train_fixtures import REPO, tiny_run_dict  # noqa: F401  (REPO re-exported for the SLURM tests)
 
 SLURM_DIR = Path(os.environ.get("GATSCALE_SLURM_DIR", "/tmp/gatscale-slurm"))

@@ -11,7 +11,7 @@ import pytest
 import submitit
 from slurm_fixtures import REPO, Countdown, run, sacct_state, sbatch, scontrol_field, square, wait_final, wait_for
 
-from gatscale.sweep.profile import executor_kwargs, load_profile, resources_for
+from gatscale.sweep.profile import executor_kwargs, load_profile, submitit_parameters
 
 pytestmark = pytest.mark.slurm
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slurm
 def local_executor(folder, model="GAT-S/2", **overrides):
     profile = load_profile("local-test")
     executor = submitit.AutoExecutor(folder, **executor_kwargs(profile))
-    executor.update_parameters(**{**resources_for(profile, model), **overrides})
+    executor.update_parameters(**{**submitit_parameters(profile, model), **overrides})
     return executor
 
 

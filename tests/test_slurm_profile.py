@@ -1,11 +1,11 @@
 """Cluster profiles: loading, validation errors that name file/key/value, and the submitit kwargs
-`resources_for` derives (no cluster needed)."""
+`submitit_parameters` derives (no cluster needed)."""
 import pytest
 import submitit
 import yaml
 
 from gatscale.config import ConfigError
-from gatscale.sweep.profile import PROFILES_DIR, executor_kwargs, load_profile, resources_for, size_resources
+from gatscale.sweep.profile import PROFILES_DIR, executor_kwargs, load_profile, submitit_parameters, profile_resources
 
 MINIMAL = {"partition": "gpu", "gpus_per_node": 4, "sizes": {"default": {"gpus": 1, "time_min": 60}}}
 
@@ -19,29 +19,29 @@ def write_profile(tmp_path, **changes):
 
 def test_example_h100_gives_paper_sizes_their_gpus_in_typed_gres():
     profile = load_profile("example-h100")
-    gpus = {m: resources_for(profile, m)["tasks_per_node"] for m in ("GAT-S/2", "GAT-B/2", "GAT-L/2", "GAT-XL/2")}
+    gpus = {m: submitit_parameters(profile, m)["tasks_per_node"] for m in ("GAT-S/2", "GAT-B/2", "GAT-L/2", "GAT-XL/2")}
     assert gpus == {"GAT-S/2": 1, "GAT-B/2": 2, "GAT-L/2": 4, "GAT-XL/2": 8}
-    xl = resources_for(profile, "GAT-XL/2")
+    xl = submitit_parameters(profile, "GAT-XL/2")
     assert xl["slurm_gres"] == "gpu:h100:8" and xl["gpus_per_node"] is None
     assert xl["mem_gb"] == 8 * profile.mem_per_gpu and xl["cpus_per_task"] == profile.cpus_per_gpu
     assert xl["timeout_min"] == profile.sizes["XL"].time_min
-    assert resources_for(profile, "GAT-XL/8")["slurm_gres"] == "gpu:h100:4"  # full name beats its letter
+    assert submitit_parameters(profile, "GAT-XL/8")["slurm_gres"] == "gpu:h100:4"  # full name beats its letter
 
 
 def test_gpus_beyond_one_node_span_several_nodes():
     profile = load_profile("example-h100")
-    kw = resources_for(profile, "GAT-XL/2", gpus=16)
+    kw = submitit_parameters(profile, "GAT-XL/2", gpus=16)
     assert (kw["nodes"], kw["tasks_per_node"], kw["slurm_gres"]) == (2, 8, "gpu:h100:8")
 
 
 def test_plain_gpus_per_node_when_no_gres_syntax(tmp_path):
-    kw = resources_for(load_profile(write_profile(tmp_path)), "GAT-B/2", gpus=4)
+    kw = submitit_parameters(load_profile(write_profile(tmp_path)), "GAT-B/2", gpus=4)
     assert (kw["gpus_per_node"], kw["slurm_gres"], kw["tasks_per_node"]) == (4, None, 4)
 
 
 def test_local_test_profile_is_cpu_only_and_sends_xl_to_the_long_partition():
     profile = load_profile(PROFILES_DIR / "local-test.yaml")
-    small, xl = resources_for(profile, "GAT-S/2"), resources_for(profile, "GAT-XL/2")
+    small, xl = submitit_parameters(profile, "GAT-S/2"), submitit_parameters(profile, "GAT-XL/2")
     assert small["gpus_per_node"] is None and small["slurm_gres"] is None and small["tasks_per_node"] == 1
     assert (small["slurm_partition"], xl["slurm_partition"]) == ("debug", "long")
     assert xl["timeout_min"] > small["timeout_min"]
@@ -49,7 +49,7 @@ def test_local_test_profile_is_cpu_only_and_sends_xl_to_the_long_partition():
 
 def test_size_rows_fall_back_field_by_field(tmp_path):
     sizes = {"default": {"gpus": 1, "time_min": 60}, "XL": {"gpus": 8}, "GAT-XL/8": {"time_min": 30}}
-    row = size_resources(load_profile(write_profile(tmp_path, gpus_per_node=8, sizes=sizes)), "GAT-XL/8")
+    row = profile_resources(load_profile(write_profile(tmp_path, gpus_per_node=8, sizes=sizes)), "GAT-XL/8")
     assert (row.gpus, row.time_min) == (8, 30)
 
 
@@ -57,7 +57,7 @@ def test_size_rows_fall_back_field_by_field(tmp_path):
 def test_submitit_accepts_the_kwargs_and_writes_them_into_sbatch(profile, tmp_path):
     p = load_profile(profile)
     executor = submitit.AutoExecutor(tmp_path, cluster="slurm", **executor_kwargs(p))
-    executor.update_parameters(**resources_for(p, "GAT-L/2"))  # raises on a kwarg submitit does not know
+    executor.update_parameters(**submitit_parameters(p, "GAT-L/2"))  # raises on a kwarg submitit does not know
     text = executor._executor._make_submission_file_text("python -m x", "uid")
     assert f"#SBATCH --partition={p.partition}" in text
     assert f"#SBATCH --time={p.sizes.get('L', p.sizes.get('default')).time_min}" in text
@@ -93,10 +93,10 @@ def test_invalid_profile_errors_name_file_key_and_value(tmp_path, changes, key, 
     ("GAT-B/2", 1, {"signal_delay_s": 3600}, "signal_delay_s"),       # USR2 would arrive at the start
     ("GAT-B/3", 1, {}, "model"),
 ])
-def test_resources_for_names_what_cannot_be_satisfied(tmp_path, model, gpus, changes, key):
+def test_submitit_parameters_name_what_cannot_be_satisfied(tmp_path, model, gpus, changes, key):
     profile = load_profile(write_profile(tmp_path, **changes))
     with pytest.raises(ConfigError) as err:
-        resources_for(profile, model, gpus)
+        submitit_parameters(profile, model, gpus=gpus)
     assert err.value.key == key and str(err.value).startswith(str(profile.source))
 
 

@@ -8,7 +8,9 @@ import yaml
 
 from gatscale.cli import main as gatscale_main
 from gatscale.config import ConfigError, config_hash, effective_lr, load_config
-from gatscale.sweep.plan import RECORD_FILE, note_failure, plan, prepare, update_record
+from gatscale.sweep.backends import prepare
+from gatscale.sweep.plan import plan
+from gatscale.sweep.record import RECORD_FILE, note_failure, update_record
 from gatscale.sweep.spec import load_spec
 from gatscale.train.status import write_status
 from sweep_fixtures import REPO, tiny_run_dict, two_run_spec, write_spec
@@ -185,6 +187,26 @@ def test_plan_skips_terminal_resumes_the_rest_and_gives_up_on_repeated_failures(
     actions = [(p.state, p.action) for p in plan(spec)]
     assert actions == [("finished", "skip"), ("diverged", "skip"), ("preempted", "resume"), ("interrupted", "resume"),
                        ("failed", "retry"), ("failed", "give-up"), ("new", "start")]
+
+
+def test_plan_reads_each_record_once_and_writes_nothing(tmp_path, monkeypatch):
+    from gatscale.sweep import plan as plan_module, record
+    spec = load_spec(write_spec(tmp_path / "s.yaml", grid={"train.seed": [0, 1, 2]}), runs_dir=tmp_path / "runs")
+    _status(spec.runs[0], "failed", reason="RuntimeError: boom")
+    note_failure(spec.runs[0].run_dir, "exit1@123")
+    _status(spec.runs[1], "preempted")
+    reads = []
+
+    def counted(run_dir):
+        reads.append(run_dir)
+        return record.read_record(run_dir)
+    monkeypatch.setattr(plan_module, "read_record", counted)
+    before = sorted((f, f.stat().st_mtime_ns) for f in (tmp_path / "runs").rglob("*"))
+    planned = plan(spec)
+    assert sorted(map(str, reads)) == sorted(str(r.run_dir) for r in spec.runs)  # one read per run
+    assert sorted((f, f.stat().st_mtime_ns) for f in (tmp_path / "runs").rglob("*")) == before
+    assert [p.action for p in planned] == ["retry", "resume", "start"]
+    assert len(planned[0].failures) == 2  # the recorded one and the one status.json shows, for prepare to record
 
 
 def test_plan_refuses_a_folder_of_another_config(tmp_path):

@@ -16,10 +16,12 @@ from ..config import ConfigError, effective_lr
 from ..errors import InputError
 from ..flops import run_flops
 from ..train.status import EXIT_PREEMPTED, TERMINAL
-from .backends import BACKENDS, Options, cannot_start, launch
-from .plan import note_not_started, plan, prepare
+from .backends import BACKENDS, Options, cannot_start, launch, note_not_started, prepare
+from .backends.watcher import JobWatcher
+from .plan import plan, read_folder
 from .spec import Spec, load_spec, size_tag
-from .status import format_table
+from .progress import format_table
+from .status import tracker_states
 from .throughput import estimate, load_table
 
 
@@ -41,6 +43,13 @@ def add_launch_arguments(parser, what: str, wait: str):
     parser.add_argument("--wait", action="store_true", help=f"submitit: {wait}")
     parser.add_argument("--ray-address", help="ray: an existing cluster ('auto', 'ray://head:10001'; default: "
                                               "RAY_ADDRESS, else a local Ray on this machine's CPUs)")
+
+
+def launch_options(args, spec: Spec) -> Options:
+    """The backend options of `add_launch_arguments`' flags."""
+    return Options(max_parallel=args.max_parallel, max_attempts=spec.max_attempts, profile=spec.profile,
+                   submitit_cluster=None if args.cluster == "auto" else args.cluster,
+                   submitit_wait=args.wait, ray_address=args.ray_address, study_dir=spec.study_dir)
 
 
 def _model(net) -> str:
@@ -79,7 +88,9 @@ def main(args) -> int:
     spec = load_spec(args.spec, args.runs_dir, args.profile)  # a ConfigError is reported by gatscale.cli
     if spec.probe is not None:
         raise InputError(f"gatscale sweep: {spec.path} has a probe: section: run `gatscale probe-lr {args.spec}`")
-    planned = plan(spec, read_only=args.dry_run)
+    folders = [read_folder(r) for r in spec.runs]  # each run folder read once
+    active = JobWatcher().active([j for f in folders if (j := f.last_job)])
+    planned = plan(spec, tracker_states(spec, read_only=args.dry_run), active, folders)
     print(f"study {spec.name} ({spec.path}): {len(spec.runs)} runs in {spec.study_dir}, experiment {spec.name!r} "
           f"at {spec.tracking.uri}")
     print(run_table(spec, planned, spec.device))
@@ -92,9 +103,7 @@ def main(args) -> int:
     if args.dry_run:
         return 0
     todo = [p for p in planned if p.launch]
-    options = Options(max_parallel=args.max_parallel, max_attempts=spec.max_attempts, profile=spec.profile,
-                      cluster=None if args.cluster == "auto" else args.cluster, ray_address=args.ray_address,
-                      wait=args.wait, study_dir=spec.study_dir)
+    options = launch_options(args, spec)
     blocked = cannot_start(args.backend, [p.run for p in todo], options) if todo else {}
     if blocked:
         _explain_blocked(blocked, args.backend)

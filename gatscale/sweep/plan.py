@@ -1,7 +1,9 @@
 """What a launch does with each run of a spec: skip, start, resume, retry, give up or refuse.
 
-Decided from the run folder first (status.json, the trainer's lock, sweep.json), then the scheduler (a job the
-sweep submitted that is still queued or running) and the tracker (a run whose folder has no status):
+A pure decision over what is already known: each run folder read once (`read_folder`: status.json, the
+trainer's lock, sweep.json, and config.yaml when its identity is in doubt), the scheduler's active jobs (a job
+the sweep submitted that is still queued or running; backends/watcher.py) and the tracker's states (a run whose
+folder has no status; status.tracker_states). Nothing here writes a file or asks a scheduler or a tracker:
 
     finished, diverged            skip (never relaunched)
     running (lock held), queued   skip (someone is on it; also a run the tracker calls running or
@@ -12,24 +14,51 @@ sweep submitted that is still queued or running) and the tracker (a run whose fo
     failed                        retry while failures < max_attempts, then give up (reported)
     conflict                      refuse: the folder holds another config under this name
 
-`sweep.json` in each run folder keeps the study, the name, the config hash, the failures counted so far
-(one id per failure: `status@<time>` from status.json or `exit<code>@<time>`) and the jobs submitted.
+The failures counted (sweep.json's plus the one status.json shows now) travel with the plan, and the launch
+(backends.prepare) records them.
 """
 from __future__ import annotations
 
-import json
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from ..atomic import atomic_write_text
-from ..config import ConfigError, config_hash, diff, dump_config, load_config
+from ..config import ConfigError, RunConfig, config_hash, diff, load_config
 from ..train.status import LOCK_FILE, TERMINAL, read_status, run_in_progress
+from .record import failures, last_job, read_record
 from .spec import Run, Spec
 
-RECORD_FILE = "sweep.json"
 LAUNCH_ACTIONS = ("start", "resume", "retry")
+
+
+@dataclass
+class Folder:
+    """One run folder as the plan sees it, read once."""
+    exists: bool
+    status: dict | None                  # status.json
+    lock_holder: str | None              # the lock file's text while a live trainer holds it, else None
+    record: dict                         # sweep.json ({} when none)
+    has_config: bool                     # config.yaml exists
+    config: RunConfig | None = None      # config.yaml, read only when sweep.json does not vouch for its hash
+    config_error: str = ""               # why config.yaml could not be read (then config is None)
+
+    @property
+    def last_job(self) -> dict | None:
+        return last_job(self.record)
+
+
+def read_folder(run: Run) -> Folder:
+    run_dir = run.run_dir
+    record = read_record(run_dir)
+    saved = run_dir / "config.yaml"
+    folder = Folder(exists=run_dir.exists(), status=read_status(run_dir), lock_holder=None, record=record,
+                    has_config=saved.is_file())
+    if run_in_progress(run_dir):
+        folder.lock_holder = (run_dir / LOCK_FILE).read_text().strip()
+    if folder.has_config and record.get("config_hash") != run.config_hash:
+        try:
+            folder.config = load_config(saved)
+        except ConfigError as e:
+            folder.config_error = str(e)
+    return folder
 
 
 @dataclass
@@ -39,61 +68,28 @@ class Planned:
     action: str           # start resume retry skip give-up refuse
     detail: str = ""
     status: dict | None = None
+    failures: list[str] = field(default_factory=list)  # failure ids so far, the current status.json's included
 
     @property
     def launch(self) -> bool:
         return self.action in LAUNCH_ACTIONS
 
 
-# ---------------------------------------------------------------------------------------------
-# The run folder's sweep record
-
-def read_record(run_dir: Path) -> dict:
-    try:
-        return json.loads((Path(run_dir) / RECORD_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def update_record(run_dir: Path, **changes) -> dict:
-    record = read_record(run_dir)
-    record.update(changes)
-    atomic_write_text(Path(run_dir) / RECORD_FILE, json.dumps(record, indent=1))
-    return record
-
-
-def failure_ids(run_dir: Path, status: dict | None) -> set[str]:
-    """Failures recorded so far plus the one status.json shows now (if it shows one)."""
-    ids = set(read_record(run_dir).get("failures", []))
-    if status and status.get("status") == "failed":
-        ids.add(f"status@{status.get('updated')}")
-    return ids
-
-
-def note_failure(run_dir: Path, failure_id: str) -> int:
-    """Record one failure (idempotent per id); returns the number of failures of the run."""
-    ids = failure_ids(run_dir, None) | {failure_id}
-    update_record(run_dir, failures=sorted(ids))
-    return len(ids)
-
-
-def identity_error(run: Run) -> str | None:
+def identity_error(run: Run, folder: Folder) -> str | None:
     """Why the run folder cannot be this run (another config under the same name), or None."""
-    held = read_record(run.run_dir).get("config_hash")
+    held = folder.record.get("config_hash")
     saved = run.run_dir / "config.yaml"
-    if held == run.config_hash or (held is None and not saved.is_file()):
+    if held == run.config_hash or (held is None and not folder.has_config):
         return None
-    old = None
-    if saved.is_file():
-        try:
-            old = load_config(saved)
-        except ConfigError as e:
-            return f"{saved}: unreadable run config ({e}); move the folder away to start this run afresh"
+    if folder.config_error:
+        return f"{saved}: unreadable run config ({folder.config_error}); move the folder away to start this run afresh"
+    old = folder.config
+    changed = ""
+    if old is not None:
         held = held or config_hash(old)
         if held == run.config_hash:
             return None
-    changed = ""
-    if old is not None:  # the keys a sweep sets per run (name, folder, tracker) are no news
+        # the keys a sweep sets per run (name, folder, tracker) are no news
         keys = diff(old, run.config, ignore=("name", "run_dir", "tracking"))
         changed = " Differences (folder -> spec): " + "; ".join(keys[:8]) + "."
     return (f"{run.run_dir}: this folder holds run {run.name!r} with config hash {held}, but the spec now gives "
@@ -101,102 +97,46 @@ def identity_error(run: Run) -> str | None:
             f"'name') or move the folder away to start the run over; the sweep never mixes two configs in one folder.")
 
 
-# ---------------------------------------------------------------------------------------------
-# Other sources: the tracker and the scheduler
-
-def tracker_states(spec: Spec, read_only: bool = False) -> dict[str, str]:
-    """{config hash: gatscale.status} of the study's training runs in the tracker ({} if none or unreachable).
-    read_only: never create or migrate a store (dry run): only ask one that exists and is ready."""
-    cfg = spec.tracking
-    if cfg.backend == "none":
-        return {}
-    from ..tracking.store import resolve_uri, sqlite_path
-    db = sqlite_path(resolve_uri(cfg.uri))
-    if db is not None and (not db.is_file() or (read_only and not db.with_name(db.name + ".ready").is_file())):
-        return {}
-    try:
-        from ..tracking import find_runs
-        runs = find_runs(cfg)
-    except Exception as e:  # noqa: BLE001 - the folders still decide; say why the tracker was not asked
-        print(f"gatscale sweep: warning: tracker {cfg.uri} not consulted ({type(e).__name__}: {e})", file=sys.stderr)
-        return {}
-    runs = runs[(runs["kind"] != "sweep") & runs["config_hash"].notna()]
-    return dict(zip(runs["config_hash"], runs["status"]))
-
-
-def scheduler_states(spec: Spec) -> dict[str, str]:
-    """{job id: scheduler state} of the still-active jobs the sweep submitted for this study."""
-    jobs = [j for r in spec.runs if (j := last_job(r.run_dir))]
-    if not jobs:
-        return {}
-    from .backends.submitit_backend import active_jobs
-    return active_jobs(jobs)
-
-
-def last_job(run_dir: Path) -> dict | None:
-    jobs = read_record(run_dir).get("jobs") or []
-    return jobs[-1] if jobs else None
-
-
-# ---------------------------------------------------------------------------------------------
-# The plan
-
-def plan_run(run: Run, max_attempts: int, tracked: dict[str, str], active: dict[str, str]) -> Planned:
-    if (why := identity_error(run)) is not None:
+def plan_run(run: Run, folder: Folder, max_attempts: int, tracked: dict[str, str], active: dict[str, str]) -> Planned:
+    """tracked: {config hash: tracker status}; active: {job id: scheduler state} of the still-active jobs."""
+    if (why := identity_error(run, folder)) is not None:
         return Planned(run, "conflict", "refuse", why)
-    status = read_status(run.run_dir)
+    status = folder.status
     state = status["status"] if status else None
     step = f"step {status['step']}/{status['iterations']}" if status else ""
+    failed = failures(folder.record, status)
     if state in TERMINAL:
-        return Planned(run, state, "skip", step, status)
-    if run_in_progress(run.run_dir):
-        holder = (run.run_dir / LOCK_FILE).read_text().strip()
-        return Planned(run, "running", "skip", f"{step}, {holder}".strip(", "), status)
-    job = last_job(run.run_dir)
+        return Planned(run, state, "skip", step, status, failed)
+    if folder.lock_holder is not None:
+        return Planned(run, "running", "skip", f"{step}, {folder.lock_holder}".strip(", "), status, failed)
+    job = folder.last_job
     if job and job.get("job_id") in active:
-        return Planned(run, "queued", "skip", f"job {job['job_id']} {active[job['job_id']]}", status)
+        return Planned(run, "queued", "skip", f"job {job['job_id']} {active[job['job_id']]}", status, failed)
     if state == "preempted":
-        return Planned(run, "preempted", "resume", step, status)
+        return Planned(run, "preempted", "resume", step, status, failed)
     if state == "running":
-        return Planned(run, "interrupted", "resume", f"{step}; its process is gone (killed or node lost)", status)
+        return Planned(run, "interrupted", "resume", f"{step}; its process is gone (killed or node lost)", status,
+                       failed)
     if state is None and tracked.get(run.config_hash) in (*TERMINAL, "running"):
-        return Planned(run, tracked[run.config_hash], "skip", "per the tracker (the run folder has no status)")
-    failures = len(failure_ids(run.run_dir, status))
+        return Planned(run, tracked[run.config_hash], "skip", "per the tracker (the run folder has no status)",
+                       failures=failed)
     reason = (status or {}).get("reason") or ""
     last = f"; last: {reason[:120]}" if reason else ""
-    if failures >= max_attempts:
-        return Planned(run, "failed", "give-up", f"failed {failures} times (max_attempts {max_attempts}){last}", status)
+    if len(failed) >= max_attempts:
+        return Planned(run, "failed", "give-up", f"failed {len(failed)} times (max_attempts {max_attempts}){last}",
+                       status, failed)
     if state == "failed":
-        return Planned(run, "failed", "retry", f"attempt {failures + 1} of {max_attempts}{last}", status)
-    if why := read_record(run.run_dir).get("not_started"):
-        return Planned(run, "not-started", "start", why)
-    if run.run_dir.exists():
+        return Planned(run, "failed", "retry", f"attempt {len(failed) + 1} of {max_attempts}{last}", status, failed)
+    if why := folder.record.get("not_started"):
+        return Planned(run, "not-started", "start", why, failures=failed)
+    if folder.exists:
         return Planned(run, "pending", "start", "launched before, never started training"
-                       + (f" ({failures} failed attempt(s))" if failures else ""))
-    return Planned(run, "new", "start")
+                       + (f" ({len(failed)} failed attempt(s))" if failed else ""), failures=failed)
+    return Planned(run, "new", "start", failures=failed)
 
 
-def plan(spec: Spec, read_only: bool = False, active: dict[str, str] | None = None) -> list[Planned]:
-    """What to do with each run. `active`: scheduler_states(spec) when the caller already asked the scheduler."""
-    tracked = tracker_states(spec, read_only)
-    active = scheduler_states(spec) if active is None else active
-    return [plan_run(r, spec.max_attempts, tracked, active) for r in spec.runs]
-
-
-def prepare(p: Planned, spec: Spec, parent_run_id: str | None, tracking_uri: str):
-    """Before launching: the folder, the resolved config (what `gatscale train` reads) and the sweep record."""
-    run = p.run
-    run.config.tracking.parent_run_id = parent_run_id
-    run.config.tracking.uri = tracking_uri
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(run.config, run.run_dir / "config.yaml")
-    ids = failure_ids(run.run_dir, p.status)
-    update_record(run.run_dir, study=spec.name, name=run.name, config_hash=run.config_hash, failures=sorted(ids),
-                  prepared=time.time(), not_started=None)
-
-
-def note_not_started(run: Run, why: str):
-    """The backend could not start the run here (e.g. 'needs 1 GPU; this machine has 0'): say so in sweep.json."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    update_record(run.run_dir, study=run.config.tracking.experiment, name=run.name, config_hash=run.config_hash,
-                  not_started=why)
+def plan(spec: Spec, tracked: dict[str, str] | None = None, active: dict[str, str] | None = None,
+         folders: list[Folder] | None = None) -> list[Planned]:
+    """What to do with each run of the spec. `folders`: read_folder of each run when the caller already read them."""
+    folders = folders if folders is not None else [read_folder(r) for r in spec.runs]
+    return [plan_run(r, f, spec.max_attempts, tracked or {}, active or {}) for r, f in zip(spec.runs, folders)]

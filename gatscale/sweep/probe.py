@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from ..config import ConfigError, StabilityConfig, config_hash, from_dict, validate
 from ..powerlaw import PowerLaw, fit_power_law
-from .plan import Planned, plan_run
+from .plan import Planned, plan_run, read_folder
 from .spec import LR_KEYS, Run, Spec, _dedupe_names, _short_float
 
 # How a line's search ended ('' while it goes on).
@@ -221,7 +221,7 @@ def line_state(line: Line, p: ProbeConfig, max_attempts: int, active: dict[str, 
         if s.next_lr is None:
             return LineState(line, s, trials, [])
         runs = trials[s.next_lr] = trials_of(line, [s.next_lr], p)[s.next_lr]
-        planned = [plan_run(r, max_attempts, {}, active or {}) for r in runs]
+        planned = [plan_run(r, read_folder(r), max_attempts, {}, active or {}) for r in runs]
         v = verdict([q.state for q in planned])
         if v is None:
             return LineState(line, s, trials, planned)

@@ -18,12 +18,11 @@ import time
 from ..atomic import atomic_write_text
 from ..config import ConfigError
 from ..train.status import EXIT_PREEMPTED
-from .backends import Options, launch
-from .cli import add_launch_arguments, run_table
-from .plan import prepare
+from .backends import launch, prepare
+from .cli import add_launch_arguments, launch_options, run_table
 from .probe import LineState, fit_lr_law, probe_config, probe_state
 from .spec import load_spec
-from .status import format_table
+from .progress import format_table
 from .throughput import estimate, load_table
 
 RESULT_FILE = "probe.json"
@@ -107,9 +106,7 @@ def main(args) -> int:
         print(format_results(result_rows(states)))
         return 0
 
-    options = Options(max_parallel=args.max_parallel, max_attempts=spec.max_attempts, profile=spec.profile,
-                      cluster=None if args.cluster == "auto" else args.cluster, ray_address=args.ray_address,
-                      wait=args.wait, study_dir=spec.study_dir)
+    options = launch_options(args, spec)
     uri, parent, tracking = spec.tracking.uri, None, spec.tracking
     stopped, rounds, t0 = "", 0, time.time()
     while True:

@@ -2,11 +2,14 @@
 
 A profile names the partition/account/QOS, the node shape (GPUs, CPUs and memory per GPU), how the
 cluster spells GPU requests (`gres`), setup lines, and a table of GPUs and wall time per model size.
-`resources_for(profile, 'GAT-B/2')` turns it into `submitit.AutoExecutor.update_parameters` kwargs
+One vocabulary for what a run needs: `Resources` (GPUs, nodes, wall time, partition) is one row of the size
+table (`sizes.B`) or a sweep spec's override of it (`per_size.B.resources`); `parse_resources` checks one,
+`merge_resources` lays rows over each other, `profile_resources(profile, 'GAT-B/2')` is the profile's row for a
+model. `submitit_parameters(profile, 'GAT-B/2')` turns it into `submitit.AutoExecutor.update_parameters` kwargs
 (None values mean "not set"; submitit drops them), `executor_kwargs(profile)` into the constructor's:
 
     executor = submitit.AutoExecutor(folder, **executor_kwargs(profile))
-    executor.update_parameters(**resources_for(profile, "GAT-B/2"))
+    executor.update_parameters(**submitit_parameters(profile, "GAT-B/2"))
 
 Shipped profiles: slurm/profiles/*.yaml; slurm/README.md explains how to write one.
 """
@@ -31,7 +34,7 @@ _OWN_KEYS = {"partition": "partition", "account": "account", "qos": "qos", "cons
 
 
 @dataclass
-class SizeResources:
+class Resources:
     """One row of the size table; a field left out falls back to the size letter's row, then 'default'."""
     gpus: int | None = setting(None, ">= 0")                   # GPUs per run, over all its nodes (0: CPU only)
     nodes: int | None = setting(None, ">= 1")                  # None: as few as hold `gpus` (ceil(gpus / gpus_per_node))
@@ -55,7 +58,7 @@ class ClusterProfile:
     array_parallelism: int = setting(64, ">= 1")     # array tasks running at once (sbatch --array=...%N)
     setup: list[str] = field(default_factory=list)           # shell lines before the job (module load, activate)
     additional_parameters: dict[str, Any] = field(default_factory=dict)  # other sbatch options, no leading '--'
-    sizes: dict[str, SizeResources] = field(default_factory=dict)  # keys: 'S', 'B', 'L', 'XL', 'GAT-B/2', 'default'
+    sizes: dict[str, Resources] = field(default_factory=dict)  # keys: 'S', 'B', 'L', 'XL', 'GAT-B/2', 'default'
     source: str | None = field(default=None, init=False)  # the YAML file, for error messages (not a profile key)
 
 
@@ -109,7 +112,7 @@ def _additional_parameters(value, source) -> dict:
     return dict(value)
 
 
-def _sizes(value, source) -> dict[str, SizeResources]:
+def _sizes(value, source) -> dict[str, Resources]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -119,19 +122,19 @@ def _sizes(value, source) -> dict[str, SizeResources]:
         if size not in valid_keys:
             raise ConfigError(source, f"sizes.{size}", row,
                               f"unknown size; valid: default, {', '.join(GAT_SIZES)} or a full name like 'GAT-B/2'")
-    return {size: size_row(row, source, f"sizes.{size}") for size, row in value.items()}
+    return {size: parse_resources(row, source, f"sizes.{size}") for size, row in value.items()}
 
 
-def size_row(value, source: str, where: str) -> SizeResources:
+def parse_resources(value, source: str, where: str) -> Resources:
     """One checked size-table row: a profile's `sizes.B` or a sweep spec's `per_size.B.resources`."""
-    return from_dict(SizeResources, value, source, prefix=f"{where}.")
+    return from_dict(Resources, value, source, prefix=f"{where}.")
 
 
-def merge_rows(*rows: SizeResources) -> SizeResources:
+def merge_resources(*rows: Resources) -> Resources:
     """Field-wise: the last row that sets a field wins."""
-    out = SizeResources()
+    out = Resources()
     for row in rows:
-        for name in SizeResources.__dataclass_fields__:
+        for name in Resources.__dataclass_fields__:
             if getattr(row, name) is not None:
                 setattr(out, name, getattr(row, name))
     return out
@@ -150,25 +153,23 @@ def _validate(p: ClusterProfile):
             fail("gres", p.gres, "must contain {n} for the GPUs per node, e.g. 'gpu:h100:{n}' or 'gpu:{n}'")
 
 
-def size_resources(profile: ClusterProfile, model_name: str) -> SizeResources:
+def profile_resources(profile: ClusterProfile, model_name: str) -> Resources:
     """The size-table row for a model: each field from 'GAT-B/2', else 'B', else 'default'."""
     if model_name not in MODEL_NAMES:
         raise ConfigError(profile.source, "model", model_name, f"unknown model; valid: {', '.join(MODEL_NAMES)}")
     letter = size_letter(model_name)
-    return merge_rows(*(profile.sizes[k] for k in ("default", letter, model_name) if k in profile.sizes))
+    return merge_resources(*(profile.sizes[k] for k in ("default", letter, model_name) if k in profile.sizes))
 
 
-def resources_for(profile: ClusterProfile, model_name: str, gpus: int | None = None) -> dict:
+def submitit_parameters(profile: ClusterProfile, model_name: str, resources: Resources | None = None,
+                        gpus: int | None = None) -> dict:
     """`AutoExecutor.update_parameters` kwargs for one run of `model_name` ('GAT-B/2').
 
-    `gpus` overrides the profile's GPU count for that size. One task per GPU on each node
+    `resources`: the run's row when already resolved (a sweep run's, with the spec's overrides); default the
+    profile's row for the size. `gpus` overrides the row's GPU count. One task per GPU on each node
     (tasks_per_node = GPUs per node; a CPU-only run is one task).
     """
-    return row_parameters(profile, size_resources(profile, model_name), model_name, gpus)
-
-
-def row_parameters(profile: ClusterProfile, row: SizeResources, model_name: str, gpus: int | None = None) -> dict:
-    """resources_for with the size row already resolved (a sweep run's, with the spec's overrides)."""
+    row = resources if resources is not None else profile_resources(profile, model_name)
     where = f"sizes.{size_letter(model_name)}"  # the key a user most likely adds
 
     def fail(key, value, msg):

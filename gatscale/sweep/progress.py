@@ -3,6 +3,7 @@
 `gatscale status SPEC --watch` for runs trained elsewhere (SLURM, Ray).
 
 On a terminal the table is redrawn in place; otherwise (a log file, CI) one summary line per interval.
+`format_table` is the one plain-text table printer of the sweep commands (the plan, `gatscale status`, the probe).
 """
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ def progress_row(name: str, status: dict, iterations: int, state: str | None = N
     return [name, state, f"{step}/{iterations}", rate, format_eta(eta), fid]
 
 
+def format_table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
+
+
 def summary_line(rows: list[list[str]]) -> str:
     """'12:00:05 1 finished, 5 queued, 2 running | B2 120/250 ETA 0m40s 12.3 fd_digits | ...'"""
     counts: dict[str, int] = {}
@@ -72,7 +80,6 @@ class LiveProgress:
         self._next = now + self.interval
         rows = rows()
         if self.tty:
-            from .status import format_table  # status imports this module
             self._erase()
             table = format_table(HEADERS, rows)
             print(table, file=self.stream, flush=True)

@@ -19,6 +19,8 @@
 `groups: [{grid, zip, seeds}, ...]` unions several such run sets. Runs that train the same thing (one
 `training_hash`: the same config once the LR rule is resolved, e.g. S2-lrA and S2-lrS above) are one run,
 under the first name; the others are its `aliases` (shown in the plan, tagged `gatscale.aliases` in the tracker).
+`load_spec` is three steps: `parse_spec` (every key checked where it sits), `expand` (the runs, validated and
+named), `attach_resources` (the cluster profile's row for each run's size under the spec's `resources`).
 docs/sweeps.md is the full reference. Errors name the spec file and the key path in it.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 from ..config import (ConfigError, RunConfig, coerce_field, config_hash, field_types, from_dict, read_yaml, set_field,
                       training_hash, validate)
 from ..sizes import GAT_SIZES, MODEL_NAMES, size_letter
-from .profile import ClusterProfile, SizeResources, load_profile, merge_rows, size_resources, size_row
+from .profile import ClusterProfile, Resources, load_profile, merge_resources, parse_resources, profile_resources
 
 TOP_KEYS = ("name", "description", "base_config", "base", "settings", "grid", "zip", "seeds", "groups", "per_size",
             "resources", "runs_dir", "profile", "max_attempts", "device", "throughput", "probe")
@@ -58,7 +60,7 @@ class Run:
     config_hash: str
     run_dir: Path
     model: str                   # generator size name, e.g. 'GAT-B/2' (resource class, throughput key)
-    resources: SizeResources     # GPUs, nodes, wall time: the profile's size row under the spec's overrides
+    resources: Resources     # GPUs, nodes, wall time: the profile's size row under the spec's overrides
     labels: dict = field(default_factory=dict)  # axis -> this run's value (its name if named), and the seed
     aliases: list[str] = field(default_factory=list)  # the spec's other names for this same training
 
@@ -254,7 +256,7 @@ def _short_float(x: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # Loading
 
-def _per_size(source: str, value: Any) -> dict[str, tuple[dict, SizeResources]]:
+def _per_size(source: str, value: Any) -> dict[str, tuple[dict, Resources]]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -272,14 +274,44 @@ def _per_size(source: str, value: Any) -> dict[str, tuple[dict, SizeResources]]:
     return out
 
 
-def _resources(source: str, where: str, value: Any) -> SizeResources:
+def _resources(source: str, where: str, value: Any) -> Resources:
     """A spec's `resources` or `per_size.X.resources` (optional)."""
-    return SizeResources() if value is None else size_row(value, source, where)
+    return Resources() if value is None else parse_resources(value, source, where)
+
+
+@dataclass
+class ParsedSpec:
+    """A spec file's keys, each checked where it sits, before expansion."""
+    path: Path
+    name: str
+    base: RunConfig                              # base_config under the base overrides, tracking.experiment = name
+    settings: dict[str, dict[str, dict]]         # axis -> value name -> flat {key: value}
+    groups: list[tuple[str, dict]]               # (key prefix for errors, {grid, zip, seeds})
+    seeds: list[int] | None                      # the top-level seeds
+    per_size: dict[str, tuple[dict, Resources]]  # size -> (flat overrides, resources)
+    resources: Resources                         # the spec's `resources`, under every run's
+    max_attempts: int
+    raw: dict                                    # the file's mapping (profile, runs_dir, device, ...)
 
 
 def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str | Path | None = None) -> Spec:
-    """Read, expand and validate a sweep spec. `runs_dir`/`profile` override the spec's (command line)."""
-    path = Path(path)
+    """Read, expand and validate a sweep spec: parse -> expand -> attach resources. `runs_dir`/`profile`
+    override the spec's (command line)."""
+    parsed = parse_spec(Path(path))
+    raw = parsed.raw
+    runs_dir = Path(runs_dir if runs_dir is not None else raw.get("runs_dir", "runs")).absolute()  # backends move cwd
+    runs = expand(parsed, runs_dir / parsed.name)
+    cluster = _profile(parsed.path, raw.get("profile"), profile)
+    attach_resources(runs, cluster)
+    throughput = raw.get("throughput")
+    return Spec(path=parsed.path, name=parsed.name, runs_dir=runs_dir, runs=runs, profile=cluster,
+                max_attempts=parsed.max_attempts, device=str(raw.get("device", "H100")),
+                throughput=parsed.path.parent / throughput if throughput else None,
+                description=str(raw.get("description", "")), probe=raw.get("probe"))
+
+
+def parse_spec(path: Path) -> ParsedSpec:
+    """The spec file's keys, checked: errors name the file, the key path and the value."""
     source = str(path)
     spec = read_yaml(path, "spec", source)
     for k in spec:
@@ -289,8 +321,19 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
     if not isinstance(name, str) or not LABEL.match(name):
         raise ConfigError(source, "name", name, "the study needs a name (letters, digits, . _ + = -): "
                                                 "its MLflow experiment and its folder under runs_dir")
+    base, settings = _base_config(path, spec, name), _settings(source, spec.get("settings") or {})
+    groups = _groups(source, spec)
+    seeds, per_size = _seeds(source, "seeds", spec.get("seeds")), _per_size(source, spec.get("per_size"))
+    resources = _resources(source, "resources", spec.get("resources"))
+    max_attempts = spec.get("max_attempts", 3)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ConfigError(source, "max_attempts", max_attempts, "expected an integer >= 1 (launches of a failing run)")
+    return ParsedSpec(path, name, base, settings, groups, seeds, per_size, resources, max_attempts, raw=spec)
 
-    # Base run config: base_config file, then the base overrides; each expanded run is validated whole.
+
+def _base_config(path: Path, spec: dict, name: str) -> RunConfig:
+    """The base_config file, then the base overrides; each expanded run is validated whole later."""
+    source = str(path)
     base = RunConfig()
     if spec.get("base_config") is not None:
         base_path = path.parent / str(spec["base_config"])
@@ -302,41 +345,43 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
     for key, value in overrides.items():
         set_field(base, key, value, source)
     base.tracking.experiment = name
+    return base
 
-    settings_raw = spec.get("settings") or {}
-    if not isinstance(settings_raw, dict):
-        raise ConfigError(source, "settings", settings_raw, "expected a mapping: axis -> {value name: {key: value}}")
+
+def _settings(source: str, value: Any) -> dict[str, dict[str, dict]]:
+    if not isinstance(value, dict):
+        raise ConfigError(source, "settings", value, "expected a mapping: axis -> {value name: {key: value}}")
     settings = {}
-    for axis, named in settings_raw.items():
+    for axis, named in value.items():
         if not isinstance(named, dict) or not named:
             raise ConfigError(source, f"settings.{axis}", named, "expected a mapping of value names to {key: value}")
         settings[axis] = {_label(source, f"settings.{axis}.{n}", n): flat_settings(source, f"settings.{axis}.{n}", s)
                           for n, s in named.items()}
+    return settings
 
-    if spec.get("groups") is not None:
-        if any(k in spec for k in ("grid", "zip")):
-            raise ConfigError(source, "groups", "...", "use either groups or top-level grid/zip, not both")
-        groups = spec["groups"]
-        if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
-            raise ConfigError(source, "groups", groups, "expected a list of mappings with grid / zip / seeds")
-        groups = [(f"groups[{i}].", g) for i, g in enumerate(groups)]
-    else:
-        groups = [("", {k: spec[k] for k in ("grid", "zip") if k in spec})]
-    default_seeds = _seeds(source, "seeds", spec.get("seeds"))
-    per_size = _per_size(source, spec.get("per_size"))
-    common_resources = _resources(source, "resources", spec.get("resources"))
-    max_attempts = spec.get("max_attempts", 3)
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ConfigError(source, "max_attempts", max_attempts, "expected an integer >= 1 (launches of a failing run)")
 
-    runs_dir = Path(runs_dir if runs_dir is not None else spec.get("runs_dir", "runs")).absolute()  # backends move cwd
+def _groups(source: str, spec: dict) -> list[tuple[str, dict]]:
+    """`groups: [...]`, or the top-level grid/zip as one group; each with the key prefix its errors name."""
+    if spec.get("groups") is None:
+        return [("", {k: spec[k] for k in ("grid", "zip") if k in spec})]
+    if any(k in spec for k in ("grid", "zip")):
+        raise ConfigError(source, "groups", "...", "use either groups or top-level grid/zip, not both")
+    groups = spec["groups"]
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
+        raise ConfigError(source, "groups", groups, "expected a list of mappings with grid / zip / seeds")
+    return [(f"groups[{i}].", g) for i, g in enumerate(groups)]
+
+
+def expand(parsed: ParsedSpec, study_dir: Path) -> list[Run]:
+    """Every run of the spec, validated and named; runs that train the same thing are one, with aliases."""
+    source = str(parsed.path)
     runs: list[Run] = []
     seen: dict[str, Run] = {}
-    for where, group in groups:
-        seeds = _seeds(source, f"{where}seeds", group.get("seeds")) or default_seeds or [None]
-        for choices in _combinations(source, where, group, settings):
+    for where, group in parsed.groups:
+        seeds = _seeds(source, f"{where}seeds", group.get("seeds")) or parsed.seeds or [None]
+        for choices in _combinations(source, where, group, parsed.settings):
             for seed in seeds:
-                run = _expand_one(source, base, choices, seed, per_size, common_resources, runs_dir / name)
+                run = _expand_one(source, parsed.base, choices, seed, parsed.per_size, parsed.resources, study_dir)
                 same = seen.setdefault(training_hash(run.config), run)
                 if same is run:
                     runs.append(run)
@@ -345,19 +390,26 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
     if not runs:
         raise ConfigError(source, "grid", None, "the spec expands to no runs")
     _dedupe_names(runs)
+    return runs
 
-    profile_ref = profile if profile is not None else spec.get("profile")
-    if profile_ref is not None and ("/" in str(profile_ref) or str(profile_ref).endswith(".yaml")) and profile is None:
-        profile_ref = path.parent / str(profile_ref)
-    cluster = load_profile(profile_ref) if profile_ref is not None else None
-    for run in runs:  # the profile's size row under the spec's overrides
-        if cluster is not None:
-            run.resources = merge_rows(size_resources(cluster, run.model), run.resources)
-    throughput = spec.get("throughput")
-    return Spec(path=path, name=name, runs_dir=runs_dir, runs=runs, profile=cluster,
-                max_attempts=max_attempts, device=str(spec.get("device", "H100")),
-                throughput=path.parent / throughput if throughput else None,
-                description=str(spec.get("description", "")), probe=spec.get("probe"))
+
+def _profile(path: Path, in_spec: Any, on_command_line: str | Path | None) -> ClusterProfile | None:
+    """The cluster profile: --profile as given, else the spec's, a path relative to the spec or a shipped name."""
+    if on_command_line is not None:
+        return load_profile(on_command_line)
+    if in_spec is None:
+        return None
+    if "/" in str(in_spec) or str(in_spec).endswith(".yaml"):
+        return load_profile(path.parent / str(in_spec))
+    return load_profile(in_spec)
+
+
+def attach_resources(runs: list[Run], cluster: ClusterProfile | None):
+    """Each run's resources: the profile's row for its size under the spec's overrides (none: the spec's alone)."""
+    if cluster is None:
+        return
+    for run in runs:
+        run.resources = merge_resources(profile_resources(cluster, run.model), run.resources)
 
 
 def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resources, study_dir) -> Run:
@@ -375,11 +427,11 @@ def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resourc
         values["train.seed"] = seed
     model = values.get("model.generator.size", base.model.generator.size)
     letter = size_letter(model) if isinstance(model, str) else None
-    size_values, size_resources = {}, []
+    size_values, size_rows = {}, []
     for key in (letter, model):
         if key in per_size:
             size_values.update(per_size[key][0])
-            size_resources.append(per_size[key][1])
+            size_rows.append(per_size[key][1])
     label = ", ".join([f"{c.axis}={c.label or c.values[c.axis]}" for c in choices] + [f"seed={seed}"] * (seed is not None))
     for key, value in size_values.items():
         if key in values:
@@ -392,7 +444,7 @@ def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resourc
     validate(cfg, where)
     name = run_name(cfg, choices)
     return Run(name=name, config=cfg, config_hash=config_hash(cfg), run_dir=study_dir / name,
-               model=cfg.model.generator.size, resources=merge_rows(common_resources, *size_resources),
+               model=cfg.model.generator.size, resources=merge_resources(common_resources, *size_rows),
                labels={c.axis: c.label or c.values[c.axis] for c in choices} | {"seed": cfg.train.seed})
 
 

@@ -2,8 +2,9 @@
 host and job. `--watch` refreshes it until every run has ended (Ctrl-C stops watching, not the runs): the table
 redrawn on a terminal, one summary line per refresh otherwise.
 
-Read only: the run folders (status.json, the trainer's lock, sweep.json), the scheduler for jobs the sweep
-submitted (squeue), and the tracker for runs whose folder has no status.
+Read only: the run folders (status.json, the trainer's lock, sweep.json; each read once per refresh), the
+scheduler for jobs the sweep submitted (backends/watcher.py: squeue, sacct), and the tracker for runs whose
+folder has no status (`tracker_states`, which `gatscale sweep` asks too).
 """
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import time
 from collections import Counter
 
 from ..errors import InputError
+from ..tracking.store import resolve_uri, sqlite_path
 from ..train.status import TERMINAL
-from .plan import last_job, plan
-from .progress import progress_row, summary_line
-from .spec import load_spec
+from .backends.submitit_backend import job_error
+from .backends.watcher import JobWatcher
+from .plan import plan, read_folder
+from .progress import format_table, progress_row, summary_line
+from .spec import Spec, load_spec
 
 
 def add_arguments(parser):
@@ -25,11 +29,23 @@ def add_arguments(parser):
                         help="refresh every SECONDS (default 10) until every run has ended")
 
 
-def format_table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
+def tracker_states(spec: Spec, read_only: bool = False) -> dict[str, str]:
+    """{config hash: gatscale.status} of the study's training runs in the tracker ({} if none or unreachable).
+    read_only: never create or migrate a store (dry run): only ask one that exists and is ready."""
+    cfg = spec.tracking
+    if cfg.backend == "none":
+        return {}
+    db = sqlite_path(resolve_uri(cfg.uri))
+    if db is not None and (not db.is_file() or (read_only and not db.with_name(db.name + ".ready").is_file())):
+        return {}
+    try:
+        from ..tracking import find_runs  # imports MLflow: only when a tracker is asked
+        runs = find_runs(cfg)
+    except Exception as e:  # noqa: BLE001 - the folders still decide; say why the tracker was not asked
+        print(f"gatscale sweep: warning: tracker {cfg.uri} not consulted ({type(e).__name__}: {e})", file=sys.stderr)
+        return {}
+    runs = runs[(runs["kind"] != "sweep") & runs["config_hash"].notna()]
+    return dict(zip(runs["config_hash"], runs["status"]))
 
 
 def _num(metrics: dict, key: str, fmt: str = ".3g") -> str:
@@ -47,10 +63,10 @@ def main(args) -> int:
         return 0
     if args.watch <= 0:
         raise InputError(f"gatscale status: --watch {args.watch}: must be > 0 seconds")
-    tty = sys.stdout.isatty()
+    tty, watcher = sys.stdout.isatty(), JobWatcher()
     try:
         while True:
-            text, planned = snapshot(spec)
+            text, planned = snapshot(spec, watcher)
             if tty:
                 print("\033[H\033[J" + text, flush=True)  # the table redrawn from the top of the screen
             else:
@@ -63,17 +79,15 @@ def main(args) -> int:
         return 0
 
 
-def snapshot(spec) -> tuple[str, list]:
+def snapshot(spec: Spec, watcher: JobWatcher | None = None) -> tuple[str, list]:
     """(the printed status of every run, the plan it came from)."""
-    last = {r.name: last_job(r.run_dir) for r in spec.runs}
+    watcher = watcher or JobWatcher()
+    folders = [read_folder(r) for r in spec.runs]
+    last = {r.name: f.last_job for r, f in zip(spec.runs, folders)}
     jobs = [j for j in last.values() if j]
-    active, scheduler, errors = {}, {}, {}
-    if jobs:  # ask the scheduler once: squeue for the plan's active jobs, then sacct for the ended ones
-        from .backends.submitit_backend import active_jobs, job_error, job_states
-        active = active_jobs(jobs)
-        scheduler = job_states(jobs, active)
-        errors = {name: e for name, j in last.items() if j and (e := job_error(j))}
-    planned = plan(spec, read_only=True, active=active)
+    active, scheduler = watcher.active(jobs), watcher.states(jobs)  # one squeue (and one sacct) for all jobs
+    errors = {name: e for name, j in last.items() if j and (e := job_error(j))}
+    planned = plan(spec, tracker_states(spec, read_only=True), active, folders)
     rows = []
     for p in planned:
         s = p.status or {}

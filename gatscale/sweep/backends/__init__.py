@@ -1,9 +1,10 @@
 """Backends: how the runs of a sweep get trained. One interface, one module each (like submitit's executors):
 
-    launch(runs: list[Run], options: Options) -> list[Outcome]
-    cannot_start(runs, options) -> {run name: why}   (optional: the runs this backend cannot start here)
+    cannot_start(runs, options) -> {run name: why}   the runs this backend cannot start here ({}: all of them can)
+    launch(runs, options) -> list[Outcome]           train them (or submit them) and say what became of each
 
-`runs` are prepared: each run folder holds the resolved `config.yaml` and `sweep.json`. A backend trains
+Every backend module defines both. `runs` are prepared (`prepare`, called by the launching command just before
+`launch`): each run folder holds the resolved `config.yaml` and its `sweep.json` (record.py). A backend trains
 `gatscale train RUN_DIR/config.yaml --run-dir RUN_DIR` (as a process, a torchrun, a submitit job or a Ray
 trial); the trainer resumes from the folder's checkpoint by itself. The Outcome says what became of each
 run (finished, diverged, preempted, failed), that another process is training it right now (running: its
@@ -12,6 +13,8 @@ lock was held, the trainer exited EXIT_LOCKED; never a failure), or, for a clust
     local     this machine, --max-parallel at a time, each run its own process (torchrun for several GPUs)
     submitit  SLURM job arrays (one per resource class), requeued on timeout/preemption
     ray       Ray Tune trials with per-size resources, retried on failure
+
+The scheduler is asked about submitted jobs in one place: watcher.py (squeue/sacct, one call per poll).
 """
 from __future__ import annotations
 
@@ -22,10 +25,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...config import dump_config
 from ...train.status import EXIT_LOCKED, EXIT_PREEMPTED, LOCK_FILE, TERMINAL, read_status, run_in_progress
-from ..plan import note_failure
+from ..plan import Planned
 from ..profile import ClusterProfile
-from ..spec import Run
+from ..record import note_failure, update_record
+from ..spec import Run, Spec
 
 BACKENDS = {"local": ".local", "submitit": ".submitit_backend", "ray": ".ray_backend"}
 
@@ -34,10 +39,10 @@ BACKENDS = {"local": ".local", "submitit": ".submitit_backend", "ray": ".ray_bac
 class Options:
     max_parallel: int | None = None     # runs at once (local, ray); None: as many as CPUs / GPUs allow
     max_attempts: int = 3               # launches of a run that keeps failing
-    profile: ClusterProfile | None = None
-    cluster: str | None = None          # submitit: None = auto (SLURM when sbatch exists), 'local', 'debug'
-    ray_address: str | None = None      # ray: 'auto', 'ray://host:10001', host:port; None = RAY_ADDRESS or a local Ray
-    wait: bool = False                  # submitit: wait for the jobs to end instead of returning once submitted
+    profile: ClusterProfile | None = None  # submitit: the sbatch settings per size; ray: cpus_per_gpu
+    submitit_cluster: str | None = None  # None = auto (SLURM when sbatch exists), 'slurm', 'local', 'debug'
+    submitit_wait: bool = False         # wait for the jobs to end instead of returning once submitted
+    ray_address: str | None = None      # 'auto', 'ray://host:10001', host:port; None = RAY_ADDRESS or a local Ray
     study_dir: Path = Path("runs")
     cwd: Path = field(default_factory=Path.cwd)
 
@@ -57,14 +62,34 @@ def launch(backend: str, runs: list[Run], options: Options) -> list[Outcome]:
 
 def cannot_start(backend: str, runs: list[Run], options: Options) -> dict[str, str]:
     """{run name: why this backend cannot start it here}, e.g. 'needs 1 GPU; this machine has 0'."""
-    module = _backend(backend)
-    return module.cannot_start(runs, options) if hasattr(module, "cannot_start") else {}
+    return _backend(backend).cannot_start(runs, options)
 
 
 def _backend(backend: str):
     if backend not in BACKENDS:
         raise ValueError(f"--backend {backend!r}: valid backends: {', '.join(BACKENDS)}")
     return importlib.import_module(BACKENDS[backend], __name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Before a launch: the run folder, its resolved config and its record
+
+def prepare(p: Planned, spec: Spec, parent_run_id: str | None, tracking_uri: str):
+    """The folder, the resolved config (what `gatscale train` reads) and the sweep record, with the plan's failures."""
+    run = p.run
+    run.config.tracking.parent_run_id = parent_run_id
+    run.config.tracking.uri = tracking_uri
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(run.config, run.run_dir / "config.yaml")
+    update_record(run.run_dir, study=spec.name, name=run.name, config_hash=run.config_hash, failures=p.failures,
+                  prepared=time.time(), not_started=None)
+
+
+def note_not_started(run: Run, why: str):
+    """The backend could not start the run here (e.g. 'needs 1 GPU; this machine has 0'): say so in sweep.json."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    update_record(run.run_dir, study=run.config.tracking.experiment, name=run.name, config_hash=run.config_hash,
+                  not_started=why)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import subprocess
 import time
 
 from . import Options, Outcome, child_env, count_failure, outcome_of, print_outcomes, skip_reason, train_command
-from ..plan import failure_ids
+from ..record import failures, read_record
 from ..spec import Run
 
 PR_SET_PDEATHSIG = 1
@@ -35,6 +35,11 @@ def _child_setup():
         pass
 
 
+def cannot_start(runs: list[Run], options: Options) -> dict[str, str]:
+    """None: Ray places each trial where its resources are, and only the running Ray knows what it has."""
+    return {}
+
+
 def launch(runs: list[Run], options: Options) -> list[Outcome]:
     import ray
     from ray import tune
@@ -45,8 +50,7 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
 
     def trial(config):
         run = by_name[config["run"]]
-        failures = len(failure_ids(run.run_dir, None))
-        if failures >= max_attempts:
+        if len(failures(read_record(run.run_dir))) >= max_attempts:
             tune.report({"state": "failed", "step": -1})
             return
         if (skipped := skip_reason(run)) is not None:  # trained by another process now, or ended meanwhile

@@ -1,9 +1,10 @@
 """submitit backend: one SLURM job array per resource class (runs of one size share GPUs and wall time).
 
 Jobs go to a fresh folder per launch, `<study>/.submitit/<timestamp>/` (SLURM reuses job ids after a state
-wipe; old logs stay). The cluster settings come from a profile (`slurm/profiles/*.yaml`): `resources_for`
-gives the update_parameters of each size, `--profile`/spec `profile` picks it. `submitit.AutoExecutor` picks
-SLURM when `sbatch` exists; `cluster='local'` (LocalExecutor) and `'debug'` run on this machine.
+wipe; old logs stay). The cluster settings come from a profile (`slurm/profiles/*.yaml`): `submitit_parameters`
+gives the update_parameters of each run's resources, `--profile`/spec `profile` picks it. `submitit.AutoExecutor`
+picks SLURM when `sbatch` exists; `submitit_cluster='local'` (LocalExecutor) and `'debug'` run on this machine.
+The submitted jobs are recorded in each run's sweep.json; their scheduler states come from watcher.py.
 
 The job (`TrainJob`, a `Checkpointable`) trains in-process: `tasks_per_node` = GPUs per node, one rank per
 task, the trainer joins the process group from submitit's environment (gatscale/train/distributed.py).
@@ -25,18 +26,16 @@ job did nothing); a failure raises, so the job ends FAILED.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import submitit
 
 from . import Options, Outcome, outcome_of, print_outcomes
-from ..plan import read_record, update_record
-from ..profile import executor_kwargs, row_parameters
+from ..profile import executor_kwargs, submitit_parameters
+from ..record import add_job
 from ..spec import Run
 
 
@@ -65,13 +64,20 @@ def _resources(run: Run, options: Options) -> dict:
     if options.profile is None:
         return dict(timeout_min=run.resources.time_min or 60, nodes=run.resources.nodes or 1,
                     tasks_per_node=max(run.gpus, 1), gpus_per_node=run.gpus or None, cpus_per_task=1)
-    return row_parameters(options.profile, run.resources, run.model)
+    return submitit_parameters(options.profile, run.model, run.resources)
+
+
+def cannot_start(runs: list[Run], options: Options) -> dict[str, str]:
+    """Every run when SLURM is asked for (`submitit_cluster='slurm'`) on a machine without sbatch; else none."""
+    if options.submitit_cluster == "slurm" and not shutil.which("sbatch"):
+        return {r.name: "needs SLURM; this machine has no sbatch (--cluster local runs the jobs here)" for r in runs}
+    return {}
 
 
 def launch(runs: list[Run], options: Options) -> list[Outcome]:
     folder = options.study_dir / ".submitit" / time.strftime("%Y%m%d-%H%M%S")
     folder = Path(f"{folder}-{time.time_ns() % 10**6:06d}")
-    executor = submitit.AutoExecutor(folder=folder, cluster=options.cluster,
+    executor = submitit.AutoExecutor(folder=folder, cluster=options.submitit_cluster,
                                      **(executor_kwargs(options.profile) if options.profile else {}))
     classes: dict[str, tuple[dict, list[Run]]] = {}  # one job array per resource class
     for run in runs:
@@ -86,10 +92,10 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
             entry = {"backend": "submitit", "cluster": executor.cluster, "job_id": str(job.job_id),
                      "folder": str(folder), "submitted": time.time()}
             jobs.append((run, job, entry))
-            update_record(run.run_dir, jobs=(read_record(run.run_dir).get("jobs") or []) + [entry])
+            add_job(run.run_dir, entry)
         print(f"  submitted {len(members)} run(s) as {executor.cluster} job(s) "
               f"{', '.join(str(j.job_id) for _, j, _ in jobs[-len(members):])}", flush=True)
-    if not options.wait:
+    if not options.submitit_wait:
         return [Outcome(r.name, "submitted", job_id=str(j.job_id), detail=f"logs in {folder}") for r, j, _ in jobs]
     outcomes = []
     for run, job, entry in jobs:
@@ -108,29 +114,6 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
     return outcomes
 
 
-def active_jobs(jobs: list[dict]) -> dict[str, str]:
-    """{job id: state} of the given job records that are still queued or running (SLURM: squeue; local
-    executor: the job's process is alive). Unknown when the scheduler cannot be asked: treated as ended."""
-    active = {}
-    slurm = [j for j in jobs if j.get("cluster") == "slurm"]
-    if slurm and shutil.which("squeue"):
-        try:
-            out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "--me"], capture_output=True, text=True,
-                                 timeout=30, check=True).stdout
-            listed = dict(line.split("|", 1) for line in out.split() if "|" in line)
-            active.update({j["job_id"]: listed[j["job_id"]] for j in slurm if j["job_id"] in listed})
-        except (subprocess.SubprocessError, OSError) as e:
-            print(f"gatscale sweep: warning: squeue failed ({e}); submitted jobs are taken as ended", flush=True)
-    for j in jobs:
-        if j.get("cluster") == "local" and j.get("job_id", "").isdigit():
-            try:
-                os.kill(int(j["job_id"]), 0)
-                active[j["job_id"]] = "RUNNING (local)"
-            except (ProcessLookupError, PermissionError):
-                pass
-    return active
-
-
 def job_error(job: dict) -> str | None:
     """The last line of the error a submitit job ended with, e.g. 'UncompletedJobError: Job not requeued because:
     timed-out too many times.', read from the folder recorded for that job (SLURM may reuse a job id in another
@@ -144,18 +127,3 @@ def job_error(job: dict) -> str | None:
         return None
     lines = str(value).strip().splitlines()
     return lines[-1][:200] if kind == "error" and lines else None
-
-
-def job_states(jobs: list[dict], active: dict[str, str] | None = None) -> dict[str, str]:
-    """{job id: state} for `gatscale status`: active jobs (squeue / local pid; `active` when already asked) and,
-    where SLURM accounting answers, the final state of ended jobs (sacct: COMPLETED, FAILED, TIMEOUT, ...)."""
-    states = dict(active_jobs(jobs) if active is None else active)
-    ended = [j["job_id"] for j in jobs if j.get("cluster") == "slurm" and j["job_id"] not in states]
-    if ended and shutil.which("sacct"):
-        try:
-            out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ended)],
-                                 capture_output=True, text=True, timeout=30, check=True).stdout
-            states.update(dict(line.split("|", 1) for line in out.split() if "|" in line and line.split("|")[0] in ended))
-        except (subprocess.SubprocessError, OSError):
-            pass  # no accounting: the run folders still say how far each run got
-    return states
