@@ -6,7 +6,7 @@ import pytest
 
 from gatscale import config
 from gatscale.config import ConfigError, RunConfig, diff, from_dict, read_yaml, replace, set_field, set_path
-from gatscale.sweep.profile import ClusterProfile, SizeResources
+from gatscale.sweep.profile import ClusterProfile, Resources
 
 
 def config_classes(cls=RunConfig):
@@ -16,7 +16,7 @@ def config_classes(cls=RunConfig):
             yield from config_classes(config.field_types(cls)[f.name])
 
 
-@pytest.mark.parametrize("cls", [*dict.fromkeys(config_classes()), ClusterProfile, SizeResources],
+@pytest.mark.parametrize("cls", [*dict.fromkeys(config_classes()), ClusterProfile, Resources],
                          ids=lambda c: c.__name__)
 def test_every_declared_rule_is_understood_and_holds_for_its_default(cls):
     for name, rule in config.field_rules(cls).items():
@@ -34,12 +34,12 @@ def test_from_dict_builds_nested_sections_and_names_an_unknown_key_with_the_vali
 
 def test_from_dict_rejects_a_value_outside_its_declared_range_with_the_rule():
     with pytest.raises(ConfigError, match=r"x.yaml: sizes.B.time_min = 0: must be >= 1 \(minutes\)"):
-        from_dict(SizeResources, {"time_min": 0}, "x.yaml", prefix="sizes.B.")
+        from_dict(Resources, {"time_min": 0}, "x.yaml", prefix="sizes.B.")
 
 
 def test_from_dict_says_what_a_non_mapping_should_have_been():
     with pytest.raises(ConfigError, match=r"sizes.B = 4: expected a mapping with keys gpus, nodes, partition, time_min"):
-        from_dict(SizeResources, 4, "x.yaml", prefix="sizes.B.")
+        from_dict(Resources, 4, "x.yaml", prefix="sizes.B.")
 
 
 def test_a_field_declared_init_false_is_not_a_key():
