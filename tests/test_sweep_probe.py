@@ -79,6 +79,9 @@ def probe_spec(tmp_path, probe=None, **spec):
     ({"factor": 1.1}, "probe.factor", "must be > resolution"),
     ({"lr_strat": 1e-3}, "probe.lr_strat", "unknown key"),
     ({"lr_start": 2.0}, "probe.lr_start", "must lie in [lr_min, lr_max]"),
+    ({"lr_min": 0}, "probe.lr_min", "must be > 0"),
+    ({"resolution": 1.0}, "probe.resolution", "must be > 1"),
+    ({"max_trials": 1}, "probe.max_trials", "must be >= 2"),
     ({"stability": {"g_loss_abov": 3}}, "probe.stability.g_loss_abov", "unknown key"),
     ({"stability": {"fd_rise": 0.5}}, "probe.stability.fd_rise", "must be > 1"),
 ])

@@ -27,7 +27,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, StabilityConfig, config_hash, from_dict, validate
+from ..config import ConfigError, StabilityConfig, config_hash, from_dict, setting, validate
 from ..powerlaw import PowerLaw, fit_power_law
 from .plan import Planned, plan_run, read_folder
 from .spec import LR_KEYS, Run, Spec, _dedupe_names, _short_float
@@ -38,12 +38,12 @@ BRACKETED, ABOVE, BELOW, OUT_OF_TRIALS = "bracketed", "stable up to lr_max", "un
 
 @dataclass
 class ProbeConfig:
-    lr_start: float = 2e-4              # the first rung, for every width
-    factor: float = 4.0                 # ladder step (x)
-    lr_min: float = 1e-6
-    lr_max: float = 1.0
-    resolution: float = 1.25            # bracket ratio hi / lo at which bisection stops
-    max_trials: int = 8                 # per width; each trial runs every seed
+    lr_start: float = setting(2e-4, "> 0")    # the first rung, for every width
+    factor: float = 4.0                         # ladder step (x); must exceed `resolution`
+    lr_min: float = setting(1e-6, "> 0")
+    lr_max: float = setting(1.0, "> 0")
+    resolution: float = setting(1.25, "> 1 (the bracket ratio at which bisection stops, e.g. 1.25)")
+    max_trials: int = setting(8, ">= 2 (one stable and one unstable trial make a bracket)")  # per width; each trial runs every seed
     stability: StabilityConfig = field(default_factory=StabilityConfig)  # written into each trial's train.stability
 
 
@@ -57,17 +57,10 @@ def probe_config(spec: Spec) -> ProbeConfig:
 
     def fail(key, msg):
         raise ConfigError(source, f"probe.{key}", getattr(p, key), msg)
-    for key in ("lr_start", "lr_min", "lr_max"):
-        if not getattr(p, key) > 0:
-            fail(key, "must be > 0")
     if not p.lr_min <= p.lr_start <= p.lr_max:
         fail("lr_start", f"must lie in [lr_min, lr_max] = [{p.lr_min:g}, {p.lr_max:g}]")
-    if not p.resolution > 1:
-        fail("resolution", "must be > 1 (the bracket ratio at which bisection stops, e.g. 1.25)")
     if not p.factor > p.resolution:
         fail("factor", f"must be > resolution ({p.resolution:g}): the ladder's step")
-    if p.max_trials < 2:
-        fail("max_trials", "must be >= 2 (one stable and one unstable trial make a bracket)")
     try:  # the stability criterion as the trainer validates it, reported under its key in the spec
         cfg = copy.deepcopy(spec.runs[0].config)
         cfg.train.stability = p.stability
