@@ -172,6 +172,19 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert read_status(tmp_path)["status"] == "finished"  # untouched
 
 
+def test_epochs_resolve_to_iterations_without_rewriting_the_config_or_the_sweeps_config_file(tmp_path):
+    from gatscale.config import dump_config
+    from gatscale.data import dataset_info
+    cfg = tiny_config(train={"epochs": 0.05, "iterations": 1000, "checkpoint_every": 1000})
+    dump_config(cfg, tmp_path / "config.yaml")
+    written = "# written by the sweep\n" + (tmp_path / "config.yaml").read_text()
+    (tmp_path / "config.yaml").write_text(written)
+    expected = -(-0.05 * dataset_info(cfg.data).num_images // cfg.train.batch_size)  # ceil
+    assert train(cfg, tmp_path).step == expected == read_status(tmp_path)["iterations"] < 1000
+    assert cfg.train.iterations == 1000 and (tmp_path / "config.yaml").read_text() == written
+    assert load_checkpoint(list_checkpoints(tmp_path)[-1])["config"]["train"]["iterations"] == 1000
+
+
 def test_checkpoint_from_before_the_pos_embed_switch_resumes_and_loads_as_frozen(tmp_path):
     from gatscale.train.checkpoint import load_generator
     train(tiny_config(train={"iterations": 10}, model={"pos_embed": "frozen"}), tmp_path)
