@@ -100,8 +100,8 @@ class GATObjective:
         return loss, {k: v.detach() for k, v in stats.items()}
 
     def generator_loss(self, G, D, real, y, z):
-        """L_G = softplus(-(D(E(x_f)) - sg[D(E(x_r))])); updates G's per-class w average."""
-        fake = G(z, y, update_w_avg=True, return_levels=True).float()  # (K, B, C, H, W)
+        """L_G = softplus(-(D(E(x_f)) - sg[D(E(x_r))])). (G's per-class w average is updated by the train step.)"""
+        fake = G(z, y, return_levels=True).float()  # (K, B, C, H, W)
         fake_aug, _ = diff_augment(fake, self.policy, draw_on=fake[-1])
         real_aug, _ = diff_augment(real, self.policy)
         fake_in, _ = self.schedule.perturb(fake_aug)

@@ -156,7 +156,8 @@ def test_generator_levels_accumulate_like_residuals():
 def test_truncation_psi_one_collapses_a_class_to_its_mean_w():
     torch.manual_seed(0)
     G = build_generator("GAT-S/2", depth=4, hidden_size=32, num_heads=2, input_size=8, in_channels=3, num_classes=2)
-    G(torch.randn(64, 64), torch.zeros(64, dtype=torch.long), update_w_avg=True)
+    y = torch.zeros(64, dtype=torch.long)
+    G.update_w_avg(*G.w_class_sums(G.mapping_network(torch.randn(64, 64), y), y))
     assert G.w_avg[0].abs().sum() > 0 and G.w_avg[1].abs().sum() == 0  # only classes present are updated
     out = G(torch.randn(5, 64), torch.zeros(5, dtype=torch.long), truncation_psi=1.0)
     assert torch.allclose(out, out[:1].expand_as(out), atol=1e-5)

@@ -54,7 +54,7 @@ def test_state_dict_from_before_the_switch_loads_into_a_trainable_model():
 def test_w_avg_update_works_in_float64():
     G = build_generator("GAT-S/2", **TINY).double()
     w = G.mapping_network(torch.randn(4, 64, dtype=torch.float64), torch.tensor([0, 0, 1, 1]))
-    G.update_w_avg(w, torch.tensor([0, 0, 1, 1]))
+    G.update_w_avg(*G.w_class_sums(w, torch.tensor([0, 0, 1, 1])))
     assert G.w_avg.dtype == torch.float64
     expected = torch.stack([w[:2].mean(0), w[2:].mean(0)]) * (1 - G.w_avg_beta)
     assert torch.allclose(G.w_avg, expected, rtol=1e-12)

@@ -105,7 +105,7 @@ class Generator(nn.Module):
         every = depth // num_levels
         self.tap_layers = [(k + 1) * every - 1 for k in range(num_levels)]
         self.heads = nn.ModuleList(RGBHead(hidden_size, patch_size, in_channels) for _ in range(num_levels))
-        # Per-class running mean of w, for truncation (updated in the G step only).
+        # Per-class running mean of w, for truncation (updated by the train step's G step only).
         self.register_buffer("w_avg", torch.zeros(num_classes, hidden_size))
         self.initialize_weights()
 
@@ -124,17 +124,18 @@ class Generator(nn.Module):
         return self.mapping(c)
 
     @torch.no_grad()
-    def update_w_avg(self, w: torch.Tensor, y: torch.Tensor):
-        """w_avg[c] <- lerp(batch mean of w over class c, w_avg[c], beta) for classes in the batch.
-
-        Vectorised version of the official per-label loop; under DDP the class sums are all-reduced
-        so every rank holds the same running mean (the official code keeps per-rank means).
-        """
+    def w_class_sums(self, w: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class sums (num_classes, hidden) and counts (num_classes,) of w over a batch, in w_avg's dtype."""
         sums = torch.zeros_like(self.w_avg).index_add_(0, y, w.to(self.w_avg.dtype))
-        counts = torch.bincount(y, minlength=self.num_classes).to(sums.dtype)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(sums)
-            torch.distributed.all_reduce(counts)
+        return sums, torch.bincount(y, minlength=self.num_classes).to(sums.dtype)
+
+    @torch.no_grad()
+    def update_w_avg(self, sums: torch.Tensor, counts: torch.Tensor):
+        """w_avg[c] <- lerp(sums[c] / counts[c], w_avg[c], beta) for the classes in the batch (counts[c] > 0).
+
+        Vectorised version of the official per-label loop, which runs in G's forward on each rank's batch; the
+        train step passes the class sums of the global batch (all-reduced), so every rank holds the same mean.
+        """
         present = counts > 0
         mean = sums / counts.clamp(min=1).unsqueeze(1)
         self.w_avg.copy_(torch.where(present.unsqueeze(1), mean.lerp(self.w_avg, self.w_avg_beta), self.w_avg))
@@ -148,7 +149,6 @@ class Generator(nn.Module):
         z: torch.Tensor,
         y: torch.Tensor,
         truncation_psi: float = 0.0,
-        update_w_avg: bool = False,
         return_levels: bool = False,
     ) -> torch.Tensor:
         """Latents (B, C, H, W), or all K accumulated levels (K, B, C, H, W) with return_levels.
@@ -157,8 +157,6 @@ class Generator(nn.Module):
         With use_intermediate_heads=False (MNG off) only the last head produces the output.
         """
         w = self.mapping_network(z, y)
-        if update_w_avg:
-            self.update_w_avg(w.detach(), y)
         if truncation_psi != 0.0:
             w = w.lerp(self.w_avg[y].to(w.dtype), truncation_psi)
 

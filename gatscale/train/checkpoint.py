@@ -1,24 +1,25 @@
 """Checkpoints that never lose a run.
 
-A checkpoint holds G, D, EMA, both optimisers, the step, G's w running mean (a buffer of G), all RNG
-states and the resolved config (TRAINING_STATE), plus what it takes to validate it: the keys written,
+A checkpoint holds G, D, EMA, both optimisers, the step, G's w running mean (a buffer of G) and the config
+(TRAINING_STATE, saved and loaded through one CheckpointIO), plus what it takes to validate it: the keys written,
 the config hash and a SHA-256 of every value (`integrity`). It is written to a temporary file in the same
 folder, fsync'ed and renamed into place, so a kill during the write leaves the previous checkpoint intact;
 a temporary file a kill left behind is removed at the next start (`remove_stale_temporaries`). Loading
 uses `torch.load(weights_only=True)`: only tensors and plain containers, never pickled objects; then the
 integrity record is checked, and `find_latest_valid` falls back, newest first, to the newest checkpoint
 that passes. Pruning keeps the just-written checkpoint and the newest others, never the other way round.
+
+No RNG state is saved: the trainer reseeds every step from (seed, rank, step). Checkpoints written before that
+carry an `rng` key with every rank's RNG states; they validate and resume, and the key is ignored.
 """
 import errno
 import hashlib
 import os
-import random
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..atomic import atomic_open
@@ -26,7 +27,7 @@ from ..atomic import atomic_open
 CKPT_PATTERN = re.compile(r"ckpt-(\d{7,})\.pt$")
 TMP_PATTERN = re.compile(r"^\.ckpt-\d{7,}\.pt\..+\.tmp$")  # atomic_open's temporary names for a checkpoint
 REJECTED_DIR = "rejected"  # checkpoints/rejected/: checkpoints that failed validation, set aside, never deleted
-TRAINING_STATE = ("step", "config", "rng", "generator", "discriminator", "ema", "opt_g", "opt_d")  # saved and loaded
+TRAINING_STATE = ("step", "config", "generator", "discriminator", "ema", "opt_g", "opt_d")  # TrainState.checkpoint's keys
 
 
 class CheckpointInvalid(ValueError):
@@ -54,25 +55,27 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def rng_state() -> dict:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-        "numpy_pos": np.random.get_state()[2],
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
+class CheckpointIO:
+    """The training state a checkpoint holds, named once and used to save and to load alike (edm2's CheckpointIO):
+    the step, the config (a plain dict) and the state dict of each named object. Saved keys it does not name are
+    ignored on load (`rng`, in checkpoints from before per-step reseeding)."""
 
+    def __init__(self, **objects):
+        self.objects = objects  # name -> anything with state_dict() / load_state_dict()
 
-def set_rng_state(state: dict):
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(state["numpy_pos"]), 0, 0.0))
-    random.setstate((state["python_version"], tuple(state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return ("step", "config", *self.objects)
+
+    def save(self, run_dir: Path, step: int, config: dict, keep: int) -> Path:
+        state = {"step": step, "config": config, **{k: obj.state_dict() for k, obj in self.objects.items()}}
+        return save_checkpoint(run_dir, step, state, keep)
+
+    def load(self, saved: dict) -> int:
+        """Load a validated checkpoint (read_valid / find_latest_valid with `keys`) into the objects; its step."""
+        for k, obj in self.objects.items():
+            obj.load_state_dict(saved[k])
+        return saved["step"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,3 +62,11 @@ def all_reduce_max(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo):
     if info.enabled:
         dist.barrier()
+
+
+def parameter_checksums(params, info: DistInfo) -> list[float]:
+    """Every rank's float64 sum of `params`, gathered (equal values: the replicas agree). A host sync."""
+    checksum = torch.stack([p.detach().double().sum() for p in params]).sum()
+    gathered = [torch.zeros_like(checksum) for _ in range(info.world_size)]
+    dist.all_gather(gathered, checksum)
+    return [s.item() for s in gathered]

@@ -1,29 +1,31 @@
 """The GAT training loop: one run from a RunConfig, resumable, distributed, honest about divergence.
 
 Per iteration (official train.py): one D step then one G step on the same real batch (x, y) and the
-same z; the G step updates G's per-class w average; then the EMA of G. Metrics stay on the device and
-are reduced every `train.log_every` steps (no host sync in the step, except the finiteness check every
-`train.divergence_check_every` steps). A SIGTERM/SIGUSR2 (SLURM/submitit preemption) makes the loop
+same z; the G step updates G's per-class w average; then the EMA of G (step.py). The loop is a row of
+labelled stages, `done` decided first so the last step is reported and checkpointed like any other:
+Done? (divergence and preemption, agreed by all ranks) / Report / Samples / Eval / Stability / Checkpoint /
+Step. Statistics stay on the device and are averaged over steps and ranks at each `train.log_every` tick
+(stats.py; no host sync in the step, except the finiteness check every `train.divergence_check_every` steps).
+Every step reseeds torch's RNG from (seed, rank, step), so checkpoints hold no RNG state and a resumed
+run is bitwise the uninterrupted one. A SIGTERM/SIGUSR2 (SLURM/submitit preemption) makes the loop
 checkpoint at the next step boundary and exit with status `preempted` (one that came before the first step:
 at once, without training).
 
 Resume takes the newest checkpoint that validates (checkpoint.py); newer ones that do not are set aside in
 checkpoints/rejected/ with a warning in log.txt and the tracker. When none validates but the folder shows
 progress (status.json's step, checkpoint files), the run is refused (CheckpointsUnusable) rather than silently
-restarted from step 0; `restart=True` (`gatscale train --restart`) starts over explicitly.
+restarted from step 0; `restart=True` (`gatscale train --restart`) starts over explicitly. The run folder's
+config.yaml is written only when absent (a sweep's own stays as written).
 """
 import contextlib
 import dataclasses
 import logging
 import math
-import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.distributed as dist
 
 from ..config import RunConfig, config_hash, diff, dump_config, flatten, to_dict, validate
 from ..data import build_train_loader, dataset_info, sample_latents
@@ -33,15 +35,15 @@ from ..flops import run_flops
 from ..models import count_trainable
 from ..tracking import NullTracker, Tracker
 from ..tracking.labels import study_tags
-from .checkpoint import (REJECTED_DIR, TRAINING_STATE, checkpoint_config, checkpoint_dir, checkpoint_step,
-                         find_latest_valid, remove_stale_temporaries, rng_state, save_checkpoint, set_aside,
-                         set_rng_state)
-from .distributed import DistInfo, all_reduce_max, barrier, init_distributed
+from .checkpoint import (REJECTED_DIR, checkpoint_config, checkpoint_dir, checkpoint_step, find_latest_valid,
+                         remove_stale_temporaries, set_aside)
+from .distributed import DistInfo, all_reduce_max, barrier, init_distributed, parameter_checksums
 from .sample_grid import class_rows, save_sample_grid
 from .signals import StopFlag
 from .stability import FD_METRICS, StabilityWatch
+from .stats import StatsCollector
 from .status import TERMINAL, RunLock, read_status, write_status
-from .step import build_state, train_step
+from .step import TrainState, build_state, reseed, train_step
 
 log = logging.getLogger("gatscale.train")
 WATCHED = ("loss/d", "loss/g", "grad_norm/d", "grad_norm/g")  # a non-finite one means the run diverged
@@ -53,6 +55,14 @@ class RunResult:
     step: int
     reason: str | None = None
     signum: int | None = None  # the signal that preempted the run (SIGTERM or SIGUSR2)
+
+
+@dataclasses.dataclass
+class _Reached:
+    """How far a run got, for its failure record."""
+    iterations: int
+    step: int = 0
+    tracking: bool = False  # tracker.start was called
 
 
 def _setup_logging(run_dir: Path, is_main: bool):
@@ -81,31 +91,31 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, tracker: Tracker | 
     _setup_logging(run_dir, info.is_main)
     tracker = tracker if (tracker is not None and info.is_main) else NullTracker()
     stop = StopFlag().install()
-    state = {"step": 0, "iterations": cfg.train.iterations, "restart": restart, "tracking": False}  # tracking: tracker.start done
+    reached = _Reached(iterations=cfg.train.iterations)
     try:
         with RunLock(run_dir) if info.is_main else contextlib.nullcontext():
             if info.is_main:
                 for tmp in remove_stale_temporaries(run_dir):
                     log.warning("removed %s, a checkpoint write that was killed", tmp)
             try:
-                return _train(cfg, run_dir, tracker, info, stop, state)
+                return _train(cfg, run_dir, tracker, info, stop, restart, reached)
             except ResumeRefused:
                 raise  # the folder belongs to another config: leave its status alone
             except BaseException as e:
-                _record_failure(e, run_dir, tracker, info, state)
+                _record_failure(e, run_dir, tracker, info, reached)
                 raise
     finally:
         stop.restore()
 
 
-def _record_failure(e: BaseException, run_dir: Path, tracker: Tracker, info: DistInfo, state: dict):
+def _record_failure(e: BaseException, run_dir: Path, tracker: Tracker, info: DistInfo, reached: _Reached):
     """status.json says failed (and why); the tracker too, if it was started. An expected failure (bad input,
     missing weights or data) is logged in one line; anything else with its traceback."""
     reason = f"{type(e).__name__}: {e}"
-    (log.error if exit_code(e) is not None else log.exception)("run failed at step %d: %s", state["step"], reason)
+    (log.error if exit_code(e) is not None else log.exception)("run failed at step %d: %s", reached.step, reason)
     if info.is_main:
-        write_status(run_dir, "failed", state["step"], state["iterations"], reason=reason)
-        if state["tracking"]:
+        write_status(run_dir, "failed", reached.step, reached.iterations, reason=reason)
+        if reached.tracking:
             tracker.set_tags({"gatscale.failure": reason[:5000]})
             tracker.finish("failed")
 
@@ -118,17 +128,17 @@ class CheckpointsUnusable(RuntimeError):
     """The run made progress but no checkpoint of it validates: refuse to start over silently."""
 
 
-def _resume_point(run_dir: Path, restart: bool, state: dict, warnings: list[str]):
+def _resume_point(run_dir: Path, restart: bool, keys: tuple[str, ...], reached: _Reached, warnings: list[str]):
     """The newest valid checkpoint (dict, path) or (None, None) for a fresh start. Newer invalid checkpoints
     are set aside; with none valid and progress on record, CheckpointsUnusable (unless `restart`)."""
-    found = find_latest_valid(run_dir, TRAINING_STATE, map_location="cpu")
+    found = find_latest_valid(run_dir, keys, map_location="cpu")
     for path, why in found.rejected:
         warnings.append(f"checkpoint {path.name} skipped: {why}")
         log.warning("warning: checkpoint %s is not usable (%s); trying the previous one", path, why)
     status = read_status(run_dir) or {}
     recorded = max([status.get("step") or 0] + [checkpoint_step(p) for p, _ in found.rejected])
     if found.state is None and recorded > 0 and not restart:
-        state["step"] = recorded  # a failure status keeps the step the run had reached
+        reached.step = recorded  # a failure status keeps the step the run had reached
         files = "; ".join(f"{p.name}: {why}" for p, why in found.rejected) or f"none in {checkpoint_dir(run_dir)}"
         raise CheckpointsUnusable(
             f"{run_dir}: the run reached step {recorded} (status.json: {status.get('status', 'none')} at step "
@@ -147,165 +157,105 @@ def _resume_point(run_dir: Path, restart: bool, state: dict, warnings: list[str]
 
 def _check_resume_config(cfg: RunConfig, run_dir: Path, saved: dict):
     old = checkpoint_config(saved)
+    if old.train.epochs is not None:  # written before the trainer stopped overwriting it with what the epochs resolve to
+        old.train.iterations = cfg.train.iterations
     if config_hash(old) != config_hash(cfg):
         changed = diff(old, cfg, ignore=())  # every difference, the non-result keys (log_every, ...) too
         raise ResumeRefused(f"{run_dir}: the run folder holds a checkpoint of a different config; refusing to resume. "
                          f"Differences: {'; '.join(changed[:10])}. Use another --run-dir to start a new run.")
 
 
-def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop: StopFlag, state: dict) -> RunResult:
+def total_iterations(cfg: RunConfig, dataset_images: int) -> int:
+    """train.iterations, or as many as `train.epochs` passes over the data set take (derived; cfg is not changed)."""
+    if cfg.train.epochs is None:
+        return cfg.train.iterations
+    return math.ceil(cfg.train.epochs * dataset_images / cfg.train.batch_size)
+
+
+def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop: StopFlag, restart: bool,
+           reached: _Reached) -> RunResult:
     dev = info.device
     data = dataset_info(cfg.data)
-    if cfg.train.epochs is not None:
-        cfg.train.iterations = math.ceil(cfg.train.epochs * data.num_images / cfg.train.batch_size)
-    iterations = state["iterations"] = cfg.train.iterations
+    iterations = reached.iterations = total_iterations(cfg, data.num_images)
     local_batch = cfg.train.batch_size // info.world_size
     if cfg.eval.fid_every:
         from ..eval.fid import check_feature_extractor
         check_feature_extractor(cfg.eval)  # a missing Inception file fails now, not 2,500 steps in
-
     st = build_state(cfg, dev, distributed=info.enabled)
-    G, D, G_ema = st.G, st.D, st.G_ema
 
-    # Resume.
-    start_step, stand_ins, warnings = 0, [], []
-    ckpt, ckpt_path = _resume_point(run_dir, state["restart"], state, warnings)
-    if ckpt is not None:
-        _check_resume_config(cfg, run_dir, ckpt["config"])
+    # Resume: the newest valid checkpoint, loaded through the same CheckpointIO that saves them.
+    warnings: list[str] = []
+    saved, saved_path = _resume_point(run_dir, restart, st.checkpoint.keys, reached, warnings)
+    start_step = 0
+    if saved is not None:
+        _check_resume_config(cfg, run_dir, saved["config"])
         done = read_status(run_dir) or {}
         if done.get("status") in TERMINAL:  # e.g. a late relaunch by a second sweep: never reopen the run
             log.info("run %s already %s at step %d; nothing to do", cfg.name, done["status"], done["step"])
             return RunResult(done["status"], done["step"], done.get("reason"))
-        G.load_state_dict(ckpt["generator"]), D.load_state_dict(ckpt["discriminator"]), G_ema.load_state_dict(ckpt["ema"])
-        st.opt_g.load_state_dict(ckpt["opt_g"]), st.opt_d.load_state_dict(ckpt["opt_d"])
-        start_step = state["step"] = ckpt["step"]
-        log.info("resumed from %s (step %d)", ckpt_path, start_step)
-    for seed_fn in (torch.manual_seed, np.random.seed, random.seed):  # seed + rank, as the official code
-        seed_fn(cfg.train.seed + info.rank)
-    if ckpt is not None:
-        rng = ckpt["rng"][info.rank] if info.rank < len(ckpt["rng"]) else ckpt["rng"][0]
-        set_rng_state(rng)
-    del ckpt
+        start_step = reached.step = st.checkpoint.load(saved)
+        log.info("resumed from %s (step %d)", saved_path, start_step)
+    del saved
 
-    if st.encoder is not None and st.encoder.stand_in:
-        stand_ins.append("repa_encoder")
     # Sample grids and FID-k decode with eval.fid_decoder (official train.py: ft-mse), in eval.precision.
     tokenizer = build_eval_tokenizer(cfg, dev, decoder=cfg.eval.fid_decoder) if info.is_main else None
-    flops = run_flops(cfg)
-
     if info.is_main:
-        dump_config(cfg, run_dir / "config.yaml")
-        params = {**flatten(to_dict(cfg)), "lr_g": st.lr_g, "lr_d": st.lr_d, "world_size": info.world_size,
-                  "params_g": count_trainable(G), "params_d": count_trainable(D),
-                  "gflops_g": round(flops.g_paper_gflops, 4), "gflops_d": round(flops.d_paper_gflops, 4),
-                  "dataset_images": data.num_images}
-        tags = {"gatscale.name": cfg.name, "gatscale.config_hash": config_hash(cfg), "gatscale.run_dir": str(run_dir.resolve()),
-                "gatscale.status": "running", "gatscale.stand_in": ",".join(stand_ins), **study_tags(cfg, st.lr_g, st.lr_d)}
-        if cfg.tracking.aliases:
-            tags["gatscale.aliases"] = cfg.tracking.aliases
-        tracker.start(run_dir, cfg.name, params, tags)
-        state["tracking"] = True
-        if warnings:
-            tracker.set_tags({"gatscale.checkpoint_warnings": "; ".join(warnings)[:5000]})
-        tracker.log_artifact(run_dir / "config.yaml")
-        if cfg.eval.fid_every and cfg.eval.feature_extractor == "digits" and start_step == 0:
-            from ..eval.fid import real_data_floor
-            tracker.log_metrics(real_data_floor(cfg, dev), 0)  # fd_digits_floor: real images score this (cached)
-        write_status(run_dir, "running", start_step, iterations)
-        log.info("run %s (%s): G %s %.1fM params, D %s %.1fM params, lr G %.3g D %.3g, %d images, %d iterations, %s%s",
-                 cfg.name, config_hash(cfg), cfg.model.generator.size, count_trainable(G) / 1e6, cfg.model.discriminator.size,
-                 count_trainable(D) / 1e6, st.lr_g, st.lr_d, data.num_images, iterations, dev,
-                 ", bf16" if st.autocast is not contextlib.nullcontext else "")
-
-    # The loader must not consume the training RNG (bitwise resume): isolate it. Raw images are read
-    # only for REPA's encoder (the batches are otherwise the same).
-    cpu_rng = torch.get_rng_state()
+        _start_run(cfg, run_dir, tracker, st, data, info, reached, start_step, warnings)
+    # Raw images are read only for REPA's encoder (the batches are otherwise the same). The loader is step-pure
+    # and each step reseeds after taking its batch, so whatever the loader draws changes nothing.
     loader_cfg = dataclasses.replace(cfg.data, load_images=cfg.data.load_images and cfg.method.repa)
     loader = build_train_loader(loader_cfg, local_batch, info.rank, info.world_size, cfg.train.seed, start_step)
-    torch.set_rng_state(cpu_rng)
     sample_gen = torch.Generator(device="cpu").manual_seed(cfg.train.seed + 12345)
     vis_y = class_rows(cfg.data.num_classes).to(dev)  # one row of 8 per class (the first 10 classes)
-    vis_z = torch.randn(len(vis_y), G.z_dim, generator=sample_gen).to(dev)
+    vis_z = torch.randn(len(vis_y), st.G.z_dim, generator=sample_gen).to(dev)
 
-    sums, n_sum, nonfinite = {}, 0, torch.zeros((), device=dev)
-    t_last, step_last = time.perf_counter(), start_step
-    last_metrics: dict = {}
-    watch = StabilityWatch(cfg.train.stability)
+    stats, watch, timer = StatsCollector(dev, WATCHED), StabilityWatch(cfg.train.stability), _StepTimer(start_step)
     progress = _progress(start_step, iterations, info.is_main)
-    step = start_step
-    result = None
-    if (all_reduce_max(torch.tensor([float(stop.signum is not None)], device=dev), info) > 0).item():
-        result = RunResult("preempted", step, f"signal {stop.signum} before step {step + 1}", signum=stop.signum)
-    while result is None and step < iterations:
-        rng_cpu = torch.get_rng_state()
-        batch = next(loader)
-        torch.set_rng_state(rng_cpu)
-        moments = batch["latent"].to(dev, non_blocking=True)
-        y = batch["label"].to(dev, non_blocking=True)
-        raw = batch["image"].to(dev, non_blocking=True) if "image" in batch else None
-        x = sample_latents(moments, cfg.data.scale)
-        z = torch.randn(local_batch, G.z_dim, device=dev)
-        log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == iterations
-
-        stats = train_step(st, x, y, z, raw, group_norms=log_now)
-        step += 1
-        state["step"] = step
-
-        for k in WATCHED:
-            nonfinite = torch.maximum(nonfinite, (~torch.isfinite(stats[k].float())).float())
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0.0) + v.float()
-        n_sum += 1
-
-        # Divergence (stop within one step by default, keep the last good checkpoint) and preemption
-        # signals, agreed on by all ranks in one small all-reduce at a step-deterministic cadence.
+    last_metrics: dict = {}  # the latest value of each metric, FIDs included (status.json)
+    is_log_step = lambda s: s % cfg.train.log_every == 0 or s == iterations  # noqa: E731
+    step, result = start_step, None
+    while True:
+        # Done? First, so the last step is reported and checkpointed like any other. Divergence (a non-finite
+        # watched statistic) and preemption signals are agreed on by all ranks in one small all-reduce, at a
+        # step-deterministic cadence (and at every step on a single process, for signals).
+        stepped = step > start_step
+        log_now = stepped and is_log_step(step)
+        fid_now = stepped and bool(cfg.eval.fid_every) and step % cfg.eval.fid_every == 0
         diverged = preempted = False
-        if step % cfg.train.divergence_check_every == 0 or log_now or step == iterations or \
+        if not stepped or log_now or step >= iterations or step % cfg.train.divergence_check_every == 0 or \
                 (not info.enabled and stop.signum is not None):
-            flags = torch.stack([nonfinite, torch.tensor(float(stop.signum is not None), device=dev)])
-            diverged, preempted = (all_reduce_max(flags, info) > 0).tolist()
+            flags = torch.stack([stats.nonfinite, torch.tensor(float(stop.signum is not None), device=dev)])
+            diverged, preempted = (all_reduce_max(flags, info) > 0).tolist()  # a host sync
         if diverged:
-            bad = [k for k in WATCHED if not torch.isfinite(stats[k]).all()]
-            result = RunResult("diverged", step, f"non-finite {', '.join(bad) or 'value'} at step {step}")
+            result = RunResult("diverged", step, f"non-finite {', '.join(stats.nonfinite_names()) or 'value'} at step {step}")
             break
+        done = step >= iterations or preempted
 
+        # Report: each statistic's mean over the steps since the last report and over all ranks.
         if log_now:
-            now = time.perf_counter()  # after the finiteness check's .tolist(), which waited for the device
-            values = {k: v / n_sum for k, v in sums.items()}
-            # group norms were only computed on this step: report them unaveraged
-            values.update({k: sums[k] for k in sums if "_group" in k})
-            metrics = dict(zip(values, torch.stack([v.reshape(()) for v in values.values()]).tolist()))
-            dt = (now - t_last) / max(step - step_last, 1)
-            metrics.update({
-                "lr/g": st.lr_g, "lr/d": st.lr_d, "epoch": step * cfg.train.batch_size / data.num_images,
-                "perf/step_ms": dt * 1e3, "perf/images_per_s": cfg.train.batch_size / dt,
-                "flops/train_total": float(flops.iteration) * step,
-            })
-            if dev.type == "cuda":
-                metrics["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
-            last_metrics = {**last_metrics, **metrics}  # the latest value of each, FIDs included
+            seconds = timer.seconds_per_step(step)  # the flags' .tolist() above waited for the device
+            metrics = {**stats.mean(info), "lr/g": st.lr_g, "lr/d": st.lr_d, **_perf(seconds, cfg, dev)}
+            last_metrics.update(metrics)
             tracker.log_metrics(metrics, step)
             progress(step, metrics)
             if info.is_main:  # what `gatscale sweep` and `gatscale status --watch` show live
                 write_status(run_dir, "running", step, iterations, metrics=last_metrics)
-            sums, n_sum, t_last, step_last = {}, 0, time.perf_counter(), step
+            timer.restart(step)  # reporting is not step time
 
-        if info.is_main and (step % cfg.train.sample_every == 0 or step == 1 or step == iterations):
+        # Samples: a fixed grid of the EMA generator.
+        if info.is_main and stepped and (step % cfg.train.sample_every == 0 or step == 1 or step == iterations):
             for name in [f"step-{step:07d}.png"] + (["final.png"] if step == iterations else []):
-                save_sample_grid(G_ema, vis_z, vis_y, tokenizer, run_dir / "samples" / name, tracker, st.autocast,
+                save_sample_grid(st.G_ema, vis_z, vis_y, tokenizer, run_dir / "samples" / name, tracker, st.autocast,
                                  class_names=data.class_names)
 
-        if cfg.eval.fid_every and step % cfg.eval.fid_every == 0:
-            fid = _evaluate(G_ema, cfg, tokenizer, dev, info)
-            if fid:
-                fid["epoch"] = step * cfg.train.batch_size / data.num_images
-                tracker.log_metrics(fid, step)
-                last_metrics.update(fid)
-                log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in fid.items()))
+        # Eval: FID-k of the EMA generator on rank 0.
+        if fid_now and (fid := _evaluate(st.G_ema, cfg, tokenizer, dev, info)):
+            tracker.log_metrics(fid, step)
+            last_metrics.update(fid)
+            log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in fid.items()))
 
-        # Non-NaN failure modes (train.stability): judged on rank 0's metrics at log and FID ticks, agreed on
+        # Stability (train.stability): non-NaN failure modes, judged on rank 0 at log and FID ticks and agreed on
         # by all ranks; the run ends as diverged before this step's checkpoint (the last good one is kept).
-        fid_now = bool(cfg.eval.fid_every) and step % cfg.eval.fid_every == 0
         if watch.enabled and (log_now or fid_now):
             tick = last_metrics if log_now else {k: v for k, v in last_metrics.items() if k in FD_METRICS}
             reason = watch.check(tick) if info.is_main else None
@@ -313,16 +263,27 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
                 result = RunResult("diverged", step, f"{reason or 'unstable (judged on rank 0)'} at step {step}")
                 break
 
-        if step % cfg.train.checkpoint_every == 0 or step == iterations or preempted:
+        # Checkpoint.
+        if stepped and (step % cfg.train.checkpoint_every == 0 or done):
             _save(run_dir, step, st, info)
             if info.is_main:
                 write_status(run_dir, "running", step, iterations, metrics=last_metrics)
-        if preempted:
-            result = RunResult("preempted", step, f"signal {stop.signum} at step {step}", signum=stop.signum)
+        if done:
+            when = f"at step {step}" if stepped else f"before step {step + 1}"
+            result = RunResult("preempted", step, f"signal {stop.signum} {when}", signum=stop.signum) if preempted else None
             break
 
-    if result is None:
-        result = RunResult("finished", step)
+        # Step: this rank's batch, then the step's random streams seeded from (seed, rank, step).
+        batch = next(loader)
+        reseed(cfg.train.seed, info.rank, step)
+        x = sample_latents(batch["latent"].to(dev, non_blocking=True), cfg.data.scale)
+        y = batch["label"].to(dev, non_blocking=True)
+        raw = batch["image"].to(dev, non_blocking=True) if "image" in batch else None
+        z = torch.randn(local_batch, st.G.z_dim, device=dev)
+        stats.report(train_step(st, x, y, z, raw, group_norms=is_log_step(step + 1)))
+        step = reached.step = step + 1
+
+    result = result or RunResult("finished", step)
     if info.is_main:
         write_status(run_dir, result.status, result.step, iterations, reason=result.reason, metrics=last_metrics)
         if result.status == "diverged":
@@ -334,36 +295,78 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     return result
 
 
-def _save(run_dir, step, st, info: DistInfo):
-    """Rank 0 writes; every rank contributes its RNG state. Verifies that replicas are in sync."""
-    rng = rng_state()
-    rngs = [rng]
+def _start_run(cfg: RunConfig, run_dir: Path, tracker: Tracker, st: TrainState, data, info: DistInfo,
+               reached: _Reached, start_step: int, warnings: list[str]):
+    """Rank 0, before the first step: config.yaml (only when absent: a sweep's own stays), the tracker run with
+    its params (per-step constants among them, logged once) and tags, status.json `running`, one log line."""
+    config_file = run_dir / "config.yaml"
+    if not config_file.exists():
+        dump_config(cfg, config_file)  # atomic
+    flops = run_flops(cfg)
+    params = {**flatten(to_dict(cfg)), "lr_g": st.lr_g, "lr_d": st.lr_d, "world_size": info.world_size,
+              "params_g": count_trainable(st.G), "params_d": count_trainable(st.D),
+              "gflops_g": round(flops.g_paper_gflops, 4), "gflops_d": round(flops.d_paper_gflops, 4),
+              "dataset_images": data.num_images, "images_per_step": cfg.train.batch_size,
+              "flops_per_step": float(flops.iteration)}
+    stand_ins = "repa_encoder" if st.encoder is not None and st.encoder.stand_in else ""
+    tags = {"gatscale.name": cfg.name, "gatscale.config_hash": config_hash(cfg), "gatscale.run_dir": str(run_dir.resolve()),
+            "gatscale.status": "running", "gatscale.stand_in": stand_ins, **study_tags(cfg, st.lr_g, st.lr_d)}
+    if cfg.tracking.aliases:
+        tags["gatscale.aliases"] = cfg.tracking.aliases
+    tracker.start(run_dir, cfg.name, params, tags)
+    reached.tracking = True
+    if warnings:
+        tracker.set_tags({"gatscale.checkpoint_warnings": "; ".join(warnings)[:5000]})
+    tracker.log_artifact(config_file)
+    if cfg.eval.fid_every and cfg.eval.feature_extractor == "digits" and start_step == 0:
+        from ..eval.fid import real_data_floor
+        tracker.log_metrics(real_data_floor(cfg, info.device), 0)  # fd_digits_floor: real images score this (cached)
+    write_status(run_dir, "running", start_step, reached.iterations)
+    log.info("run %s (%s): G %s %.1fM params, D %s %.1fM params, lr G %.3g D %.3g, %d images, %d iterations, %s%s",
+             cfg.name, config_hash(cfg), cfg.model.generator.size, count_trainable(st.G) / 1e6, cfg.model.discriminator.size,
+             count_trainable(st.D) / 1e6, st.lr_g, st.lr_d, data.num_images, reached.iterations, info.device,
+             ", bf16" if st.autocast is not contextlib.nullcontext else "")
+
+
+class _StepTimer:
+    """Wall-clock seconds per step between reports (the time spent reporting excluded)."""
+
+    def __init__(self, step: int):
+        self.restart(step)
+
+    def restart(self, step: int):
+        self.t, self.step = time.perf_counter(), step
+
+    def seconds_per_step(self, step: int) -> float:
+        return (time.perf_counter() - self.t) / max(step - self.step, 1)
+
+
+def _perf(seconds_per_step: float, cfg: RunConfig, dev: torch.device) -> dict[str, float]:
+    perf = {"perf/step_ms": seconds_per_step * 1e3, "perf/images_per_s": cfg.train.batch_size / seconds_per_step}
+    if dev.type == "cuda":
+        perf["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
+    return perf
+
+
+def _save(run_dir: Path, step: int, st: TrainState, info: DistInfo):
+    """Rank 0 writes the checkpoint; under DDP all ranks first check that their replicas are in sync."""
     if info.enabled:
-        rngs = [None] * info.world_size
-        dist.all_gather_object(rngs, rng)
-        checksum = torch.stack([p.detach().double().sum() for p in list(st.G.parameters()) + list(st.D.parameters())]).sum()
-        all_sums = [torch.zeros_like(checksum) for _ in range(info.world_size)]
-        dist.all_gather(all_sums, checksum)
-        if len({s.item() for s in all_sums}) != 1:
-            raise RuntimeError(f"DDP replicas diverged at step {step}: parameter checksums {[s.item() for s in all_sums]}")
-        log.info("step %d: %d ranks in sync (parameter checksum %.6f)", step, info.world_size, checksum.item())
+        sums = parameter_checksums(list(st.G.parameters()) + list(st.D.parameters()), info)
+        if len(set(sums)) != 1:
+            raise RuntimeError(f"DDP replicas diverged at step {step}: parameter checksums {sums}")
+        log.info("step %d: %d ranks in sync (parameter checksum %.6f)", step, info.world_size, sums[0])
     if info.is_main:
-        state = {
-            "step": step, "config": to_dict(st.cfg), "rng": rngs,
-            "generator": st.G.state_dict(), "discriminator": st.D.state_dict(), "ema": st.G_ema.state_dict(),
-            "opt_g": st.opt_g.state_dict(), "opt_d": st.opt_d.state_dict(),
-        }
-        save_checkpoint(run_dir, step, state, keep=st.cfg.train.keep_checkpoints)
+        st.checkpoint.save(run_dir, step, to_dict(st.cfg), keep=st.cfg.train.keep_checkpoints)
     barrier(info)
 
 
 def _evaluate(G_ema, cfg, tokenizer, dev, info: DistInfo) -> dict:
-    """FID-k of the EMA generator on rank 0, without touching the training RNG streams."""
+    """FID-k of the EMA generator on rank 0 (in eval.precision, not the step's autocast). Whatever it draws from
+    the global RNG changes no training stream: the next step reseeds."""
     result = {}
     if info.is_main:
         from ..eval.fid import evaluate_generator
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            result = evaluate_generator(G_ema, cfg, tokenizer, dev)  # in eval.precision, not the step's autocast
+        result = evaluate_generator(G_ema, cfg, tokenizer, dev)
     barrier(info)
     return result
 
