@@ -185,6 +185,14 @@ def test_epochs_resolve_to_iterations_without_rewriting_the_config_or_the_sweeps
     assert load_checkpoint(list_checkpoints(tmp_path)[-1])["config"]["train"]["iterations"] == 1000
 
 
+def test_a_stale_config_file_from_a_start_that_trained_nothing_is_replaced(tmp_path):
+    from gatscale.config import dump_config, load_config
+    dump_config(tiny_config(optim={"lr": 1e-3}), tmp_path / "config.yaml")  # e.g. a first try that failed at once
+    cfg = tiny_config(train={"iterations": 2})
+    train(cfg, tmp_path)
+    assert load_config(tmp_path / "config.yaml").optim.lr == cfg.optim.lr != 1e-3
+
+
 def test_checkpoint_from_before_the_pos_embed_switch_resumes_and_loads_as_frozen(tmp_path):
     from gatscale.train.checkpoint import load_generator
     train(tiny_config(train={"iterations": 10}, model={"pos_embed": "frozen"}), tmp_path)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, config_hash, diff, dump_config, flatten, to_dict, validate
+from ..config import ConfigError, RunConfig, config_hash, diff, dump_config, flatten, load_config, to_dict, validate
 from ..data import build_train_loader, dataset_info, sample_latents
 from ..eval.run import build_eval_tokenizer
 from ..errors import InputError, exit_code
@@ -295,13 +295,23 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     return result
 
 
+def _write_config(cfg: RunConfig, path: Path):
+    """config.yaml holds the config this run trains (written atomically); one that already holds it, a sweep's
+    with its comments, is left as it is."""
+    try:
+        if to_dict(load_config(path)) == to_dict(cfg):
+            return
+    except (OSError, ConfigError):  # absent or unreadable: (re)write it
+        pass
+    dump_config(cfg, path)
+
+
 def _start_run(cfg: RunConfig, run_dir: Path, tracker: Tracker, st: TrainState, data, info: DistInfo,
                reached: _Reached, start_step: int, warnings: list[str]):
-    """Rank 0, before the first step: config.yaml (only when absent: a sweep's own stays), the tracker run with
-    its params (per-step constants among them, logged once) and tags, status.json `running`, one log line."""
+    """Rank 0, before the first step: config.yaml, the tracker run with its params (per-step constants among them,
+    logged once) and tags, status.json `running`, one log line."""
     config_file = run_dir / "config.yaml"
-    if not config_file.exists():
-        dump_config(cfg, config_file)  # atomic
+    _write_config(cfg, config_file)
     flops = run_flops(cfg)
     params = {**flatten(to_dict(cfg)), "lr_g": st.lr_g, "lr_d": st.lr_d, "world_size": info.world_size,
               "params_g": count_trainable(st.G), "params_d": count_trainable(st.D),
