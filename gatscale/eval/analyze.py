@@ -18,7 +18,8 @@ import torch
 
 from gatscale.atomic import atomic_write_text
 
-from .run import build_eval_tokenizer, load_run, log_to_tracker
+from .run import load_run, log_to_tracker
+from .samples import build_eval_tokenizer
 
 
 def add_arguments(parser):

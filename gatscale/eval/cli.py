@@ -28,8 +28,8 @@ from gatscale.atomic import atomic_write_text
 from gatscale.config import to_dict
 
 from . import fid
-from .run import build_eval_tokenizer, load_run, log_to_tracker
-from .samples import NpzWriter, generate_images
+from .run import load_run, log_to_tracker
+from .samples import NpzWriter, build_eval_tokenizer, generate_images
 
 
 def add_arguments(parser):

@@ -41,18 +41,6 @@ def load_run(path, which: str, device):
     return G, cfg, run_dir, (int(m.group(1)) if m else None), ckpt
 
 
-def build_eval_tokenizer(cfg, device, decoder: str | None = None):
-    """The run's tokenizer decoding with `decoder` (default data.vae_decoder: ft-ema, as the official sampler),
-    in float32 unless eval.precision is bf16."""
-    import torch
-
-    from gatscale.vae import build_tokenizer
-
-    dtype = torch.bfloat16 if cfg.eval.precision == "bf16" else torch.float32
-    return build_tokenizer(cfg.data.tokenizer, decoder or cfg.data.vae_decoder, scale=cfg.data.scale, device=device,
-                           dtype=dtype)
-
-
 def log_to_tracker(run_dir: Path, cfg, metrics: dict, step: int | None, artifact: Path, tags: dict | None = None):
     """Best effort: the run's tracker run gets the metrics (at `step`), the tags and the artifact file, leaving
     its status and start/end time as they were; any failure is a warning, not an error."""

@@ -19,6 +19,16 @@ import torch
 from ..atomic import atomic_open
 
 
+def build_eval_tokenizer(cfg, device, decoder: str | None = None):
+    """The run's tokenizer decoding with `decoder` (default data.vae_decoder: ft-ema, as the official sampler),
+    in float32 unless eval.precision is bf16."""
+    from ..vae import build_tokenizer
+
+    dtype = torch.bfloat16 if cfg.eval.precision == "bf16" else torch.float32
+    return build_tokenizer(cfg.data.tokenizer, decoder or cfg.data.vae_decoder, scale=cfg.data.scale, device=device,
+                           dtype=dtype)
+
+
 def balanced_labels(num_samples: int, num_classes: int, seed: int = 0) -> torch.Tensor:
     """Exactly `num_samples` int64 labels, every class num_samples // num_classes times, the remaining
     num_samples % num_classes on distinct random classes; shuffled; deterministic given the seed."""

@@ -29,7 +29,7 @@ import torch
 
 from ..config import ConfigError, RunConfig, config_hash, diff, dump_config, flatten, load_config, to_dict, validate
 from ..data import build_train_loader, dataset_info, sample_latents
-from ..eval.run import build_eval_tokenizer
+from ..eval.samples import build_eval_tokenizer
 from ..errors import InputError, exit_code
 from ..flops import run_flops
 from ..models import count_trainable
