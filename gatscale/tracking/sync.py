@@ -1,8 +1,8 @@
-"""Deliver a run folder's tracking buffer to the MLflow store, and `gatscale sync RUN_DIR`.
+"""Deliver a run folder's metrics.jsonl to the MLflow store, and `gatscale sync RUN_DIR`.
 
 The tracker's sender (sender.py) calls `deliver` every second; `gatscale sync` calls it after the run when the
 store was unreachable (server down, node offline) or `finish` ran out of time. Both send what lies after the
-buffer's `delivered` offset, in order, and move the offset after each accepted batch (see buffer.py).
+`delivered` offset in tracking.json, in order, and move the offset after each accepted batch (metrics_log.py).
 
     gatscale sync runs/gat-b2-lr2e-4            # to the store recorded in runs/.../tracking.json
     gatscale sync runs/* --uri http://login1:5000   # the same store, now at another address
@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from .buffer import BUFFER_FILE, STATE_FILE, RunBuffer, now_ms
+from .metrics_log import METRICS_FILE, STATE_FILE, MetricsLog, now_ms
 from .labels import valid_name
 from .store import client_for, configure_http_client, experiment_id
 
@@ -34,7 +34,7 @@ class MalformedRecord(ValueError):
     error_code = "INVALID_PARAMETER_VALUE"  # handled like a value the store rejects
 
 
-def check_run(client, buf: RunBuffer) -> dict:
+def check_run(client, buf: MetricsLog) -> dict:
     """Forget a recorded run id the store no longer has (deleted, or another store): a new run is created."""
     from mlflow.exceptions import MlflowException
 
@@ -55,7 +55,7 @@ def check_run(client, buf: RunBuffer) -> dict:
     return state
 
 
-def deliver(client, buf: RunBuffer, deadline: float | None = None) -> tuple[str | None, int]:
+def deliver(client, buf: MetricsLog, deadline: float | None = None) -> tuple[str | None, int]:
     """Send the records after `delivered` (those present when called). Returns (run id, bytes left).
     Raises when the store fails: the caller retries later; nothing is lost or sent twice."""
     with buf.delivery_lock():
@@ -110,7 +110,7 @@ def _groups(records):
         yield group
 
 
-def _send(client, buf: RunBuffer, run_id: str, records: list[dict]):
+def _send(client, buf: MetricsLog, run_id: str, records: list[dict]):
     from mlflow.entities import RunTag
 
     kind = _kind(records[0])
@@ -138,7 +138,7 @@ def _send(client, buf: RunBuffer, run_id: str, records: list[dict]):
             client.set_terminated(run_id, status=r["status"], end_time=r["t"])
 
 
-def _entities(buf: RunBuffer, records: list[dict]):
+def _entities(buf: MetricsLog, records: list[dict]):
     from mlflow.entities import Metric
 
     metrics, tags = [], {}
@@ -147,7 +147,7 @@ def _entities(buf: RunBuffer, records: list[dict]):
             if "metrics" in r:
                 metrics += [Metric(k, float(v), int(r["t"]), int(r["step"])) for k, v in r["metrics"].items()]
                 tags["gatscale.last_step"] = str(r["step"])
-                buf.last_step = int(r["step"])
+                buf.last_step = max(buf.last_step, int(r["step"]))  # not back to a system sample's own step
             tags.update({k: str(v) for k, v in r.get("tags", {}).items()})  # later records win, as sent one by one
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise MalformedRecord(f"malformed record ({type(e).__name__}: {e})") from None
@@ -168,8 +168,8 @@ def _send_params(client, run_id: str, params: dict):
         client.log_batch(run_id, params=new)
 
 
-def _send_artifact(client, buf: RunBuffer, run_id: str, record: dict):
-    """An upload that fails while the store answers is re-queued at the end of the buffer (up to
+def _send_artifact(client, buf: MetricsLog, run_id: str, record: dict):
+    """An upload that fails while the store answers is re-queued at the end of metrics.jsonl (up to
     ARTIFACT_ATTEMPTS), so it never blocks the metrics; a store that does not answer stops delivery."""
     path = Path(record["artifact"])
     try:
@@ -189,11 +189,12 @@ def _send_artifact(client, buf: RunBuffer, run_id: str, record: dict):
 
 
 def sync_run_dir(run_dir: str | Path, uri: str | None = None, timeout: float | None = None) -> int:
-    """Replay one run folder's buffer; returns the bytes still undelivered (0: all there)."""
-    buf = RunBuffer(run_dir)
+    """Replay what the store has not accepted of one run folder's metrics.jsonl; returns the bytes still
+    undelivered (0: all there)."""
+    buf = MetricsLog(run_dir)
     if not buf.state_path.exists():
         raise FileNotFoundError(f"{buf.state_path}: not found; RUN_DIR must be a run folder written by the "
-                                f"MLflow tracker (it holds {STATE_FILE} and {BUFFER_FILE})")
+                                f"MLflow tracker (it holds {STATE_FILE} and {METRICS_FILE})")
     if uri:
         with buf.delivery_lock():
             state = buf.load_state()
@@ -212,20 +213,24 @@ def sync_run_dir(run_dir: str | Path, uri: str | None = None, timeout: float | N
 
 def log_after_run(run_dir: str | Path, metrics: dict | None = None, step: int | None = None,
                   artifact: str | Path | None = None, artifact_path: str | None = None, timeout: float = 20.0,
-                  tags: dict | None = None) -> int:
-    """Add results computed after training (an evaluation, an analysis) to the run's tracker run without
-    reopening it: no status record, so its status, start and end time (its duration in the UI) stay as they
-    were. The records go through the run folder's buffer like the trainer's; what the store does not take
-    within `timeout` s stays there for `gatscale sync`. Returns the bytes still undelivered."""
-    configure_http_client()
-    buf = RunBuffer(run_dir)
+                  tags: dict | None = None, send: bool = True) -> int:
+    """Add results computed after training (an evaluation, an analysis) to the run's record: appended to its
+    metrics.jsonl like the trainer's, then (send, and the run has an MLflow run: tracking.json) delivered to its
+    tracker run without reopening it: no status record, so its status, start and end time (its duration in the
+    UI) stay as they were. What the store does not take within `timeout` s stays for `gatscale sync`. Returns the
+    bytes still undelivered."""
+    record = MetricsLog(run_dir)
     if metrics and step is not None:
-        buf.append({"t": now_ms(), "step": int(step), "metrics": {valid_name(k): float(v) for k, v in metrics.items()}})
+        record.append({"t": now_ms(), "step": int(step),
+                       "metrics": {valid_name(k): float(v) for k, v in metrics.items()}})
     if tags:
-        buf.append({"t": now_ms(), "tags": {k: str(v) for k, v in tags.items()}})
+        record.append({"t": now_ms(), "tags": {k: str(v) for k, v in tags.items()}})
     if artifact is not None:
-        buf.append({"artifact": str(Path(artifact).resolve()), "artifact_path": artifact_path})
-    buf.close()
+        record.append({"artifact": str(Path(artifact).resolve()), "artifact_path": artifact_path})
+    record.close()
+    if not send or not record.state_path.exists():
+        return 0
+    configure_http_client()
     return sync_run_dir(run_dir, timeout=timeout)
 
 
@@ -248,13 +253,13 @@ def main(args) -> int:
             failed += 1
             continue
         except Exception as e:
-            print(f"{run_dir}: the tracking store did not accept the buffer ({type(e).__name__}: {e}); "
+            print(f"{run_dir}: the tracking store did not accept the records ({type(e).__name__}: {e}); "
                   f"nothing was lost, run `gatscale sync {run_dir}` again later")
             failed += 1
             continue
-        state = RunBuffer(run_dir).load_state()
+        state = MetricsLog(run_dir).load_state()
         if left:
-            print(f"{run_dir}: {left} bytes of {BUFFER_FILE} still undelivered (time out); run again")
+            print(f"{run_dir}: {left} bytes of {METRICS_FILE} still undelivered (time out); run again")
             failed += 1
         else:
             print(f"{run_dir}: up to date in run {state['run_id']} at {state['uri']}")
