@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from gatscale.config import ConfigError
-from gatscale.sweep.spec import load_spec
+from gatscale.config import ConfigError, flatten, read_yaml_mapping
 
 from . import figures
 from .load import DEFAULT_CACHE_DIR, DEFAULT_TRACKING_URI, MissingData, load_experiment, load_lpips
@@ -25,13 +25,25 @@ def add_arguments(parser):
 
 
 def read_spec(path) -> tuple[str, str]:
-    """(experiment, tracking uri) of a sweep spec, read as `gatscale sweep` reads it: the study's name and its
-    runs' tracking.uri (from base_config and base)."""
+    """(experiment, tracking uri) of a sweep spec, as `gatscale sweep` reads them: the study's name, and its runs'
+    tracking.uri from base_config, then base (nested or dotted keys, the later wins). Only these two are read
+    (analysis does not import the sweep package)."""
+    source = str(path)
     try:
-        spec = load_spec(path)
+        spec = read_yaml_mapping(path, "spec", source)
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(source, "name", name, "the study needs a name: its MLflow experiment")
+        base = {}
+        if spec.get("base_config") is not None:
+            base.update(flatten(read_yaml_mapping(Path(path).parent / str(spec["base_config"]), "base_config", source)))
+        base.update(flatten(spec.get("base") or {}))
+        if base.get("tracking.experiment", name) != name:
+            raise ConfigError(source, "base.tracking.experiment", base["tracking.experiment"],
+                              f"a study is one MLflow experiment named after the study ({name!r}): remove this key")
     except ConfigError as e:
         raise MissingData(f"sweep spec {e}") from None
-    return spec.name, spec.tracking.uri
+    return name, str(base.get("tracking.uri", DEFAULT_TRACKING_URI))
 
 
 def regenerate(runs, histories, lpips, out_dir, step=None, metric=None):

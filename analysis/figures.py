@@ -25,8 +25,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from gatscale import powerlaw
+from gatscale.powerlaw import bracket, fit_lr_law
 from gatscale.atomic import atomic_write_text
-from gatscale.sweep.probe import bracket, fit_lr_law
 
 from . import style
 from .load import MissingData
@@ -66,14 +66,6 @@ def diverged_step(run, histories: pd.DataFrame):
         return float(run.diverged_step)
     steps = histories.loc[histories["run_id"] == run.run_id, "step"]
     return float(steps.max()) if len(steps) else None
-
-
-def epoch_at(histories: pd.DataFrame, run_id: str, step: float) -> float:
-    """A run's epoch at `step`, nan if it logged none. Its logged epochs are step * batch / images, so this
-    scales by that ratio: a divergence step usually lies past the last logged one."""
-    steps, epochs = series(histories, run_id, "epoch")
-    keep = steps > 0
-    return float(step * np.median(epochs[keep] / steps[keep])) if keep.any() else np.nan
 
 
 def mark_divergence(ax, steps, values, at, x=None):
@@ -119,7 +111,7 @@ def draw_floor(ax, runs: pd.DataFrame, histories: pd.DataFrame, metric: str):
 
 
 def matched_fid(runs: pd.DataFrame, histories: pd.DataFrame, metric: str, step: int | None = None):
-    """FID of each run at one common iteration -> (frame run_id/at_step/value, step).
+    """FID of each run at one common iteration -> (frame run_id/at_step/value/train_flops, step).
 
     Default `step`: the last iteration every non-diverged run has a FID for. A run takes part if its
     FID history reaches `step`; its value is the one logged at the last step <= `step` (column at_step).
@@ -136,8 +128,8 @@ def matched_fid(runs: pd.DataFrame, histories: pd.DataFrame, metric: str, step: 
     for run_id, g in h.groupby("run_id"):
         g = g[g["step"] <= step].sort_values("step")
         if last[run_id] >= step and len(g):
-            rows.append((run_id, int(g["step"].iloc[-1]), float(g["value"].iloc[-1])))
-    return pd.DataFrame(rows, columns=["run_id", "at_step", "value"]), step
+            rows.append((run_id, int(g["step"].iloc[-1]), float(g["value"].iloc[-1]), float(g["train_flops"].iloc[-1])))
+    return pd.DataFrame(rows, columns=["run_id", "at_step", "value", "train_flops"]), step
 
 
 def _finish(fig, runs, out_dir, stem, footnote=True):
@@ -266,12 +258,11 @@ def lpips_contribution(lpips: pd.DataFrame, runs: pd.DataFrame, column: str = "c
 # ---------------------------------------------------------------------------------------------
 # Scaling (a)/(b): FID against iteration
 
-def _epoch_per_step(runs, histories):
-    """The epochs-per-iteration ratio if all runs share it (same batch and data set), else None."""
-    e = histories[(histories["metric"] == "epoch") & (histories["step"] > 0) & histories["run_id"].isin(runs["run_id"])]
-    if e.empty:
+def _epoch_per_step(runs):
+    """The epochs-per-iteration ratio (analysis.load) if all runs share it (same batch and data set), else None."""
+    ratios = runs["epochs_per_step"].astype(float)
+    if ratios.empty or not np.isfinite(ratios).all():
         return None
-    ratios = (e["value"] / e["step"]).groupby(e["run_id"]).median()
     return float(ratios.mean()) if np.allclose(ratios, ratios.mean(), rtol=0.01) and ratios.mean() > 0 else None
 
 
@@ -298,7 +289,7 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
     else:
         raise ValueError(f"fid_curves: by = {by!r}; valid: 'size', 'patch'")
     if x == "epoch" and histories.loc[histories["run_id"].isin(sel["run_id"]), "epoch"].isna().all():
-        raise MissingData(f"{stem}: the runs logged no 'epoch' metric")
+        raise MissingData(f"{stem}: the runs logged no params images_per_step and dataset_images (epochs)")
     fig, axes = style.new_figure(6.0, 3.4)
     ax = axes[0, 0]
     h = histories[(histories["metric"] == metric) & np.isfinite(histories["value"])]
@@ -318,7 +309,7 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
             stop = diverged_step(run, histories)
             if stop is not None:
                 rx, ry = series(histories, run.run_id, metric, x="step")
-                mark_divergence(ax, rx, ry, stop, epoch_at(histories, run.run_id, stop) if x == "epoch" else None)
+                mark_divergence(ax, rx, ry, stop, stop * run.epochs_per_step if x == "epoch" else None)
     draw_floor(ax, sel, histories, metric)
     style.log_axis(ax)
     ax.set_ylabel(style.fid_label(metric, sel))
@@ -326,7 +317,7 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
         ax.set_xlabel("epoch")
     else:
         style.iteration_axis(ax)
-        ratio = _epoch_per_step(sel, histories)
+        ratio = _epoch_per_step(sel)
         if ratio:
             top = ax.secondary_xaxis("top", functions=(lambda s: s * ratio, lambda e: e / ratio))
             top.set_xlabel("epoch")
@@ -368,7 +359,7 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
                    out_dir=None, metric: str | None = None):
     """FID against compute, one point per full-method run at a matched iteration, with FID = a * C^b.
 
-    compute='train': C = training GFLOPs to that iteration (metric flops/train_total);
+    compute='train': C = training GFLOPs to that iteration (param flops_per_step, column train_flops);
     compute='inference': C = the generator's forward GFLOPs per image (param gflops_g).
     """
     metric = fid_metric(histories, metric)
@@ -376,12 +367,8 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
     at, step = matched_fid(sel, histories, metric, step)
     pts = sel.merge(at, on="run_id")
     if compute == "train":
-        flops = histories[(histories["metric"] == "flops/train_total") & np.isfinite(histories["value"])]
-        def flops_at(row):
-            f = flops[(flops["run_id"] == row.run_id) & (flops["step"] <= row.at_step)].sort_values("step")
-            return f["value"].iloc[-1] / 1e9 if len(f) else np.nan
-        pts["c"] = [flops_at(r) for r in pts.itertuples()]
-        xlabel, stem, why = f"training compute C to iteration {step:,} (GFLOPs)", "fid_vs_train_compute", "metric flops/train_total"
+        pts["c"] = pts["train_flops"] / 1e9
+        xlabel, stem, why = f"training compute C to iteration {step:,} (GFLOPs)", "fid_vs_train_compute", "param flops_per_step"
     elif compute == "inference":
         pts["c"] = pts["gflops_g"]
         xlabel, stem, why = "generator inference compute C (GFLOPs per image)", "fid_vs_inference_gflops", "param gflops_g"

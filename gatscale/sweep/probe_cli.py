@@ -21,7 +21,8 @@ from ..train.status import EXIT_PREEMPTED
 from .backends import Options, launch
 from .cli import add_launch_arguments, run_table
 from .plan import prepare
-from .probe import LineState, fit_lr_law, probe_config, probe_state
+from ..powerlaw import fit_lr_law
+from .probe import LineState, probe_config, probe_state
 from .spec import load_spec
 from .status import format_table
 from .throughput import estimate, load_table

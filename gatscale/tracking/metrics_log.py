@@ -121,8 +121,8 @@ class MetricsLog:
         with open(self.path, "rb") as f:
             os.fsync(f.fileno())  # what we are about to send is on disk before `delivered` can pass it
             f.seek(offset)
-            limit = (end if end is not None else 1 << 62) - offset
-            data = f.read(min(chunk, limit) if chunk is not None else limit)
+            limit = min(end if end is not None else 1 << 62, offset + (chunk or 1 << 62)) - offset
+            data = f.read(limit if limit < 1 << 61 else -1)
         pos = offset
         for line in data.splitlines(keepends=True):
             if not line.endswith(b"\n"):
