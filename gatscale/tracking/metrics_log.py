@@ -53,6 +53,9 @@ class MetricsLog:
         self._lock = threading.RLock()  # reentrant: finish() may run in a signal handler that interrupted append()
         self._fd, self._appending = None, False
         self.last_step = 0  # of the last metrics logged or delivered (system metrics are logged at it)
+        old = self.run_dir / OLD_BUFFER_FILE
+        if old.exists() and not self.path.exists():
+            old.rename(self.path)  # a run folder of an older gatscale: its offsets, undelivered records, kept
 
     # -- writing -------------------------------------------------------------------------------------
     def append(self, record: dict):
@@ -67,9 +70,6 @@ class MetricsLog:
 
     def _open(self):
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        old = self.run_dir / OLD_BUFFER_FILE
-        if old.exists() and not self.path.exists():
-            old.rename(self.path)  # a run folder of an older gatscale: its undelivered records are kept
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         size = os.fstat(self._fd).st_size
         if size and os.pread(self._fd, 1, size - 1) != b"\n":
