@@ -101,13 +101,18 @@ def _once(seen: set, label: str) -> str:
     return label
 
 
-def draw_floor(ax, runs: pd.DataFrame, histories: pd.DataFrame, metric: str):
-    """The real-data floor of `metric` (its `<metric>_floor`, mean over `runs`) as a dashed line; None if not logged."""
+def floor_value(runs: pd.DataFrame, histories: pd.DataFrame, metric: str) -> float:
+    """The real-data floor of `metric` (its `<metric>_floor`, mean over `runs`); nan if not logged."""
     h = histories[(histories["metric"] == f"{metric}_floor") & histories["run_id"].isin(runs["run_id"])]
     h = h[np.isfinite(h["value"]) & (h["value"] > 0)]
-    if h.empty:
+    return float(h["value"].mean()) if len(h) else np.nan
+
+
+def draw_floor(ax, floor: float):
+    """The real-data floor (floor_value) as a dashed line; None if there is none."""
+    if not np.isfinite(floor):
         return None
-    return ax.axhline(h["value"].mean(), **style.FLOOR, label="real data (same number of samples)")
+    return ax.axhline(floor, **style.FLOOR, label="real data (same number of samples)")
 
 
 def matched_fid(runs: pd.DataFrame, histories: pd.DataFrame, metric: str, step: int | None = None):
@@ -132,12 +137,18 @@ def matched_fid(runs: pd.DataFrame, histories: pd.DataFrame, metric: str, step: 
     return pd.DataFrame(rows, columns=["run_id", "at_step", "value", "train_flops"]), step
 
 
-def _finish(fig, runs, out_dir, stem, footnote=True):
-    """Add the stand-in footnote (unless the figure added its own: footnote=False) and save."""
+def _finish(fig, runs, out_dir, stem, footnote=True, data: pd.DataFrame | None = None):
+    """Add the stand-in footnote (unless the figure added its own: footnote=False) and save: PNG and PDF, and the
+    figure's data (its `*_data` frame) as CSV beside them."""
     if footnote:
         style.add_footnote(fig, runs)
+    fig.data = data
     if out_dir is not None:
         fig.files = style.save(fig, out_dir, stem)
+        if data is not None:
+            csv = Path(out_dir) / f"{stem}.csv"
+            atomic_write_text(csv, data.to_csv(index=False))
+            fig.files.append(csv)
     return fig
 
 
@@ -200,7 +211,7 @@ def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
                     marker="o" if sparse else None, markersize=3)
             if stop is not None and mark_divergence(ax, x, y, stop) is not None:
                 any_diverged = True
-    floor = draw_floor(axes[len(panels) - 1], sel, histories, panels[-1][0]) if panels[-1][0] else None
+    floor = draw_floor(axes[len(panels) - 1], floor_value(sel, histories, panels[-1][0])) if panels[-1][0] else None
     for i, (ax, (metric, title, ylabel, log)) in enumerate(zip(axes, panels)):
         is_fid = i == len(panels) - 1  # its long, honest name goes on top, the short one on the axis
         ax.set_title(ylabel if is_fid else title, fontsize=9 if is_fid else None)
@@ -266,9 +277,11 @@ def _epoch_per_step(runs):
     return float(ratios.mean()) if np.allclose(ratios, ratios.mean(), rtol=0.01) and ratios.mean() > 0 else None
 
 
-def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x: str = "step", out_dir=None,
-               metric: str | None = None):
-    """FID against iteration (x='step') or epoch, one curve per model (mean over seeds, band = min..max).
+def fid_curves_data(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x: str = "step",
+                    metric: str | None = None) -> pd.DataFrame:
+    """The FID points of the runs a curve figure shows, one row per (run, step): the run's model, size, patch and
+    switches, `x` (the step or its epoch), `value`, the run's `diverged_step` (and `diverged_x`) and the real-data
+    `floor`; attrs: metric, by, x, epochs_per_step (if all runs share it).
 
     by='size': the full-method runs at patch 2 (or the commonest patch), one colour per size.
     by='patch': every size trained at two or more patch sizes, colour = size, line style = patch.
@@ -290,41 +303,65 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
         raise ValueError(f"fid_curves: by = {by!r}; valid: 'size', 'patch'")
     if x == "epoch" and histories.loc[histories["run_id"].isin(sel["run_id"]), "epoch"].isna().all():
         raise MissingData(f"{stem}: the runs logged no params images_per_step and dataset_images (epochs)")
+    h = histories[(histories["metric"] == metric) & np.isfinite(histories["value"]) & histories["run_id"].isin(sel["run_id"])]
+    columns = ["run_id", "name", "model", "size", "patch", *SWITCHES, "status", "stand_in", "epochs_per_step",
+               *[c for c in ("eval.fid_samples",) if c in sel]]  # the sample count: the FID's label (style)
+    data = h[["run_id", "step", "epoch", "value"]].merge(sel[columns], on="run_id")
+    data["x"] = data["step"] if x == "step" else data["epoch"]
+    stops = {run.run_id: diverged_step(run, histories) for run in sel.itertuples()}
+    data["diverged_step"] = data["run_id"].map(lambda r: stops[r] if stops[r] is not None else np.nan)
+    data["diverged_x"] = data["diverged_step"] * (1 if x == "step" else data["epochs_per_step"])
+    data["floor"] = floor_value(sel, histories, metric)
+    order = {m: i for i, m in enumerate(sel["model"].unique())}
+    data = data.sort_values(["model", "run_id", "step"], key=lambda c: c.map(order) if c.name == "model" else c)
+    data = data.reset_index(drop=True)
+    data.attrs.update(metric=metric, by=by, x=x, epochs_per_step=_epoch_per_step(sel))
+    return data
+
+
+def plot_fid_curves(data: pd.DataFrame, out_dir=None):
+    """FID against iteration or epoch (the frame of fid_curves_data), one curve per model: mean over seeds, band =
+    min..max; a diverged run ends in a red x at its divergence step."""
+    metric, by, x = data.attrs["metric"], data.attrs["by"], data.attrs["x"]
+    stem = f"fid_vs_{'iteration' if x == 'step' else 'epoch'}_by_{by}"
     fig, axes = style.new_figure(6.0, 3.4)
     ax = axes[0, 0]
-    h = histories[(histories["metric"] == metric) & np.isfinite(histories["value"])]
-    for model, group in sel.groupby("model", sort=False):
+    for model, group in data.groupby("model", sort=False):
         size, patch = group["size"].iloc[0], group["patch"].iloc[0]
-        curves = h[h["run_id"].isin(group["run_id"])].pivot_table(index="step", columns="run_id", values="value")
-        xs = curves.index.to_numpy(float)
-        if x == "epoch":
-            xs = h[h["run_id"].isin(group["run_id"])].groupby("step")["epoch"].mean().reindex(curves.index).to_numpy()
-        seeds = f" ({len(group)} seeds)" if len(group) > 1 else ""
+        curves = group.pivot_table(index="step", columns="run_id", values="value")
+        xs = group.groupby("step")["x"].mean().reindex(curves.index).to_numpy(float)
+        seeds = group["run_id"].nunique()
         color, ls = style.size_color(size), style.patch_linestyle(patch)
         ax.plot(xs, curves.mean(axis=1), color=color, linestyle=ls, marker=style.patch_marker(patch),
-                markersize=3, label=f"{model}{seeds}")
-        if len(group) > 1:
+                markersize=3, label=f"{model}{f' ({seeds} seeds)' if seeds > 1 else ''}")
+        if seeds > 1:
             ax.fill_between(xs, curves.min(axis=1), curves.max(axis=1), color=color, alpha=0.15, linewidth=0)
-        for run in group.itertuples():
-            stop = diverged_step(run, histories)
-            if stop is not None:
-                rx, ry = series(histories, run.run_id, metric, x="step")
-                mark_divergence(ax, rx, ry, stop, stop * run.epochs_per_step if x == "epoch" else None)
-    draw_floor(ax, sel, histories, metric)
+        for _, run in group[np.isfinite(group["diverged_step"])].groupby("run_id"):
+            stop = run["diverged_step"].iloc[0]
+            mark_divergence(ax, run["step"].to_numpy(float), run["value"].to_numpy(float), stop,
+                            run["diverged_x"].iloc[0] if x == "epoch" else None)
+    draw_floor(ax, data["floor"].iloc[0] if len(data) else np.nan)
     style.log_axis(ax)
-    ax.set_ylabel(style.fid_label(metric, sel))
+    runs = data.drop_duplicates("run_id")
+    ax.set_ylabel(style.fid_label(metric, runs))
     if x == "epoch":
         ax.set_xlabel("epoch")
     else:
         style.iteration_axis(ax)
-        ratio = _epoch_per_step(sel)
+        ratio = data.attrs.get("epochs_per_step")
         if ratio:
             top = ax.secondary_xaxis("top", functions=(lambda s: s * ratio, lambda e: e / ratio))
             top.set_xlabel("epoch")
-    style.legend_outside(fig, ax, switches_of(sel))
+    style.legend_outside(fig, ax, switches_of(runs))
     per = "model size" if by == "size" else "patch size"
     ax.set_title(f"{style.fid_short_label(metric)} during training, per {per}")
-    return _finish(fig, sel, out_dir, stem)
+    return _finish(fig, runs, out_dir, stem, data=data)
+
+
+def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x: str = "step", out_dir=None,
+               metric: str | None = None):
+    """FID against iteration (x='step') or epoch, per model size or patch: plot_fid_curves(fid_curves_data(...))."""
+    return plot_fid_curves(fid_curves_data(runs, histories, by, x, metric), out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,9 +392,10 @@ def _sci(v: float) -> str:
     return f"{v:.3g}" if -2 <= e <= 3 else rf"{v / 10 ** e:.2f}\times10^{{{e}}}"
 
 
-def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,
-                   out_dir=None, metric: str | None = None):
-    """FID against compute, one point per full-method run at a matched iteration, with FID = a * C^b.
+def fid_vs_compute_data(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,
+                        metric: str | None = None) -> pd.DataFrame:
+    """One row per full-method run with its FID (`value`) at a matched iteration (`at_step`) and its compute `c`,
+    plus the runs' columns and the real-data `floor`; attrs: metric, step, compute.
 
     compute='train': C = training GFLOPs to that iteration (param flops_per_step, column train_flops);
     compute='inference': C = the generator's forward GFLOPs per image (param gflops_g).
@@ -368,16 +406,29 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
     pts = sel.merge(at, on="run_id")
     if compute == "train":
         pts["c"] = pts["train_flops"] / 1e9
-        xlabel, stem, why = f"training compute C to iteration {step:,} (GFLOPs)", "fid_vs_train_compute", "param flops_per_step"
+        stem, why = "fid_vs_train_compute", "param flops_per_step"
     elif compute == "inference":
         pts["c"] = pts["gflops_g"]
-        xlabel, stem, why = "generator inference compute C (GFLOPs per image)", "fid_vs_inference_gflops", "param gflops_g"
+        stem, why = "fid_vs_inference_gflops", "param gflops_g"
     else:
         raise ValueError(f"fid_vs_compute: compute = {compute!r}; valid: 'train', 'inference'")
-    pts = pts[(pts["c"] > 0) & (pts["value"] > 0)]
+    pts = pts[(pts["c"] > 0) & (pts["value"] > 0)].reset_index(drop=True)
     if pts["c"].nunique() < 2:
         raise MissingData(f"{stem}: needs {metric} at iteration {step:,} and {why} for runs of at least two "
                           f"compute budgets; found {len(pts)} usable run(s)")
+    pts["floor"] = floor_value(pts, histories, metric)
+    pts.attrs.update(metric=metric, step=step, compute=compute)
+    return pts
+
+
+def plot_fid_vs_compute(pts: pd.DataFrame, out_dir=None):
+    """FID against compute (the frame of fid_vs_compute_data), one marker per model (mean over its seeds), with
+    the power law FID = a * C^b fitted over every run and its 95% band."""
+    metric, step, compute = pts.attrs["metric"], pts.attrs["step"], pts.attrs["compute"]
+    if compute == "train":
+        xlabel, stem = f"training compute C to iteration {step:,} (GFLOPs)", "fid_vs_train_compute"
+    else:
+        xlabel, stem = "generator inference compute C (GFLOPs per image)", "fid_vs_inference_gflops"
     fit = fit_power_law(pts["c"], pts["value"])
     fd = "FD" if metric.startswith("fd_") else "FID"
     fig, axes = style.new_figure(8.4, 3.8)
@@ -401,23 +452,29 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
                   + f"exponent {fit.b:.3f}{ci}\nPearson r (log C, log {fd}) = {fit.r:.3f}, n = {fit.n} runs")
     if fit.n >= 3:
         ax.fill_between(cs, *fit.band(cs), color="grey", alpha=0.2, linewidth=0, label="95% confidence band")
-    draw_floor(ax, pts, histories, metric)
+    draw_floor(ax, pts["floor"].iloc[0])
     fig.note = fit.trend or f"{fd} falls with compute: exponent {fit.b:.3f}{ci}"
     style.log_axis(ax, "x")
     style.log_axis(ax, "y")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(style.fid_label(metric, sel))
+    ax.set_ylabel(style.fid_label(metric, pts))
     # an absent trend is said in the title, where no reader misses it
     title = f"{style.fid_short_label(metric)} at iteration {step:,} against compute"
     if fit.trend:
         ax.set_title(f"{title}\n{fit.trend[0].upper() + fit.trend[1:]}", color="#8B0000", fontsize=8)
     else:
         ax.set_title(title)
-    style.legend_outside(fig, ax, switches_of(sel))
+    style.legend_outside(fig, ax, switches_of(pts))
     style.add_footnote(fig, pts)
     style.annotate_points(ax, means["c"], means["value"], [m.removeprefix("GAT-") for m in means["model"]])
     fig.power_law = fit
-    return _finish(fig, pts, out_dir, stem, footnote=False)
+    return _finish(fig, pts, out_dir, stem, footnote=False, data=pts)
+
+
+def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,
+                   out_dir=None, metric: str | None = None):
+    """FID against compute with FID = a * C^b: plot_fid_vs_compute(fid_vs_compute_data(...))."""
+    return plot_fid_vs_compute(fid_vs_compute_data(runs, histories, compute, step, metric), out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
