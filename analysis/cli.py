@@ -58,7 +58,7 @@ def regenerate(runs, histories, lpips, out_dir, step=None, metric=None):
         "ablation": lambda: figures.ablation_table(runs, histories, step, out_dir, metric),
         "samples": lambda: figures.samples_sheet(runs, out_dir),
     }
-    if len(figures.probe_brackets(runs)):  # a probe's trials (fixed LRs per width): not asked of other studies
+    if len(figures.lr_probe_data(runs)):  # a probe's trials (fixed LRs per width): not asked of other studies
         jobs["lr_probe"] = lambda: figures.lr_probe(runs, out_dir)
     written, missing = {}, {}
     for name, make in jobs.items():

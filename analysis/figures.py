@@ -239,12 +239,18 @@ def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
 # ---------------------------------------------------------------------------------------------
 # Fig. 4b: per-block LPIPS contribution
 
-def lpips_contribution(lpips: pd.DataFrame, runs: pd.DataFrame, column: str = "contribution", out_dir=None):
-    """Fig. 4b: how much each generator block changes the image (LPIPS), with and without MNG."""
+def lpips_contribution_data(lpips: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The LPIPS tables (load_lpips) of the runs, one row per (run, block), with the run's model, size and MNG."""
     if lpips is None or lpips.empty:
         raise MissingData("no LPIPS tables: run gatscale analyze lpips-contribution "
                           "(it logs eval/lpips_contribution.csv to each run)")
-    data = lpips.drop(columns="name", errors="ignore").merge(runs, on="run_id")
+    columns = ["run_id", "name", "model", "size", "mng", "stand_in"]
+    return lpips.drop(columns="name", errors="ignore").merge(runs[columns], on="run_id")
+
+
+def plot_lpips_contribution(data: pd.DataFrame, column: str = "contribution", out_dir=None):
+    """Fig. 4b from lpips_contribution_data: how much each generator block changes the image (LPIPS), with and
+    without MNG."""
     fig, axes = style.new_figure(6.0, 3.2)
     ax, seen = axes[0, 0], set()
     for _, g in data.groupby("run_id", sort=False):
@@ -263,7 +269,12 @@ def lpips_contribution(lpips: pd.DataFrame, runs: pd.DataFrame, column: str = "c
     ax.set_title("Per-block contribution to the image (block removed)")
     random_backbones = [f"LPIPS backbone {b}" for b in backbones.split(", ") if "stand-in" in b or "random" in b]
     style.add_footnote(fig, data.drop_duplicates("run_id"), random_backbones)
-    return _finish(fig, data.drop_duplicates("run_id"), out_dir, "lpips_contribution", footnote=False)
+    return _finish(fig, data.drop_duplicates("run_id"), out_dir, "lpips_contribution", footnote=False, data=data)
+
+
+def lpips_contribution(lpips: pd.DataFrame, runs: pd.DataFrame, column: str = "contribution", out_dir=None):
+    """Fig. 4b: plot_lpips_contribution(lpips_contribution_data(lpips, runs))."""
+    return plot_lpips_contribution(lpips_contribution_data(lpips, runs), column, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,7 +584,7 @@ def samples_sheet(runs: pd.DataFrame, out_dir=None):
 
 # LR probe: the largest stable LR per width (gatscale probe-lr)
 
-def probe_brackets(runs: pd.DataFrame) -> pd.DataFrame:
+def lr_probe_data(runs: pd.DataFrame) -> pd.DataFrame:
     """Per model, from its fixed-LR runs: (lo, hi) = largest stable LR below the smallest unstable one, as
     `gatscale probe-lr` decides (an LR is unstable once one seed diverged, stable when all finished)."""
     fixed = runs[~runs["width_aware_lr"].astype(bool) & runs["status"].isin(["finished", "diverged"])]
@@ -588,10 +599,10 @@ def probe_brackets(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "size", "width", "lo", "hi", "lr_max", "trials"])
 
 
-def lr_probe(runs: pd.DataFrame, out_dir=None):
-    """Largest stable LR against width (log-log): brackets as error bars, the fit with its 95 % band and the
-    paper's slope -1 (Eq. 4) through the points' mean for reference; an unbracketed width as an arrow."""
-    table = probe_brackets(runs)
+def plot_lr_probe(table: pd.DataFrame, out_dir=None, runs: pd.DataFrame | None = None):
+    """Largest stable LR against width (log-log) from lr_probe_data's table: brackets as error bars, the fit with
+    its 95 % band and the paper's slope -1 (Eq. 4) through the points' mean for reference; an unbracketed width as
+    an arrow. `runs`: for the stand-in footnote."""
     done = table[np.isfinite(table["lr_max"].astype(float))]
     if done["width"].nunique() < 2:
         raise MissingData("lr_probe: needs runs at fixed LRs (optim.width_aware_lr off) that bracket the largest "
@@ -622,4 +633,10 @@ def lr_probe(runs: pd.DataFrame, out_dir=None):
     ax.set_title("Largest stable LR per width (gatscale probe-lr)")
     style.legend_outside(fig, ax, "bars: stable .. unstable LR")
     fig.lr_law, fig.table = fit, table
-    return _finish(fig, runs[runs["model"].isin(table["model"])], out_dir, "lr_probe")
+    return _finish(fig, runs[runs["model"].isin(table["model"])] if runs is not None else None, out_dir, "lr_probe",
+                   data=table)
+
+
+def lr_probe(runs: pd.DataFrame, out_dir=None):
+    """The largest stable LR per width: plot_lr_probe(lr_probe_data(runs))."""
+    return plot_lr_probe(lr_probe_data(runs), out_dir, runs)
