@@ -187,31 +187,57 @@ CROSSCHECK_PANELS = (("loss/d", "D loss", "loss", False), ("loss/g", "G loss", "
                      ("grad_norm/g", "G gradient norm", "L2 norm before clipping", True))
 
 
-def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
-    """Fig. 5b: does the width-aware LR (Eq. 4) matter? Diverged runs end in a red x at their divergence step."""
+def lr_crosscheck_data(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
+    """The cross-check's runs (crosscheck_runs) and their panel metrics, one row per (run, metric, step), with
+    `on_shared` (the wide model at the narrow one's LR), `note` (its LR in words), `diverged_step` and the FID's
+    real-data `floor`; attrs: wide, narrow, fid (None if not logged)."""
     sel, wide, narrow, shared = crosscheck_runs(runs)
     try:
         fid = fid_metric(histories[histories["run_id"].isin(sel["run_id"])])
-        panels = CROSSCHECK_PANELS + ((fid, style.fid_short_label(fid, sel), style.fid_label(fid, sel), True),)
     except MissingData:
+        fid = None
+    sel = sel.assign(on_shared=(sel["model"] == wide) & sel["lr_g"].map(lambda v: f"{v:.6g}").isin(shared))
+    sel["note"] = [f"{narrow}'s LR" if on else ("width-aware LR" if wa else "fixed LR")
+                   for on, wa in zip(sel["on_shared"], sel["width_aware_lr"])]
+    stops = [diverged_step(run, histories) for run in sel.itertuples()]
+    sel["diverged_step"] = [np.nan if stop is None else stop for stop in stops]
+    metrics = [m for m, *_ in CROSSCHECK_PANELS] + ([fid] if fid else [])
+    h = histories[histories["run_id"].isin(sel["run_id"]) & histories["metric"].isin(metrics)]
+    h = h[np.isfinite(h["value"])][["run_id", "metric", "step", "value"]]
+    columns = ["run_id", "name", "model", "size", "lr_g", *SWITCHES, "on_shared", "note", "diverged_step", "stand_in",
+               *[c for c in ("eval.fid_samples",) if c in sel]]
+    order = {r: i for i, r in enumerate(sel["run_id"])}
+    data = h.merge(sel[columns], on="run_id").sort_values(["run_id", "metric", "step"],
+                                                          key=lambda c: c.map(order) if c.name == "run_id" else c)
+    data = data.reset_index(drop=True)
+    data["floor"] = floor_value(sel, histories, fid) if fid else np.nan
+    data.attrs.update(wide=wide, narrow=narrow, fid=fid)
+    return data
+
+
+def plot_lr_crosscheck(data: pd.DataFrame, out_dir=None):
+    """Fig. 5b from lr_crosscheck_data: does the width-aware LR (Eq. 4) matter? Diverged runs end in a red x at
+    their divergence step."""
+    sel, fid = data.drop_duplicates("run_id"), data.attrs["fid"]
+    if fid:
+        panels = CROSSCHECK_PANELS + ((fid, style.fid_short_label(fid, sel), style.fid_label(fid, sel), True),)
+    else:
         panels = CROSSCHECK_PANELS + ((None, "FID", "FID (not logged)", True),)
     fig, axes = style.new_figure(9.0, 5.2, 2, 3)
     axes = axes.ravel()
     seen, any_diverged = set(), False
     for run in sel.itertuples():
-        lr = f"{run.lr_g:.6g}"
-        on_shared = run.model == wide and lr in shared
-        note = f"{narrow}'s LR" if on_shared else ("width-aware LR" if run.width_aware_lr else "fixed LR")
-        label = _once(seen, rf"{run.model}, $\eta_G$ = {run.lr_g:.1e} ({note})")
-        stop = diverged_step(run, histories)
+        on_shared = run.on_shared
+        label = _once(seen, rf"{run.model}, $\eta_G$ = {run.lr_g:.1e} ({run.note})")
+        stop = run.diverged_step if np.isfinite(run.diverged_step) else None
         for ax, (metric, *_) in zip(axes, panels):
-            x, y = series(histories, run.run_id, metric) if metric else (np.array([]), np.array([]))
+            x, y = series(data, run.run_id, metric) if metric else (np.array([]), np.array([]))
             sparse = metric in FID_METRICS  # evaluated every fid_every steps: show the points
             ax.plot(x, y, color=style.size_color(run.size), linestyle="--" if on_shared else "-", label=label,
                     marker="o" if sparse else None, markersize=3)
             if stop is not None and mark_divergence(ax, x, y, stop) is not None:
                 any_diverged = True
-    floor = draw_floor(axes[len(panels) - 1], floor_value(sel, histories, panels[-1][0])) if panels[-1][0] else None
+    floor = draw_floor(axes[len(panels) - 1], data["floor"].iloc[0] if len(data) else np.nan)
     for i, (ax, (metric, title, ylabel, log)) in enumerate(zip(axes, panels)):
         is_fid = i == len(panels) - 1  # its long, honest name goes on top, the short one on the axis
         ax.set_title(ylabel if is_fid else title, fontsize=9 if is_fid else None)
@@ -233,7 +259,12 @@ def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
     legend_ax.legend(handles, labels, loc="center", frameon=False, title=switches_of(sel), fontsize=7.5,
                      title_fontsize=7.5)
     fig.suptitle("LR cross-check: width-aware LR (Eq. 4) vs a narrower model's LR")
-    return _finish(fig, sel, out_dir, "lr_crosscheck")
+    return _finish(fig, sel, out_dir, "lr_crosscheck", data=data)
+
+
+def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
+    """Fig. 5b: plot_lr_crosscheck(lr_crosscheck_data(runs, histories))."""
+    return plot_lr_crosscheck(lr_crosscheck_data(runs, histories), out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
