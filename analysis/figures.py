@@ -1,8 +1,10 @@
 """The paper's figures, each a function of the frames from `analysis.load`.
 
-Every function picks the runs it needs from whatever it is given, raises `MissingData` (saying what to
-run) when they are not there, returns the Figure (the table function: the DataFrame) and, given
-`out_dir`, writes PNG + PDF (CSV + LaTeX).
+Each figure is two steps: `<name>_data(runs, histories, ...) -> DataFrame` picks the runs it needs from whatever
+it is given and computes what is drawn (raising `MissingData`, saying what to run, when they are not there), and
+`plot_<name>(data, out_dir=None)` draws that frame; `<name>(...)` does both. The Figure keeps its frame
+(`fig.data`) and, given `out_dir`, is written as PNG + PDF with the frame as CSV beside them (the table function
+returns the DataFrame and writes CSV + LaTeX).
 
     lr_crosscheck         Fig. 5b: losses, gradient norms and FID against iteration, width-aware LR vs not
     lpips_contribution    Fig. 4b: per-block LPIPS contribution of G, with and without MNG
@@ -588,10 +590,8 @@ def ablation_latex(table: pd.DataFrame, metric: str, runs=None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Samples: the final grid of each model size side by side
 
-def samples_sheet(runs: pd.DataFrame, out_dir=None):
-    """One panel per model (full method, first seed, in size order): its run folder's samples/final.png."""
-    from PIL import Image
-
+def samples_sheet_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per model (full method, first seed, in size order): the run and its run folder's samples/final.png."""
     sel = main_method(runs)
     found = []
     for model, group in sel.groupby("model", sort=False):
@@ -599,18 +599,30 @@ def samples_sheet(runs: pd.DataFrame, out_dir=None):
             folder = run.get("gatscale.run_dir")
             path = Path(folder) / "samples" / "final.png" if isinstance(folder, str) else None
             if path is not None and path.is_file():
-                found.append((model, path))
+                found.append((run["run_id"], run["name"], model, run["stand_in"], str(path)))
                 break
     if not found:
         raise MissingData("samples: no run folder with samples/final.png (tag gatscale.run_dir); train to the end "
                           "on this machine, or run `gatscale figures` where the run folders are")
-    fig, axes = style.new_figure(2.2 * len(found), 2.6, 1, len(found))
-    for ax, (model, path) in zip(axes[0], found):
-        ax.imshow(np.asarray(Image.open(path).convert("RGB")), interpolation="nearest")
-        ax.set_title(model, fontsize=8)
+    return pd.DataFrame(found, columns=["run_id", "name", "model", "stand_in", "path"])
+
+
+def plot_samples_sheet(data: pd.DataFrame, out_dir=None):
+    """One panel per row of samples_sheet_data: the model's final sample grid."""
+    from PIL import Image
+
+    fig, axes = style.new_figure(2.2 * len(data), 2.6, 1, len(data))
+    for ax, run in zip(axes[0], data.itertuples()):
+        ax.imshow(np.asarray(Image.open(run.path).convert("RGB")), interpolation="nearest")
+        ax.set_title(run.model, fontsize=8)
         ax.axis("off")
     fig.suptitle("Final samples (EMA generator), one row per class")
-    return _finish(fig, sel[sel["model"].isin([m for m, _ in found])], out_dir, "samples")
+    return _finish(fig, data, out_dir, "samples", data=data)
+
+
+def samples_sheet(runs: pd.DataFrame, out_dir=None):
+    """The final sample grid of each model size side by side: plot_samples_sheet(samples_sheet_data(runs))."""
+    return plot_samples_sheet(samples_sheet_data(runs), out_dir)
 
 
 # LR probe: the largest stable LR per width (gatscale probe-lr)
