@@ -169,7 +169,7 @@ def run_config(params: dict) -> RunConfig | None:
     sections = {f.name for f in RunConfig.__dataclass_fields__.values()}
     nested: dict = {}
     for key, value in params.items():
-        if key.split(".")[0] not in sections:
+        if key.split(".")[0] not in sections or value is None:  # None: also '' (parse_param); keep the default
             continue
         if isinstance(value, str) and value[:1] in "[{":
             with contextlib.suppress(ValueError, SyntaxError):
