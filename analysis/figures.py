@@ -229,13 +229,12 @@ def plot_lr_crosscheck(data: pd.DataFrame, out_dir=None):
     axes = axes.ravel()
     seen, any_diverged = set(), False
     for run in sel.itertuples():
-        on_shared = run.on_shared
         label = _once(seen, rf"{run.model}, $\eta_G$ = {run.lr_g:.1e} ({run.note})")
         stop = run.diverged_step if np.isfinite(run.diverged_step) else None
         for ax, (metric, *_) in zip(axes, panels):
             x, y = series(data, run.run_id, metric) if metric else (np.array([]), np.array([]))
             sparse = metric in FID_METRICS  # evaluated every fid_every steps: show the points
-            ax.plot(x, y, color=style.size_color(run.size), linestyle="--" if on_shared else "-", label=label,
+            ax.plot(x, y, color=style.size_color(run.size), linestyle="--" if run.on_shared else "-", label=label,
                     marker="o" if sparse else None, markersize=3)
             if stop is not None and mark_divergence(ax, x, y, stop) is not None:
                 any_diverged = True
