@@ -211,6 +211,8 @@ def test_a_reachable_run_folder_is_read_instead_of_mlflow_and_a_relogged_step_co
     pd.testing.assert_frame_equal(alone[TYPED], runs[TYPED], check_dtype=False)
     pd.testing.assert_frame_equal(load_histories(alone).drop(columns="run_id"), got.drop(columns="run_id"),
                                   check_dtype=False)
+    assert cli.main(figures_args(run_dirs=[str(run_dir)], out=str(tmp_path / "f"))) == 0
+    assert (tmp_path / "f" / "fid_vs_iteration_by_size.csv").is_file()
 
 
 def test_a_run_without_logged_lrs_gets_them_from_its_config_by_eq_4():
