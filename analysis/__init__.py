@@ -11,5 +11,6 @@ from .figures import (ablation_table, fid_curves, fid_vs_compute, fit_power_law,
                       lr_crosscheck)
 from .load import MissingData, load_experiment, load_histories, load_lpips, load_run_folders, load_runs
 
-__all__ = ["figures", "style", "MissingData", "load_runs", "load_run_folders", "load_histories", "load_lpips", "load_experiment",
+__all__ = ["figures", "style", "MissingData", "load_runs", "load_run_folders", "load_histories", "load_lpips",
+           "load_experiment",
            "lr_crosscheck", "lpips_contribution", "fid_curves", "fid_vs_compute", "fit_power_law", "ablation_table"]

@@ -346,7 +346,8 @@ def fid_curves_data(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size
         raise ValueError(f"fid_curves: by = {by!r}; valid: 'size', 'patch'")
     if x == "epoch" and histories.loc[histories["run_id"].isin(sel["run_id"]), "epoch"].isna().all():
         raise MissingData(f"{stem}: the runs logged no params images_per_step and dataset_images (epochs)")
-    h = histories[(histories["metric"] == metric) & np.isfinite(histories["value"]) & histories["run_id"].isin(sel["run_id"])]
+    h = histories[(histories["metric"] == metric) & histories["run_id"].isin(sel["run_id"])]
+    h = h[np.isfinite(h["value"])]
     columns = ["run_id", "name", "model", "size", "patch", *SWITCHES, "status", "stand_in", "epochs_per_step",
                *[c for c in ("eval.fid_samples",) if c in sel]]  # the sample count: the FID's label (style)
     data = h[["run_id", "step", "epoch", "value"]].merge(sel[columns], on="run_id")

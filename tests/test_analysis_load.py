@@ -12,8 +12,8 @@ from analysis.load import MissingData
 from analysis_fixtures import STUDY, study_frames, write_study
 
 TYPED = ["name", "status", "model", "size", "patch", "width", "model_d", "width_d", "mng", "repa", "width_aware_lr",
-         "lr_g", "lr_d", "seed", "batch_size", "gflops_g", "gflops_d", "epochs_per_step", "flops_per_step", "diverged_step",
-         "stand_in"]
+         "lr_g", "lr_d", "seed", "batch_size", "gflops_g", "gflops_d", "epochs_per_step", "flops_per_step",
+         "diverged_step", "stand_in"]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from .store import client_for, configure_http_client
 log = logging.getLogger(__name__)
 
 
-def send_loop(buf: MetricsLog, stop: threading.Event, flush_interval: float = 1.0, finish_timeout: float = 20.0,
+def send_loop(mlog: MetricsLog, stop: threading.Event, flush_interval: float = 1.0, finish_timeout: float = 20.0,
               max_backoff: float = 60.0) -> int:
     """Deliver every `flush_interval` s, backing off (up to `max_backoff`) while the store fails; once `stop` is
     set, drain for at most `finish_timeout` s. Returns the bytes left undelivered."""
@@ -38,13 +38,13 @@ def send_loop(buf: MetricsLog, stop: threading.Event, flush_interval: float = 1.
         if stop.is_set() and deadline is None:
             deadline = time.monotonic() + finish_timeout
         try:
-            client = client or client_for(buf.load_state()["uri"])
-            _, left = deliver(client, buf, deadline)
+            client = client or client_for(mlog.load_state()["uri"])
+            _, left = deliver(client, mlog, deadline)
         except Exception as e:
             if outage_since is None:
                 outage_since = time.monotonic()
                 log.warning("tracking: the store did not accept the metrics (%s: %.300s); training continues, "
-                            "metrics are kept in %s and sent when it is back", type(e).__name__, e, buf.path)
+                            "metrics are kept in %s and sent when it is back", type(e).__name__, e, mlog.path)
             delay, left = min(delay * 2, max_backoff), None
         else:
             if outage_since is not None:
@@ -56,7 +56,7 @@ def send_loop(buf: MetricsLog, stop: threading.Event, flush_interval: float = 1.
             if left == 0:
                 return 0
             if time.monotonic() + 0.5 > deadline:
-                return left if left is not None else buf.size() - buf.load_state()["delivered"]
+                return left if left is not None else mlog.size() - mlog.load_state()["delivered"]
             if left is None:
                 time.sleep(0.5)  # left > 0 without an error: artifacts re-queued for another pass
 
@@ -73,9 +73,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="gatscale-tracker: %(message)s")
     configure_http_client()
-    buf = MetricsLog(args.run_dir)
+    mlog = MetricsLog(args.run_dir)
     stop = threading.Event()
-    sampler = start_system_metrics(buf, args.system_metrics) if args.system_metrics else None
+    sampler = start_system_metrics(mlog, args.system_metrics) if args.system_metrics else None
 
     def wait_for_eof():
         sys.stdin.buffer.read()
@@ -84,16 +84,16 @@ def main(argv=None) -> int:
         stop.set()
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
-    left = send_loop(buf, stop, args.flush_interval, args.finish_timeout, args.max_backoff)
-    buf.close()
+    left = send_loop(mlog, stop, args.flush_interval, args.finish_timeout, args.max_backoff)
+    mlog.close()
     return 0 if left == 0 else 1
 
 
-def start_system_metrics(buf: MetricsLog, interval: float):
+def start_system_metrics(mlog: MetricsLog, interval: float):
     """Sample CPU/memory/GPU into metrics.jsonl at the last training step seen in it."""
     from .system_metrics import SystemMetricsSampler
 
-    sampler = SystemMetricsSampler(lambda m: buf.append({"t": now_ms(), "step": buf.last_step, "metrics": m}),
+    sampler = SystemMetricsSampler(lambda m: mlog.append({"t": now_ms(), "step": mlog.last_step, "metrics": m}),
                                    interval)
     sampler.start()
     return sampler

@@ -34,12 +34,12 @@ class MalformedRecord(ValueError):
     error_code = "INVALID_PARAMETER_VALUE"  # handled like a value the store rejects
 
 
-def check_run(client, buf: MetricsLog) -> dict:
+def check_run(client, mlog: MetricsLog) -> dict:
     """Forget a recorded run id the store no longer has (deleted, or another store): a new run is created."""
     from mlflow.exceptions import MlflowException
 
-    with buf.delivery_lock():
-        state = buf.load_state()
+    with mlog.delivery_lock():
+        state = mlog.load_state()
         if state["run_id"]:
             try:
                 gone = client.get_run(state["run_id"]).info.lifecycle_stage == "deleted"
@@ -49,32 +49,32 @@ def check_run(client, buf: MetricsLog) -> dict:
                 gone = True
             if gone:
                 log.warning("%s: tracker run %s is deleted or missing in %s; records not yet delivered go to a "
-                            "new run", buf.state_path, state["run_id"], state["uri"])
+                            "new run", mlog.state_path, state["run_id"], state["uri"])
                 state["run_id"] = None
-                buf.save_state(state)
+                mlog.save_state(state)
     return state
 
 
-def deliver(client, buf: MetricsLog, deadline: float | None = None) -> tuple[str | None, int]:
+def deliver(client, mlog: MetricsLog, deadline: float | None = None) -> tuple[str | None, int]:
     """Send the records after `delivered` (those present when called). Returns (run id, bytes left).
     Raises when the store fails: the caller retries later; nothing is lost or sent twice."""
-    with buf.delivery_lock():
-        state = buf.load_state()
-        end = buf.size()
+    with mlog.delivery_lock():
+        state = mlog.load_state()
+        end = mlog.size()
         if state["run_id"] is None and state["delivered"] < end:
             state["run_id"] = _create_run(client, state)
-            buf.save_state(state)
+            mlog.save_state(state)
         while state["delivered"] < end:
-            records = buf.read(state["delivered"], end)
+            records = mlog.read(state["delivered"], end)
             if not records:
                 break  # only a record still being written
             for group in _groups(records):
-                _send(client, buf, state["run_id"], [r for _, r in group])
+                _send(client, mlog, state["run_id"], [r for _, r in group])
                 state["delivered"] = group[-1][0]
-                buf.save_state(state)
+                mlog.save_state(state)
                 if deadline is not None and time.monotonic() > deadline:
-                    return state["run_id"], buf.size() - state["delivered"]
-        return state["run_id"], buf.size() - state["delivered"]
+                    return state["run_id"], mlog.size() - state["delivered"]
+        return state["run_id"], mlog.size() - state["delivered"]
 
 
 def _create_run(client, state: dict) -> str:
@@ -110,26 +110,26 @@ def _groups(records):
         yield group
 
 
-def _send(client, buf: MetricsLog, run_id: str, records: list[dict]):
+def _send(client, mlog: MetricsLog, run_id: str, records: list[dict]):
     from mlflow.entities import RunTag
 
     kind = _kind(records[0])
     if kind in ("metrics", "tags"):
         try:
-            metrics, tags = _entities(buf, records)
+            metrics, tags = _entities(mlog, records)
             client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
         except Exception as e:
             if not is_permanent(e):
                 raise
             if len(records) > 1:  # find the bad record, keep the rest
                 for r in records:
-                    _send(client, buf, run_id, [r])
+                    _send(client, mlog, run_id, [r])
             else:
                 log.error("tracking: a record was not accepted; skipped (%s): %.300s", e, records[0])
     elif kind == "params":
         _send_params(client, run_id, records[0]["params"])
     elif kind == "artifact":
-        _send_artifact(client, buf, run_id, records[0])
+        _send_artifact(client, mlog, run_id, records[0])
     elif kind == "status":
         r = records[0]
         if r["status"] == "RUNNING":
@@ -138,7 +138,7 @@ def _send(client, buf: MetricsLog, run_id: str, records: list[dict]):
             client.set_terminated(run_id, status=r["status"], end_time=r["t"])
 
 
-def _entities(buf: MetricsLog, records: list[dict]):
+def _entities(mlog: MetricsLog, records: list[dict]):
     from mlflow.entities import Metric
 
     metrics, tags = [], {}
@@ -147,7 +147,7 @@ def _entities(buf: MetricsLog, records: list[dict]):
             if "metrics" in r:
                 metrics += [Metric(k, float(v), int(r["t"]), int(r["step"])) for k, v in r["metrics"].items()]
                 tags["gatscale.last_step"] = str(r["step"])
-                buf.last_step = max(buf.last_step, int(r["step"]))  # not back to a system sample's own step
+                mlog.last_step = max(mlog.last_step, int(r["step"]))  # not back to a system sample's own step
             tags.update({k: str(v) for k, v in r.get("tags", {}).items()})  # later records win, as sent one by one
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise MalformedRecord(f"malformed record ({type(e).__name__}: {e})") from None
@@ -168,7 +168,7 @@ def _send_params(client, run_id: str, params: dict):
         client.log_batch(run_id, params=new)
 
 
-def _send_artifact(client, buf: MetricsLog, run_id: str, record: dict):
+def _send_artifact(client, mlog: MetricsLog, run_id: str, record: dict):
     """An upload that fails while the store answers is re-queued at the end of metrics.jsonl (up to
     ARTIFACT_ATTEMPTS), so it never blocks the metrics; a store that does not answer stops delivery."""
     path = Path(record["artifact"])
@@ -183,7 +183,7 @@ def _send_artifact(client, buf: MetricsLog, run_id: str, record: dict):
         attempt = record.get("attempt", 0) + 1
         if attempt < ARTIFACT_ATTEMPTS:
             log.warning("tracking: uploading artifact %s failed (%s); will retry", path, e)
-            buf.append({**record, "attempt": attempt})
+            mlog.append({**record, "attempt": attempt})
         else:
             log.error("tracking: uploading artifact %s failed %d times (%s); giving up", path, attempt, e)
 
@@ -191,21 +191,21 @@ def _send_artifact(client, buf: MetricsLog, run_id: str, record: dict):
 def sync_run_dir(run_dir: str | Path, uri: str | None = None, timeout: float | None = None) -> int:
     """Replay what the store has not accepted of one run folder's metrics.jsonl; returns the bytes still
     undelivered (0: all there)."""
-    buf = MetricsLog(run_dir)
-    if not buf.state_path.exists():
-        raise FileNotFoundError(f"{buf.state_path}: not found; RUN_DIR must be a run folder written by the "
+    mlog = MetricsLog(run_dir)
+    if not mlog.state_path.exists():
+        raise FileNotFoundError(f"{mlog.state_path}: not found; RUN_DIR must be a run folder written by the "
                                 f"MLflow tracker (it holds {STATE_FILE} and {METRICS_FILE})")
     if uri:
-        with buf.delivery_lock():
-            state = buf.load_state()
+        with mlog.delivery_lock():
+            state = mlog.load_state()
             state["uri"] = uri
-            buf.save_state(state)
-    state = buf.load_state()
+            mlog.save_state(state)
+    state = mlog.load_state()
     client = client_for(state["uri"])
-    check_run(client, buf)
+    check_run(client, mlog)
     deadline = None if timeout is None else time.monotonic() + timeout
     for _ in range(ARTIFACT_ATTEMPTS + 1):  # each pass also retries the artifacts the one before re-queued
-        _, left = deliver(client, buf, deadline)
+        _, left = deliver(client, mlog, deadline)
         if left == 0 or (deadline is not None and time.monotonic() > deadline):
             break
     return left
