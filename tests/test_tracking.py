@@ -159,6 +159,8 @@ def test_params_metrics_tags_and_artifacts_land(store_uri, experiment, tmp_path,
     history = MlflowClient(store_uri).get_metric_history(t.run_id, "loss/part3")
     assert sorted((m.step, m.value) for m in history) == [(s, s + 0.03) for s in range(30)]
     assert [a.path for a in MlflowClient(store_uri).list_artifacts(t.run_id, "eval")] == ["eval/final.json"]
+    kept = [r for _, r in MetricsLog(tmp_path / "run").read() if "metrics" in r]  # delivered, and still in the folder
+    assert [r["step"] for r in kept] == list(range(30)) and kept[3]["metrics"]["loss/part3"] == 3.03
 
 
 def test_requeued_run_continues_the_same_run(store_uri, experiment, tmp_path):
@@ -384,6 +386,26 @@ def test_a_failed_artifact_upload_is_retried_and_does_not_hold_back_the_metrics(
     assert left == 0 and len(calls) == 2
     assert [a.path for a in MlflowClient(sqlite_uri).list_artifacts(t.run_id, "samples")] == ["samples/grid.png"]
     assert history_steps(sqlite_uri, t.run_id) == [7]
+
+
+def test_a_run_folder_of_an_older_gatscale_keeps_its_buffer_as_metrics_jsonl(tmp_path):
+    (tmp_path / "tracking-buffer.jsonl").write_text('{"t": 1, "step": 4, "metrics": {"loss/d": 0.5}}\n')
+    (tmp_path / "tracking.json").write_text('{"run_id": "abc", "delivered": 10}')
+    log = MetricsLog(tmp_path)
+    assert [r for _, r in log.read()] == [{"t": 1, "step": 4, "metrics": {"loss/d": 0.5}}]
+    assert log.load_state()["delivered"] == 10 and not (tmp_path / "tracking-buffer.jsonl").exists()
+
+
+def test_backend_none_keeps_the_whole_record_in_the_run_folder(tmp_path):
+    from gatscale.tracking import build_tracker
+    t = build_tracker(TrackingConfig(backend="none"))
+    t.start(tmp_path, "r", {"optim.lr": 2e-4}, {"gatscale.config_hash": "abc"})
+    log_steps(t, range(3))
+    t.finish("preempted")
+    records = [r for _, r in MetricsLog(tmp_path).read()]
+    assert isinstance(t, FolderTracker) and not (tmp_path / "tracking.json").exists()
+    assert records[0]["tags"]["gatscale.config_hash"] == "abc" and records[1] == {"params": {"optim.lr": "0.0002"}}
+    assert [r["step"] for r in records if "metrics" in r] == [0, 1, 2] and records[-1]["status"] == "KILLED"
 
 
 # ---------------------------------------------------------------------------------------------------------
