@@ -1,13 +1,15 @@
-"""`gatscale figures`: regenerate every paper figure whose data are in the tracker; say why the others are not."""
+"""`gatscale figures`: regenerate every paper figure whose data the runs recorded (in MLflow, or `--run-dirs`: their
+folders alone); say why the others are not."""
 from __future__ import annotations
 
 import sys
 
 from gatscale.config import ConfigError
-from gatscale.sweep.spec import load_spec
+from gatscale.sweep.spec import load_spec  # a study command: the spec names the study
 
 from . import figures
-from .load import DEFAULT_CACHE_DIR, DEFAULT_TRACKING_URI, MissingData, load_experiment, load_lpips
+from .load import (DEFAULT_CACHE_DIR, DEFAULT_TRACKING_URI, MissingData, load_experiment, load_histories, load_lpips,
+                   load_run_folders)
 
 
 def add_arguments(parser):
@@ -15,6 +17,8 @@ def add_arguments(parser):
     parser.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: from --spec, else {DEFAULT_TRACKING_URI})")
     parser.add_argument("--parent-run-id", help="only the runs of this sweep (its MLflow parent run)")
     parser.add_argument("--spec", help="sweep spec YAML: its name is the experiment; the tracking URI is its runs' tracking.uri")
+    parser.add_argument("--run-dirs", nargs="+", metavar="RUN_DIR", help="read these run folders alone, without MLflow "
+                                                                         "(e.g. runs trained with tracking.backend none)")
     parser.add_argument("--out", default="figures", help="output folder (default: figures)")
     parser.add_argument("--step", type=int, help="iteration at which FIDs are compared (default: the last one all "
                                                  "non-diverged runs reached)")
@@ -46,7 +50,7 @@ def regenerate(runs, histories, lpips, out_dir, step=None, metric=None):
         "ablation": lambda: figures.ablation_table(runs, histories, step, out_dir, metric),
         "samples": lambda: figures.samples_sheet(runs, out_dir),
     }
-    if len(figures.probe_brackets(runs)):  # a probe's trials (fixed LRs per width): not asked of other studies
+    if len(figures.lr_probe_data(runs)):  # a probe's trials (fixed LRs per width): not asked of other studies
         jobs["lr_probe"] = lambda: figures.lr_probe(runs, out_dir)
     written, missing = {}, {}
     for name, make in jobs.items():
@@ -62,6 +66,15 @@ def regenerate(runs, histories, lpips, out_dir, step=None, metric=None):
 
 
 def main(args) -> int:
+    if args.run_dirs:
+        try:
+            runs = load_run_folders(args.run_dirs)
+            histories, lpips = load_histories(runs), load_lpips(runs)
+        except MissingData as e:
+            print(f"gatscale figures: {e}", file=sys.stderr)
+            return 1
+        print(f"{len(runs)} runs from their run folders")
+        return _write(runs, histories, lpips, args)
     try:
         experiment, uri = read_spec(args.spec) if args.spec else (None, None)
         experiment = args.experiment or experiment
@@ -77,6 +90,10 @@ def main(args) -> int:
         return 1
     print(f"{len(runs)} runs of experiment {experiment!r} at {uri}"
           + (f" (sweep {args.parent_run_id})" if args.parent_run_id else ""))
+    return _write(runs, histories, lpips, args)
+
+
+def _write(runs, histories, lpips, args) -> int:
     written, missing = regenerate(runs, histories, lpips, args.out, args.step, args.metric)
     for name, paths in written.items():
         print(f"wrote {name}: {', '.join(map(str, paths))}")

@@ -1,8 +1,10 @@
 """The paper's figures, each a function of the frames from `analysis.load`.
 
-Every function picks the runs it needs from whatever it is given, raises `MissingData` (saying what to
-run) when they are not there, returns the Figure (the table function: the DataFrame) and, given
-`out_dir`, writes PNG + PDF (CSV + LaTeX).
+Each figure is two steps: `<name>_data(runs, histories, ...) -> DataFrame` picks the runs it needs from whatever
+it is given and computes what is drawn (raising `MissingData`, saying what to run, when they are not there), and
+`plot_<name>(data, out_dir=None)` draws that frame; `<name>(...)` does both. The Figure keeps its frame
+(`fig.data`) and, given `out_dir`, is written as PNG + PDF with the frame as CSV beside them (the table function
+returns the DataFrame and writes CSV + LaTeX).
 
     lr_crosscheck         Fig. 5b: losses, gradient norms and FID against iteration, width-aware LR vs not
     lpips_contribution    Fig. 4b: per-block LPIPS contribution of G, with and without MNG
@@ -25,8 +27,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from gatscale import powerlaw
+from gatscale.powerlaw import bracket, fit_lr_law
 from gatscale.atomic import atomic_write_text
-from gatscale.sweep.probe import bracket, fit_lr_law
 
 from . import style
 from .load import MissingData
@@ -68,14 +70,6 @@ def diverged_step(run, histories: pd.DataFrame):
     return float(steps.max()) if len(steps) else None
 
 
-def epoch_at(histories: pd.DataFrame, run_id: str, step: float) -> float:
-    """A run's epoch at `step`, nan if it logged none. Its logged epochs are step * batch / images, so this
-    scales by that ratio: a divergence step usually lies past the last logged one."""
-    steps, epochs = series(histories, run_id, "epoch")
-    keep = steps > 0
-    return float(step * np.median(epochs[keep] / steps[keep])) if keep.any() else np.nan
-
-
 def mark_divergence(ax, steps, values, at, x=None):
     """A red x at iteration `at` (drawn at `x` on an axis in other units, e.g. its epoch), at the height
     of the last finite value logged at or before it."""
@@ -109,17 +103,22 @@ def _once(seen: set, label: str) -> str:
     return label
 
 
-def draw_floor(ax, runs: pd.DataFrame, histories: pd.DataFrame, metric: str):
-    """The real-data floor of `metric` (its `<metric>_floor`, mean over `runs`) as a dashed line; None if not logged."""
+def floor_value(runs: pd.DataFrame, histories: pd.DataFrame, metric: str) -> float:
+    """The real-data floor of `metric` (its `<metric>_floor`, mean over `runs`); nan if not logged."""
     h = histories[(histories["metric"] == f"{metric}_floor") & histories["run_id"].isin(runs["run_id"])]
     h = h[np.isfinite(h["value"]) & (h["value"] > 0)]
-    if h.empty:
+    return float(h["value"].mean()) if len(h) else np.nan
+
+
+def draw_floor(ax, floor: float):
+    """The real-data floor (floor_value) as a dashed line; None if there is none."""
+    if not np.isfinite(floor):
         return None
-    return ax.axhline(h["value"].mean(), **style.FLOOR, label="real data (same number of samples)")
+    return ax.axhline(floor, **style.FLOOR, label="real data (same number of samples)")
 
 
 def matched_fid(runs: pd.DataFrame, histories: pd.DataFrame, metric: str, step: int | None = None):
-    """FID of each run at one common iteration -> (frame run_id/at_step/value, step).
+    """FID of each run at one common iteration -> (frame run_id/at_step/value/train_flops, step).
 
     Default `step`: the last iteration every non-diverged run has a FID for. A run takes part if its
     FID history reaches `step`; its value is the one logged at the last step <= `step` (column at_step).
@@ -136,16 +135,22 @@ def matched_fid(runs: pd.DataFrame, histories: pd.DataFrame, metric: str, step: 
     for run_id, g in h.groupby("run_id"):
         g = g[g["step"] <= step].sort_values("step")
         if last[run_id] >= step and len(g):
-            rows.append((run_id, int(g["step"].iloc[-1]), float(g["value"].iloc[-1])))
-    return pd.DataFrame(rows, columns=["run_id", "at_step", "value"]), step
+            rows.append((run_id, int(g["step"].iloc[-1]), float(g["value"].iloc[-1]), float(g["train_flops"].iloc[-1])))
+    return pd.DataFrame(rows, columns=["run_id", "at_step", "value", "train_flops"]), step
 
 
-def _finish(fig, runs, out_dir, stem, footnote=True):
-    """Add the stand-in footnote (unless the figure added its own: footnote=False) and save."""
+def _finish(fig, runs, out_dir, stem, footnote=True, data: pd.DataFrame | None = None):
+    """Add the stand-in footnote (unless the figure added its own: footnote=False) and save: PNG and PDF, and the
+    figure's data (its `*_data` frame) as CSV beside them."""
     if footnote:
         style.add_footnote(fig, runs)
+    fig.data = data
     if out_dir is not None:
         fig.files = style.save(fig, out_dir, stem)
+        if data is not None:
+            csv = Path(out_dir) / f"{stem}.csv"
+            atomic_write_text(csv, data.to_csv(index=False))
+            fig.files.append(csv)
     return fig
 
 
@@ -184,31 +189,56 @@ CROSSCHECK_PANELS = (("loss/d", "D loss", "loss", False), ("loss/g", "G loss", "
                      ("grad_norm/g", "G gradient norm", "L2 norm before clipping", True))
 
 
-def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
-    """Fig. 5b: does the width-aware LR (Eq. 4) matter? Diverged runs end in a red x at their divergence step."""
+def lr_crosscheck_data(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
+    """The cross-check's runs (crosscheck_runs) and their panel metrics, one row per (run, metric, step), with
+    `on_shared` (the wide model at the narrow one's LR), `note` (its LR in words), `diverged_step` and the FID's
+    real-data `floor`; attrs: wide, narrow, fid (None if not logged)."""
     sel, wide, narrow, shared = crosscheck_runs(runs)
     try:
         fid = fid_metric(histories[histories["run_id"].isin(sel["run_id"])])
-        panels = CROSSCHECK_PANELS + ((fid, style.fid_short_label(fid, sel), style.fid_label(fid, sel), True),)
     except MissingData:
+        fid = None
+    sel = sel.assign(on_shared=(sel["model"] == wide) & sel["lr_g"].map(lambda v: f"{v:.6g}").isin(shared))
+    sel["note"] = [f"{narrow}'s LR" if on else ("width-aware LR" if wa else "fixed LR")
+                   for on, wa in zip(sel["on_shared"], sel["width_aware_lr"])]
+    stops = [diverged_step(run, histories) for run in sel.itertuples()]
+    sel["diverged_step"] = [np.nan if stop is None else stop for stop in stops]
+    metrics = [m for m, *_ in CROSSCHECK_PANELS] + ([fid] if fid else [])
+    h = histories[histories["run_id"].isin(sel["run_id"]) & histories["metric"].isin(metrics)]
+    h = h[np.isfinite(h["value"])][["run_id", "metric", "step", "value"]]
+    columns = ["run_id", "name", "model", "size", "lr_g", *SWITCHES, "on_shared", "note", "diverged_step", "stand_in",
+               *[c for c in ("eval.fid_samples",) if c in sel]]
+    order = {r: i for i, r in enumerate(sel["run_id"])}
+    data = h.merge(sel[columns], on="run_id").sort_values(["run_id", "metric", "step"],
+                                                          key=lambda c: c.map(order) if c.name == "run_id" else c)
+    data = data.reset_index(drop=True)
+    data["floor"] = floor_value(sel, histories, fid) if fid else np.nan
+    data.attrs.update(wide=wide, narrow=narrow, fid=fid)
+    return data
+
+
+def plot_lr_crosscheck(data: pd.DataFrame, out_dir=None):
+    """Fig. 5b from lr_crosscheck_data: does the width-aware LR (Eq. 4) matter? Diverged runs end in a red x at
+    their divergence step."""
+    sel, fid = data.drop_duplicates("run_id"), data.attrs["fid"]
+    if fid:
+        panels = CROSSCHECK_PANELS + ((fid, style.fid_short_label(fid, sel), style.fid_label(fid, sel), True),)
+    else:
         panels = CROSSCHECK_PANELS + ((None, "FID", "FID (not logged)", True),)
     fig, axes = style.new_figure(9.0, 5.2, 2, 3)
     axes = axes.ravel()
     seen, any_diverged = set(), False
     for run in sel.itertuples():
-        lr = f"{run.lr_g:.6g}"
-        on_shared = run.model == wide and lr in shared
-        note = f"{narrow}'s LR" if on_shared else ("width-aware LR" if run.width_aware_lr else "fixed LR")
-        label = _once(seen, rf"{run.model}, $\eta_G$ = {run.lr_g:.1e} ({note})")
-        stop = diverged_step(run, histories)
+        label = _once(seen, rf"{run.model}, $\eta_G$ = {run.lr_g:.1e} ({run.note})")
+        stop = run.diverged_step if np.isfinite(run.diverged_step) else None
         for ax, (metric, *_) in zip(axes, panels):
-            x, y = series(histories, run.run_id, metric) if metric else (np.array([]), np.array([]))
+            x, y = series(data, run.run_id, metric) if metric else (np.array([]), np.array([]))
             sparse = metric in FID_METRICS  # evaluated every fid_every steps: show the points
-            ax.plot(x, y, color=style.size_color(run.size), linestyle="--" if on_shared else "-", label=label,
+            ax.plot(x, y, color=style.size_color(run.size), linestyle="--" if run.on_shared else "-", label=label,
                     marker="o" if sparse else None, markersize=3)
             if stop is not None and mark_divergence(ax, x, y, stop) is not None:
                 any_diverged = True
-    floor = draw_floor(axes[len(panels) - 1], sel, histories, panels[-1][0]) if panels[-1][0] else None
+    floor = draw_floor(axes[len(panels) - 1], data["floor"].iloc[0] if len(data) else np.nan)
     for i, (ax, (metric, title, ylabel, log)) in enumerate(zip(axes, panels)):
         is_fid = i == len(panels) - 1  # its long, honest name goes on top, the short one on the axis
         ax.set_title(ylabel if is_fid else title, fontsize=9 if is_fid else None)
@@ -230,18 +260,29 @@ def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
     legend_ax.legend(handles, labels, loc="center", frameon=False, title=switches_of(sel), fontsize=7.5,
                      title_fontsize=7.5)
     fig.suptitle("LR cross-check: width-aware LR (Eq. 4) vs a narrower model's LR")
-    return _finish(fig, sel, out_dir, "lr_crosscheck")
+    return _finish(fig, sel, out_dir, "lr_crosscheck", data=data)
+
+
+def lr_crosscheck(runs: pd.DataFrame, histories: pd.DataFrame, out_dir=None):
+    """Fig. 5b: plot_lr_crosscheck(lr_crosscheck_data(runs, histories))."""
+    return plot_lr_crosscheck(lr_crosscheck_data(runs, histories), out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
 # Fig. 4b: per-block LPIPS contribution
 
-def lpips_contribution(lpips: pd.DataFrame, runs: pd.DataFrame, column: str = "contribution", out_dir=None):
-    """Fig. 4b: how much each generator block changes the image (LPIPS), with and without MNG."""
+def lpips_contribution_data(lpips: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The LPIPS tables (load_lpips) of the runs, one row per (run, block), with the run's model, size and MNG."""
     if lpips is None or lpips.empty:
         raise MissingData("no LPIPS tables: run gatscale analyze lpips-contribution "
                           "(it logs eval/lpips_contribution.csv to each run)")
-    data = lpips.drop(columns="name", errors="ignore").merge(runs, on="run_id")
+    columns = ["run_id", "name", "model", "size", "mng", "stand_in"]
+    return lpips.drop(columns="name", errors="ignore").merge(runs[columns], on="run_id")
+
+
+def plot_lpips_contribution(data: pd.DataFrame, column: str = "contribution", out_dir=None):
+    """Fig. 4b from lpips_contribution_data: how much each generator block changes the image (LPIPS), with and
+    without MNG."""
     fig, axes = style.new_figure(6.0, 3.2)
     ax, seen = axes[0, 0], set()
     for _, g in data.groupby("run_id", sort=False):
@@ -260,24 +301,30 @@ def lpips_contribution(lpips: pd.DataFrame, runs: pd.DataFrame, column: str = "c
     ax.set_title("Per-block contribution to the image (block removed)")
     random_backbones = [f"LPIPS backbone {b}" for b in backbones.split(", ") if "stand-in" in b or "random" in b]
     style.add_footnote(fig, data.drop_duplicates("run_id"), random_backbones)
-    return _finish(fig, data.drop_duplicates("run_id"), out_dir, "lpips_contribution", footnote=False)
+    return _finish(fig, data.drop_duplicates("run_id"), out_dir, "lpips_contribution", footnote=False, data=data)
+
+
+def lpips_contribution(lpips: pd.DataFrame, runs: pd.DataFrame, column: str = "contribution", out_dir=None):
+    """Fig. 4b: plot_lpips_contribution(lpips_contribution_data(lpips, runs))."""
+    return plot_lpips_contribution(lpips_contribution_data(lpips, runs), column, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
 # Scaling (a)/(b): FID against iteration
 
-def _epoch_per_step(runs, histories):
-    """The epochs-per-iteration ratio if all runs share it (same batch and data set), else None."""
-    e = histories[(histories["metric"] == "epoch") & (histories["step"] > 0) & histories["run_id"].isin(runs["run_id"])]
-    if e.empty:
+def _epoch_per_step(runs):
+    """The epochs-per-iteration ratio (analysis.load) if all runs share it (same batch and data set), else None."""
+    ratios = runs["epochs_per_step"].astype(float)
+    if ratios.empty or not np.isfinite(ratios).all():
         return None
-    ratios = (e["value"] / e["step"]).groupby(e["run_id"]).median()
     return float(ratios.mean()) if np.allclose(ratios, ratios.mean(), rtol=0.01) and ratios.mean() > 0 else None
 
 
-def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x: str = "step", out_dir=None,
-               metric: str | None = None):
-    """FID against iteration (x='step') or epoch, one curve per model (mean over seeds, band = min..max).
+def fid_curves_data(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x: str = "step",
+                    metric: str | None = None) -> pd.DataFrame:
+    """The FID points of the runs a curve figure shows, one row per (run, step): the run's model, size, patch and
+    switches, `x` (the step or its epoch), `value`, the run's `diverged_step` (and `diverged_x`) and the real-data
+    `floor`; attrs: metric, by, x, epochs_per_step (if all runs share it).
 
     by='size': the full-method runs at patch 2 (or the commonest patch), one colour per size.
     by='patch': every size trained at two or more patch sizes, colour = size, line style = patch.
@@ -298,42 +345,67 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
     else:
         raise ValueError(f"fid_curves: by = {by!r}; valid: 'size', 'patch'")
     if x == "epoch" and histories.loc[histories["run_id"].isin(sel["run_id"]), "epoch"].isna().all():
-        raise MissingData(f"{stem}: the runs logged no 'epoch' metric")
+        raise MissingData(f"{stem}: the runs logged no params images_per_step and dataset_images (epochs)")
+    h = histories[(histories["metric"] == metric) & histories["run_id"].isin(sel["run_id"])]
+    h = h[np.isfinite(h["value"])]
+    columns = ["run_id", "name", "model", "size", "patch", *SWITCHES, "status", "stand_in", "epochs_per_step",
+               *[c for c in ("eval.fid_samples",) if c in sel]]  # the sample count: the FID's label (style)
+    data = h[["run_id", "step", "epoch", "value"]].merge(sel[columns], on="run_id")
+    data["x"] = data["step"] if x == "step" else data["epoch"]
+    stops = {run.run_id: diverged_step(run, histories) for run in sel.itertuples()}
+    data["diverged_step"] = data["run_id"].map(lambda r: stops[r] if stops[r] is not None else np.nan)
+    data["diverged_x"] = data["diverged_step"] * (1 if x == "step" else data["epochs_per_step"])
+    data["floor"] = floor_value(sel, histories, metric)
+    order = {m: i for i, m in enumerate(sel["model"].unique())}
+    data = data.sort_values(["model", "run_id", "step"], key=lambda c: c.map(order) if c.name == "model" else c)
+    data = data.reset_index(drop=True)
+    data.attrs.update(metric=metric, by=by, x=x, epochs_per_step=_epoch_per_step(sel))
+    return data
+
+
+def plot_fid_curves(data: pd.DataFrame, out_dir=None):
+    """FID against iteration or epoch (the frame of fid_curves_data), one curve per model: mean over seeds, band =
+    min..max; a diverged run ends in a red x at its divergence step."""
+    metric, by, x = data.attrs["metric"], data.attrs["by"], data.attrs["x"]
+    stem = f"fid_vs_{'iteration' if x == 'step' else 'epoch'}_by_{by}"
     fig, axes = style.new_figure(6.0, 3.4)
     ax = axes[0, 0]
-    h = histories[(histories["metric"] == metric) & np.isfinite(histories["value"])]
-    for model, group in sel.groupby("model", sort=False):
+    for model, group in data.groupby("model", sort=False):
         size, patch = group["size"].iloc[0], group["patch"].iloc[0]
-        curves = h[h["run_id"].isin(group["run_id"])].pivot_table(index="step", columns="run_id", values="value")
-        xs = curves.index.to_numpy(float)
-        if x == "epoch":
-            xs = h[h["run_id"].isin(group["run_id"])].groupby("step")["epoch"].mean().reindex(curves.index).to_numpy()
-        seeds = f" ({len(group)} seeds)" if len(group) > 1 else ""
+        curves = group.pivot_table(index="step", columns="run_id", values="value")
+        xs = group.groupby("step")["x"].mean().reindex(curves.index).to_numpy(float)
+        seeds = group["run_id"].nunique()
         color, ls = style.size_color(size), style.patch_linestyle(patch)
         ax.plot(xs, curves.mean(axis=1), color=color, linestyle=ls, marker=style.patch_marker(patch),
-                markersize=3, label=f"{model}{seeds}")
-        if len(group) > 1:
+                markersize=3, label=f"{model}{f' ({seeds} seeds)' if seeds > 1 else ''}")
+        if seeds > 1:
             ax.fill_between(xs, curves.min(axis=1), curves.max(axis=1), color=color, alpha=0.15, linewidth=0)
-        for run in group.itertuples():
-            stop = diverged_step(run, histories)
-            if stop is not None:
-                rx, ry = series(histories, run.run_id, metric, x="step")
-                mark_divergence(ax, rx, ry, stop, epoch_at(histories, run.run_id, stop) if x == "epoch" else None)
-    draw_floor(ax, sel, histories, metric)
+        for _, run in group[np.isfinite(group["diverged_step"])].groupby("run_id"):
+            stop = run["diverged_step"].iloc[0]
+            mark_divergence(ax, run["step"].to_numpy(float), run["value"].to_numpy(float), stop,
+                            run["diverged_x"].iloc[0] if x == "epoch" else None)
+    draw_floor(ax, data["floor"].iloc[0] if len(data) else np.nan)
     style.log_axis(ax)
-    ax.set_ylabel(style.fid_label(metric, sel))
+    runs = data.drop_duplicates("run_id")
+    ax.set_ylabel(style.fid_label(metric, runs))
     if x == "epoch":
         ax.set_xlabel("epoch")
     else:
         style.iteration_axis(ax)
-        ratio = _epoch_per_step(sel, histories)
+        ratio = data.attrs.get("epochs_per_step")
         if ratio:
             top = ax.secondary_xaxis("top", functions=(lambda s: s * ratio, lambda e: e / ratio))
             top.set_xlabel("epoch")
-    style.legend_outside(fig, ax, switches_of(sel))
+    style.legend_outside(fig, ax, switches_of(runs))
     per = "model size" if by == "size" else "patch size"
     ax.set_title(f"{style.fid_short_label(metric)} during training, per {per}")
-    return _finish(fig, sel, out_dir, stem)
+    return _finish(fig, runs, out_dir, stem, data=data)
+
+
+def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x: str = "step", out_dir=None,
+               metric: str | None = None):
+    """FID against iteration (x='step') or epoch, per model size or patch: plot_fid_curves(fid_curves_data(...))."""
+    return plot_fid_curves(fid_curves_data(runs, histories, by, x, metric), out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,11 +436,12 @@ def _sci(v: float) -> str:
     return f"{v:.3g}" if -2 <= e <= 3 else rf"{v / 10 ** e:.2f}\times10^{{{e}}}"
 
 
-def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,
-                   out_dir=None, metric: str | None = None):
-    """FID against compute, one point per full-method run at a matched iteration, with FID = a * C^b.
+def fid_vs_compute_data(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,
+                        metric: str | None = None) -> pd.DataFrame:
+    """One row per full-method run with its FID (`value`) at a matched iteration (`at_step`) and its compute `c`,
+    plus the runs' columns and the real-data `floor`; attrs: metric, step, compute.
 
-    compute='train': C = training GFLOPs to that iteration (metric flops/train_total);
+    compute='train': C = training GFLOPs to that iteration (param flops_per_step, column train_flops);
     compute='inference': C = the generator's forward GFLOPs per image (param gflops_g).
     """
     metric = fid_metric(histories, metric)
@@ -376,21 +449,30 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
     at, step = matched_fid(sel, histories, metric, step)
     pts = sel.merge(at, on="run_id")
     if compute == "train":
-        flops = histories[(histories["metric"] == "flops/train_total") & np.isfinite(histories["value"])]
-        def flops_at(row):
-            f = flops[(flops["run_id"] == row.run_id) & (flops["step"] <= row.at_step)].sort_values("step")
-            return f["value"].iloc[-1] / 1e9 if len(f) else np.nan
-        pts["c"] = [flops_at(r) for r in pts.itertuples()]
-        xlabel, stem, why = f"training compute C to iteration {step:,} (GFLOPs)", "fid_vs_train_compute", "metric flops/train_total"
+        pts["c"] = pts["train_flops"] / 1e9
+        stem, why = "fid_vs_train_compute", "param flops_per_step"
     elif compute == "inference":
         pts["c"] = pts["gflops_g"]
-        xlabel, stem, why = "generator inference compute C (GFLOPs per image)", "fid_vs_inference_gflops", "param gflops_g"
+        stem, why = "fid_vs_inference_gflops", "param gflops_g"
     else:
         raise ValueError(f"fid_vs_compute: compute = {compute!r}; valid: 'train', 'inference'")
-    pts = pts[(pts["c"] > 0) & (pts["value"] > 0)]
+    pts = pts[(pts["c"] > 0) & (pts["value"] > 0)].reset_index(drop=True)
     if pts["c"].nunique() < 2:
         raise MissingData(f"{stem}: needs {metric} at iteration {step:,} and {why} for runs of at least two "
                           f"compute budgets; found {len(pts)} usable run(s)")
+    pts["floor"] = floor_value(pts, histories, metric)
+    pts.attrs.update(metric=metric, step=step, compute=compute)
+    return pts
+
+
+def plot_fid_vs_compute(pts: pd.DataFrame, out_dir=None):
+    """FID against compute (the frame of fid_vs_compute_data), one marker per model (mean over its seeds), with
+    the power law FID = a * C^b fitted over every run and its 95% band."""
+    metric, step, compute = pts.attrs["metric"], pts.attrs["step"], pts.attrs["compute"]
+    if compute == "train":
+        xlabel, stem = f"training compute C to iteration {step:,} (GFLOPs)", "fid_vs_train_compute"
+    else:
+        xlabel, stem = "generator inference compute C (GFLOPs per image)", "fid_vs_inference_gflops"
     fit = fit_power_law(pts["c"], pts["value"])
     fd = "FD" if metric.startswith("fd_") else "FID"
     fig, axes = style.new_figure(8.4, 3.8)
@@ -414,23 +496,29 @@ def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "
                   + f"exponent {fit.b:.3f}{ci}\nPearson r (log C, log {fd}) = {fit.r:.3f}, n = {fit.n} runs")
     if fit.n >= 3:
         ax.fill_between(cs, *fit.band(cs), color="grey", alpha=0.2, linewidth=0, label="95% confidence band")
-    draw_floor(ax, pts, histories, metric)
+    draw_floor(ax, pts["floor"].iloc[0])
     fig.note = fit.trend or f"{fd} falls with compute: exponent {fit.b:.3f}{ci}"
     style.log_axis(ax, "x")
     style.log_axis(ax, "y")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(style.fid_label(metric, sel))
+    ax.set_ylabel(style.fid_label(metric, pts))
     # an absent trend is said in the title, where no reader misses it
     title = f"{style.fid_short_label(metric)} at iteration {step:,} against compute"
     if fit.trend:
         ax.set_title(f"{title}\n{fit.trend[0].upper() + fit.trend[1:]}", color="#8B0000", fontsize=8)
     else:
         ax.set_title(title)
-    style.legend_outside(fig, ax, switches_of(sel))
+    style.legend_outside(fig, ax, switches_of(pts))
     style.add_footnote(fig, pts)
     style.annotate_points(ax, means["c"], means["value"], [m.removeprefix("GAT-") for m in means["model"]])
     fig.power_law = fit
-    return _finish(fig, pts, out_dir, stem, footnote=False)
+    return _finish(fig, pts, out_dir, stem, footnote=False, data=pts)
+
+
+def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,
+                   out_dir=None, metric: str | None = None):
+    """FID against compute with FID = a * C^b: plot_fid_vs_compute(fid_vs_compute_data(...))."""
+    return plot_fid_vs_compute(fid_vs_compute_data(runs, histories, compute, step, metric), out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,10 +590,8 @@ def ablation_latex(table: pd.DataFrame, metric: str, runs=None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Samples: the final grid of each model size side by side
 
-def samples_sheet(runs: pd.DataFrame, out_dir=None):
-    """One panel per model (full method, first seed, in size order): its run folder's samples/final.png."""
-    from PIL import Image
-
+def samples_sheet_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per model (full method, first seed, in size order): the run and its run folder's samples/final.png."""
     sel = main_method(runs)
     found = []
     for model, group in sel.groupby("model", sort=False):
@@ -513,23 +599,35 @@ def samples_sheet(runs: pd.DataFrame, out_dir=None):
             folder = run.get("gatscale.run_dir")
             path = Path(folder) / "samples" / "final.png" if isinstance(folder, str) else None
             if path is not None and path.is_file():
-                found.append((model, path))
+                found.append((run["run_id"], run["name"], model, run["stand_in"], str(path)))
                 break
     if not found:
         raise MissingData("samples: no run folder with samples/final.png (tag gatscale.run_dir); train to the end "
                           "on this machine, or run `gatscale figures` where the run folders are")
-    fig, axes = style.new_figure(2.2 * len(found), 2.6, 1, len(found))
-    for ax, (model, path) in zip(axes[0], found):
-        ax.imshow(np.asarray(Image.open(path).convert("RGB")), interpolation="nearest")
-        ax.set_title(model, fontsize=8)
+    return pd.DataFrame(found, columns=["run_id", "name", "model", "stand_in", "path"])
+
+
+def plot_samples_sheet(data: pd.DataFrame, out_dir=None):
+    """One panel per row of samples_sheet_data: the model's final sample grid."""
+    from PIL import Image
+
+    fig, axes = style.new_figure(2.2 * len(data), 2.6, 1, len(data))
+    for ax, run in zip(axes[0], data.itertuples()):
+        ax.imshow(np.asarray(Image.open(run.path).convert("RGB")), interpolation="nearest")
+        ax.set_title(run.model, fontsize=8)
         ax.axis("off")
     fig.suptitle("Final samples (EMA generator), one row per class")
-    return _finish(fig, sel[sel["model"].isin([m for m, _ in found])], out_dir, "samples")
+    return _finish(fig, data, out_dir, "samples", data=data)
+
+
+def samples_sheet(runs: pd.DataFrame, out_dir=None):
+    """The final sample grid of each model size side by side: plot_samples_sheet(samples_sheet_data(runs))."""
+    return plot_samples_sheet(samples_sheet_data(runs), out_dir)
 
 
 # LR probe: the largest stable LR per width (gatscale probe-lr)
 
-def probe_brackets(runs: pd.DataFrame) -> pd.DataFrame:
+def lr_probe_data(runs: pd.DataFrame) -> pd.DataFrame:
     """Per model, from its fixed-LR runs: (lo, hi) = largest stable LR below the smallest unstable one, as
     `gatscale probe-lr` decides (an LR is unstable once one seed diverged, stable when all finished)."""
     fixed = runs[~runs["width_aware_lr"].astype(bool) & runs["status"].isin(["finished", "diverged"])]
@@ -544,10 +642,10 @@ def probe_brackets(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "size", "width", "lo", "hi", "lr_max", "trials"])
 
 
-def lr_probe(runs: pd.DataFrame, out_dir=None):
-    """Largest stable LR against width (log-log): brackets as error bars, the fit with its 95 % band and the
-    paper's slope -1 (Eq. 4) through the points' mean for reference; an unbracketed width as an arrow."""
-    table = probe_brackets(runs)
+def plot_lr_probe(table: pd.DataFrame, out_dir=None, runs: pd.DataFrame | None = None):
+    """Largest stable LR against width (log-log) from lr_probe_data's table: brackets as error bars, the fit with
+    its 95 % band and the paper's slope -1 (Eq. 4) through the points' mean for reference; an unbracketed width as
+    an arrow. `runs`: for the stand-in footnote."""
     done = table[np.isfinite(table["lr_max"].astype(float))]
     if done["width"].nunique() < 2:
         raise MissingData("lr_probe: needs runs at fixed LRs (optim.width_aware_lr off) that bracket the largest "
@@ -578,4 +676,10 @@ def lr_probe(runs: pd.DataFrame, out_dir=None):
     ax.set_title("Largest stable LR per width (gatscale probe-lr)")
     style.legend_outside(fig, ax, "bars: stable .. unstable LR")
     fig.lr_law, fig.table = fit, table
-    return _finish(fig, runs[runs["model"].isin(table["model"])], out_dir, "lr_probe")
+    return _finish(fig, runs[runs["model"].isin(table["model"])] if runs is not None else None, out_dir, "lr_probe",
+                   data=table)
+
+
+def lr_probe(runs: pd.DataFrame, out_dir=None):
+    """The largest stable LR per width: plot_lr_probe(lr_probe_data(runs))."""
+    return plot_lr_probe(lr_probe_data(runs), out_dir, runs)

@@ -1,18 +1,24 @@
-"""Read a gatscale experiment back from MLflow into pandas frames (the tracker is analysis's only input).
+"""Read a gatscale experiment back into pandas frames: from the run folders where they are reachable, else MLflow.
 
 - `load_runs`: one row per training run: its params (the flattened RunConfig, parsed back from strings),
-  its tags, and typed columns the figures use (model, size, patch, width, mng, repa, lr_g, status, ...).
-- `load_histories`: every logged value of every metric (MlflowClient.get_metric_history), one row per
-  (run, metric, step), with the run's fractional epoch at that step. Cached per run under `cache_dir`,
-  keyed by the run's last update, so finished runs are fetched once.
-- `load_lpips`: the `eval/lpips_contribution.csv` artifact of every run that has one.
+  its tags, and typed columns the figures use (model, size, patch, width, mng, repa, lr_g, status, ...),
+  plus the per-step constants the trainer logs as params (images_per_step, flops_per_step, dataset_images).
+  The runs are found in MLflow; a run whose folder (tag gatscale.run_dir) holds a metrics.jsonl is read from
+  that folder (params, tags, status.json); `load_run_folders` reads folders alone (tracking.backend: none).
+- `load_histories`: every logged value of every metric, one row per (run, metric, step) with the run's epoch and
+  cumulative training FLOPs at that step, both derived here (and only here) from the per-step constants. A step
+  logged twice (by a killed attempt and by its resume) counts once: the later value. From the run folder's
+  metrics.jsonl when reachable; else MlflowClient.get_metric_history, cached per run under `cache_dir`, keyed by
+  the run's last update, so finished runs are fetched once.
+- `load_lpips`: the `eval/lpips_contribution.csv` of every run that has one (run folder, else MLflow artifact).
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
+import json
 import os
-import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -24,14 +30,15 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # mlflow's tqd
 from mlflow import MlflowClient  # noqa: E402
 
 from gatscale.atomic import atomic_open  # noqa: E402
-from gatscale.sizes import GAT_SIZES, parse_model_name  # noqa: E402
-from gatscale.tracking.runs import _search  # noqa: E402  (the paging loop over search_runs; no public equivalent)
+from gatscale.config import ConfigError, RunConfig, TrackingConfig, config_from_dict, effective_lr  # noqa: E402
+from gatscale.sizes import GAT_SIZES, parse_model_name, size_letter  # noqa: E402
+from gatscale.tracking.base import STATUS_OF_MLFLOW  # noqa: E402
+from gatscale.tracking.metrics_log import METRICS_FILE, MetricsLog  # noqa: E402
+from gatscale.tracking.runs import search_runs  # noqa: E402
 from gatscale.tracking.store import sqlite_path  # noqa: E402
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_TRACKING_URI = TrackingConfig().uri
 DEFAULT_CACHE_DIR = Path(os.environ.get("GATSCALE_CACHE", Path.home() / ".cache" / "gatscale" / "histories"))
-MLFLOW_STATUS = {"RUNNING": "running", "SCHEDULED": "running", "FINISHED": "finished", "FAILED": "failed",
-                 "KILLED": "failed"}
 LPIPS_ARTIFACT = "eval/lpips_contribution.csv"
 
 
@@ -49,54 +56,133 @@ def load_runs(experiment: str, tracking_uri: str = DEFAULT_TRACKING_URI, parent_
     if exp is None:
         names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
         raise MissingData(f"no MLflow experiment {experiment!r} at {tracking_uri}; experiments there: {names}")
-    found = _search(client, exp.experiment_id, {"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
+    found = search_runs(client, exp.experiment_id, {"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
     parents = {r.data.tags.get("mlflow.parentRunId") for r in found}
-    rows = [_run_row(r) for r in found if r.info.run_id not in parents and "model.generator.size" in r.data.params]
+    rows = [_mlflow_row(r) for r in found if r.info.run_id not in parents and "model.generator.size" in r.data.params]
     if not rows:
         where = f"under parent run {parent_run_id}" if parent_run_id else f"in experiment {experiment!r}"
         raise MissingData(f"no training runs {where} at {tracking_uri} (a training run logs the param "
                           f"'model.generator.size'); run `gatscale sweep SPEC` or `gatscale train CONFIG` first")
-    runs = pd.DataFrame(rows)
+    return _in_size_order(pd.DataFrame(rows))
+
+
+def load_run_folders(run_dirs) -> pd.DataFrame:
+    """Training runs read from their folders alone (no MLflow needed: e.g. tracking.backend none); the run id is
+    the MLflow one when the folder has one (tracking.json), else the folder's path."""
+    rows = []
+    for run_dir in map(Path, run_dirs):
+        if not (run_dir / METRICS_FILE).is_file():
+            raise MissingData(f"{run_dir}: no {METRICS_FILE}; give run folders written by `gatscale train`")
+        params, tags = folder_params_and_tags(run_dir)
+        run_id = MetricsLog(run_dir).load_state()["run_id"] or str(run_dir.resolve())
+        rows.append(_run_row(run_id, params, {**tags, "gatscale.run_dir": str(run_dir.resolve())},
+                             _folder_status(run_dir), pd.NaT, fingerprint=""))
+    if not rows:
+        raise MissingData("no run folders given")
+    return _in_size_order(pd.DataFrame(rows))
+
+
+def _in_size_order(runs: pd.DataFrame) -> pd.DataFrame:
     order = {s: i for i, s in enumerate(GAT_SIZES)}
     runs["_order"] = runs["size"].map(lambda s: order.get(s, len(order)))
     return runs.sort_values(["_order", "patch", "name"]).drop(columns="_order").reset_index(drop=True)
 
 
-def _run_row(run) -> dict:
-    params = {k: parse_param(v) for k, v in run.data.params.items()}
-    tags = dict(run.data.tags)
+def run_folder(tags: dict) -> Path | None:
+    """The run's folder (tag gatscale.run_dir) if it is reachable from here and holds its metrics.jsonl."""
+    folder = tags.get("gatscale.run_dir")
+    return Path(folder) if isinstance(folder, str) and (Path(folder) / METRICS_FILE).is_file() else None
+
+
+def folder_params_and_tags(run_dir: Path) -> tuple[dict, dict]:
+    """The params and tags a run folder's metrics.jsonl holds (as MLflow would: strings; later tags win)."""
+    params, tags = {}, {}
+    for _, record in MetricsLog(run_dir).read(chunk=None):
+        params.update(record.get("params", {}))
+        tags.update(record.get("tags", {}))
+    return params, tags
+
+
+def _folder_status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "status.json").read_text())["status"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _mlflow_row(run) -> dict:
+    params, tags = dict(run.data.params), dict(run.data.tags)
+    status = None
+    folder = run_folder(tags)
+    if folder is not None:  # the run folder is the record: what MLflow mirrors of it, and what it did not get yet
+        more_params, more_tags = folder_params_and_tags(folder)
+        params, tags, status = {**params, **more_params}, {**tags, **more_tags}, _folder_status(folder)
+    latest = run.data.to_proto().metrics
+    status = status or tags.get("gatscale.status") or STATUS_OF_MLFLOW.get(run.info.status, run.info.status.lower())
+    # Changes whenever a metric, the status or the end time changes: the history cache key.
+    fingerprint = (f"{status}|{run.info.status}|{run.info.end_time}|{len(latest)}|"
+                   f"{max((m.step for m in latest), default=-1)}|{max((m.timestamp for m in latest), default=-1)}")
+    return _run_row(run.info.run_id, params, tags, status, pd.to_datetime(run.info.start_time, unit="ms"),
+                    fingerprint, run.info.run_name)
+
+
+def _run_row(run_id: str, raw_params: dict, tags: dict, status: str | None, start_time, fingerprint: str,
+             run_name: str | None = None) -> dict:
+    params = {k: parse_param(v) for k, v in raw_params.items()}
     g, d = params.get("model.generator.size"), params.get("model.discriminator.size", params.get("model.generator.size"))
     size, patch = split_model_name(g)
     width = model_width(g, params.get("model.generator.hidden_size"))
     width_d = model_width(d, params.get("model.discriminator.hidden_size"))
-    width_aware = bool(params.get("optim.width_aware_lr", True))
-    status = tags.get("gatscale.status") or MLFLOW_STATUS.get(run.info.status, run.info.status.lower())
-    latest = run.data.to_proto().metrics
+    cfg = run_config(params) if params.get("lr_g") is None or params.get("lr_d") is None else None
+    images_per_step = _float(params.get("images_per_step"), _float(params.get("train.batch_size")))
     row = {
-        "run_id": run.info.run_id,
-        "name": tags.get("gatscale.name") or run.info.run_name,
-        "status": status,
+        "run_id": run_id,
+        "name": tags.get("gatscale.name") or run_name,
+        "status": status or tags.get("gatscale.status"),
         "parent_run_id": tags.get("mlflow.parentRunId"),
         "model": model_label(g, params, "generator"), "size": size, "patch": patch, "width": width,
         "model_d": model_label(d, params, "discriminator"), "width_d": width_d,
         "mng": str(params.get("method.mng", "exp")),
         "repa": bool(params.get("method.repa", True)),
-        "width_aware_lr": width_aware,
-        "lr_g": _float(params.get("lr_g"), _width_aware_lr(params, width, width_aware)),
-        "lr_d": _float(params.get("lr_d"), _width_aware_lr(params, width_d, width_aware)),
+        "width_aware_lr": bool(params.get("optim.width_aware_lr", True)),
+        "lr_g": _float(params.get("lr_g"), effective_lr(cfg, "generator") if cfg else np.nan),
+        "lr_d": _float(params.get("lr_d"), effective_lr(cfg, "discriminator") if cfg else np.nan),
         "seed": params.get("train.seed"),
         "batch_size": params.get("train.batch_size"),
         "gflops_g": _float(params.get("gflops_g")),
         "gflops_d": _float(params.get("gflops_d")),
+        # per-step constants (params): epoch = step * epochs_per_step, training FLOPs = step * flops_per_step
+        "epochs_per_step": images_per_step / _float(params.get("dataset_images")),
+        "flops_per_step": _float(params.get("flops_per_step")),
         "diverged_step": _float(tags.get("gatscale.diverged_step")),
         "divergence_reason": tags.get("gatscale.divergence_reason", ""),
         "stand_in": tags.get("gatscale.stand_in", ""),
-        "start_time": pd.to_datetime(run.info.start_time, unit="ms"),
-        # Changes whenever a metric, the status or the end time changes: the history cache key.
-        "fingerprint": f"{status}|{run.info.status}|{run.info.end_time}|{len(latest)}|"
-                       f"{max((m.step for m in latest), default=-1)}|{max((m.timestamp for m in latest), default=-1)}",
+        "folder": str(folder) if (folder := run_folder(tags)) is not None else None,
+        "start_time": start_time,
+        "fingerprint": fingerprint,
     }
     return {**params, **{k: v for k, v in tags.items() if k.startswith("gatscale.")}, **row}
+
+
+def run_config(params: dict) -> RunConfig | None:
+    """The RunConfig a run's params flatten (None if they do not make a valid one, e.g. an older gatscale's)."""
+    sections = {f.name for f in RunConfig.__dataclass_fields__.values()}
+    nested: dict = {}
+    for key, value in params.items():
+        if key.split(".")[0] not in sections or value is None:  # None: also '' (parse_param); keep the default
+            continue
+        if isinstance(value, str) and value[:1] in "[{":
+            with contextlib.suppress(ValueError, SyntaxError):
+                value = ast.literal_eval(value)
+        *path, last = key.split(".")
+        node = nested
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    try:
+        return config_from_dict(nested)
+    except (ConfigError, TypeError, AttributeError):
+        return None
 
 
 def parse_param(text: str):
@@ -115,8 +201,10 @@ def parse_param(text: str):
 
 def split_model_name(name) -> tuple[str, float]:
     """'GAT-XL/2' -> ('XL', 2); anything else -> (name, nan)."""
-    m = re.fullmatch(r"GAT-(\w+)/(\d+)", str(name))
-    return (m.group(1), int(m.group(2))) if m else (str(name), np.nan)
+    try:
+        return size_letter(name), parse_model_name(str(name))["patch_size"]
+    except ValueError:
+        return str(name), np.nan
 
 
 def model_label(name, params: dict, net: str) -> str:
@@ -136,14 +224,6 @@ def model_width(name, hidden_size=None):
         return np.nan
 
 
-def _width_aware_lr(params, width, width_aware):
-    """Paper Eq. 4, for runs that did not log lr_g / lr_d: lr * C_base / C_model."""
-    lr = _float(params.get("optim.lr"))
-    if not width_aware:
-        return lr
-    return lr * _float(params.get("optim.base_width"), 768.0) / width
-
-
 def _float(value, default=np.nan):
     try:
         return float(value) if value is not None else default
@@ -154,27 +234,35 @@ def _float(value, default=np.nan):
 # ---------------------------------------------------------------------------------------------
 # Metric histories
 
-HISTORY_COLUMNS = ["run_id", "name", "metric", "step", "epoch", "value"]
-CACHE_COLUMNS = ["run_id", "metric", "step", "value", "epoch"]  # what _fetch_histories returns
+HISTORY_COLUMNS = ["run_id", "name", "metric", "step", "epoch", "train_flops", "value"]
+CACHE_COLUMNS = ["run_id", "metric", "step", "value"]  # what _fetch_histories returns
 
 
 def load_histories(runs: pd.DataFrame, tracking_uri: str = DEFAULT_TRACKING_URI, metrics=None,
                    cache_dir=DEFAULT_CACHE_DIR, refresh: bool = False) -> pd.DataFrame:
-    """Full histories of `metrics` (None: all) of each run in `runs`, long format (HISTORY_COLUMNS).
+    """Full histories of `metrics` (None: all) of each run in `runs`, long format (HISTORY_COLUMNS), one value per
+    (run, metric, step): the one logged last. epoch and train_flops (cumulative training FLOPs) at each step come
+    from the run's per-step constants (nan where it did not log them).
 
-    A run's histories are cached as one parquet file keyed by its fingerprint (status, end time, latest
-    metric step and timestamp): an unchanged run is read from disk, a finished one is never fetched
-    again. `cache_dir=None` or `refresh=True` fetch everything.
+    A run whose folder is reachable (column `folder`) is read from its metrics.jsonl. The others come from MLflow,
+    cached as one parquet file per run keyed by its fingerprint (status, end time, latest metric step and
+    timestamp): an unchanged run is read from disk, a finished one is never fetched again. `cache_dir=None` or
+    `refresh=True` fetch everything.
     """
     client = None
     frames = []
     for run in runs.itertuples():
-        frame = None if refresh else _read_cache(cache_dir, tracking_uri, run)
-        if frame is None:
-            client = client or _client(tracking_uri)
-            frame = _fetch_histories(client, run.run_id)
-            _write_cache(cache_dir, tracking_uri, run, frame)
+        if isinstance(getattr(run, "folder", None), str):
+            frame = folder_history(Path(run.folder), run.run_id)
+        else:
+            frame = None if refresh else _read_cache(cache_dir, tracking_uri, run)
+            if frame is None:
+                client = client or _client(tracking_uri)
+                frame = _fetch_histories(client, run.run_id)
+                _write_cache(cache_dir, tracking_uri, run, frame)
         frame.insert(1, "name", run.name)
+        frame["epoch"] = frame["step"] * getattr(run, "epochs_per_step", np.nan)
+        frame["train_flops"] = frame["step"] * getattr(run, "flops_per_step", np.nan)
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=HISTORY_COLUMNS)
     if metrics is not None:
@@ -182,17 +270,25 @@ def load_histories(runs: pd.DataFrame, tracking_uri: str = DEFAULT_TRACKING_URI,
     return out[HISTORY_COLUMNS].reset_index(drop=True)
 
 
+def folder_history(run_dir: Path, run_id: str) -> pd.DataFrame:
+    """A run folder's metrics.jsonl as (run_id, metric, step, value), the last value logged per (metric, step)."""
+    rows = [(run_id, name, int(r["step"]), float(v)) for _, r in MetricsLog(run_dir).read(chunk=None)
+            if "metrics" in r and "step" in r for name, v in r["metrics"].items()]
+    return _last_per_step(pd.DataFrame(rows, columns=CACHE_COLUMNS))
+
+
 def _fetch_histories(client, run_id: str) -> pd.DataFrame:
     names = sorted(client.get_run(run_id).data.metrics)
-    rows = [(run_id, name, m.step, m.value) for name in names for m in client.get_metric_history(run_id, name)]
-    frame = pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
-    frame = frame.astype({"step": "int64", "value": "float64"}).sort_values(["metric", "step"], kind="stable")
-    epochs = frame[frame["metric"] == "epoch"].drop_duplicates("step", keep="last")
-    if len(epochs):  # the epoch at any logged step, interpolated between the steps where it was logged
-        frame["epoch"] = np.interp(frame["step"], epochs["step"], epochs["value"], left=np.nan, right=np.nan)
-    else:
-        frame["epoch"] = np.nan
-    return frame.reset_index(drop=True)
+    rows = [(run_id, name, m.step, m.timestamp, m.value) for name in names
+            for m in client.get_metric_history(run_id, name)]
+    frame = pd.DataFrame(rows, columns=["run_id", "metric", "step", "t", "value"]).sort_values("t", kind="stable")
+    return _last_per_step(frame[CACHE_COLUMNS])
+
+
+def _last_per_step(frame: pd.DataFrame) -> pd.DataFrame:
+    """One value per (metric, step), the last in log order (a resumed run logs again what its killed attempt did)."""
+    frame = frame.astype({"step": "int64", "value": "float64"}).drop_duplicates(["metric", "step"], keep="last")
+    return frame.sort_values(["metric", "step"], kind="stable").reset_index(drop=True)
 
 
 def _cache_path(cache_dir, tracking_uri, run) -> Path:
@@ -227,10 +323,14 @@ def _write_cache(cache_dir, tracking_uri, run, frame):
 # Artifacts
 
 def load_lpips(runs: pd.DataFrame, tracking_uri: str = DEFAULT_TRACKING_URI) -> pd.DataFrame:
-    """Per-block LPIPS contribution tables (`eval/lpips_contribution.csv`) of the runs that have one."""
-    client = _client(tracking_uri)
-    with no_progress_bar():
-        frames = _download_lpips(client, runs)
+    """Per-block LPIPS contribution tables (`eval/lpips_contribution.csv`) of the runs that have one: from the run
+    folder where it is reachable, else the run's MLflow artifact."""
+    local = runs["folder"].notna() if "folder" in runs else pd.Series(False, index=runs.index)
+    frames = [_lpips_table(run, Path(run.folder) / LPIPS_ARTIFACT) for run in runs[local].itertuples()
+              if (Path(run.folder) / LPIPS_ARTIFACT).is_file()]
+    if (~local).any():
+        with no_progress_bar():
+            frames += _download_lpips(_client(tracking_uri), runs[~local])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "name", "block", "contribution"])
 
 
@@ -255,17 +355,20 @@ def _download_lpips(client, runs) -> list[pd.DataFrame]:
             listed = {f.path for f in client.list_artifacts(run.run_id, "eval")}
             if LPIPS_ARTIFACT not in listed:
                 continue
-            local = client.download_artifacts(run.run_id, LPIPS_ARTIFACT, tmp)
-            table = pd.read_csv(local)
-            missing = {"block", "contribution"} - set(table.columns)
-            if missing:
-                raise ValueError(f"run {run.name} ({run.run_id}): artifact {LPIPS_ARTIFACT} lacks column(s) "
-                                 f"{', '.join(sorted(missing))}; expected block, contribution, normalized, "
-                                 f"backbone, num_samples")
-            table.insert(0, "run_id", run.run_id)
-            table.insert(1, "name", run.name)
-            frames.append(table)
+            frames.append(_lpips_table(run, client.download_artifacts(run.run_id, LPIPS_ARTIFACT, tmp)))
     return frames
+
+
+def _lpips_table(run, path) -> pd.DataFrame:
+    table = pd.read_csv(path)
+    missing = {"block", "contribution"} - set(table.columns)
+    if missing:
+        raise ValueError(f"run {run.name} ({run.run_id}): {LPIPS_ARTIFACT} lacks column(s) "
+                         f"{', '.join(sorted(missing))}; expected block, contribution, normalized, "
+                         f"backbone, num_samples")
+    table.insert(0, "run_id", run.run_id)
+    table.insert(1, "name", run.name)
+    return table
 
 
 def load_experiment(experiment: str, tracking_uri: str = DEFAULT_TRACKING_URI, parent_run_id: str | None = None,

@@ -17,6 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from gatscale.atomic import atomic_write_text
+from gatscale.config import ConfigError
+from gatscale.sweep.progress import format_table
+from gatscale.sweep.spec import load_spec  # a study command: the spec names the study and its runs
 
 from .load import DEFAULT_CACHE_DIR, MissingData, _client, load_experiment, no_progress_bar
 
@@ -48,8 +51,6 @@ def main(args) -> int:
 def summary(table: pd.DataFrame) -> str:
     """The run table in a few console lines: per run its status and final quality (FD or FID, acc_digits), then
     the real-data floor (what real images score with the same number of samples)."""
-    from gatscale.sweep.status import format_table
-
     columns = ["run", "status", "step", *(c for c in ("fid", "fd_digits", "acc_digits") if c in table)]
     lines = [format_table(columns, table[columns].fillna("").values.tolist())]
     floors = [f"{c} {next(v for v in table[c] if v)}" for c in ("fid_floor", "fd_digits_floor", "acc_digits_real")
@@ -62,8 +63,6 @@ def summary(table: pd.DataFrame) -> str:
 def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None = None,
                  cache_dir=DEFAULT_CACHE_DIR) -> tuple[Path, pd.DataFrame]:
     """Write the report; returns its path and the run table it shows."""
-    from gatscale.config import ConfigError
-    from gatscale.sweep.spec import load_spec
     from gatscale.tracking.labels import code_version
 
     try:

@@ -1,19 +1,18 @@
 """Overhead of `MlflowTracker.log_metrics` on a small CPU training step (goal: < 1%).
 
     python benchmarks/tracking_overhead.py [--model mlp|gan] [--step-ms 10] [--steps 300] [--rounds 5]
-                                           [--senders process,thread] [--uri URI]
+                                           [--uri URI]
 
 The worst case is logged: 15 metrics every step (the trainer logs every train.log_every steps). The step is
   mlp: a synthetic MLP forward+backward+Adam step whose batch is calibrated to >= --step-ms of CPU (default)
   gan: the tiny GAT G/D pair (GAT-S/2 shrunk to depth 4, width 64, 2 heads, 16x16x3, 10 classes): G forward,
        D forward on the MNG levels, backward, two Adam steps
-For each sender (the default 'process', and 'thread'), reported in CPU time of the training thread
+Reported in CPU time of the training thread
 (time.thread_time: unlike wall time, not inflated when other jobs share the cores):
   direct:      CPU inside log_metrics per step / CPU of a step without logging
   with:        CPU of a step with logging / without, in interleaved blocks (both include everything the training
                thread does); the same in wall time, which on a shared machine mostly shows the machine's noise
-  sender:      CPU the sender spends per logged step: in its own process (default) or, for the thread sender,
-               in the training process, where it holds the GIL the training loop needs
+  sender:      CPU the sender process spends per logged step (outside the training process)
 and whether every logged metric reached the store. Default store: a fresh SQLite file in a temp folder (the
 costliest: MLflow's SQL store spends ~0.1-0.2 ms of Python per metric); --uri http://host:port for a server.
 """
@@ -96,23 +95,21 @@ def run_block(step, tracker, first_step: int, steps: int) -> dict:
 
 
 def sender_cpu(tracker) -> float:
-    """CPU seconds used so far by the sender: its process, or (thread) this process minus the training thread."""
-    if tracker.sender == "process":
-        if tracker._proc.poll() is None:
-            times = psutil.Process(tracker._proc.pid).cpu_times()
-            return times.user + times.system
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped: counted with this process's children
-        return usage.ru_utime + usage.ru_stime
-    return time.process_time() - time.thread_time()
+    """CPU seconds used so far by the sender process."""
+    if tracker._proc.poll() is None:
+        times = psutil.Process(tracker._proc.pid).cpu_times()
+        return times.user + times.system
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped: counted with this process's children
+    return usage.ru_utime + usage.ru_stime
 
 
-def measure(step, sender: str, uri: str, folder: Path, args) -> dict:
-    tracker = MlflowTracker(TrackingConfig(uri=uri, experiment="tracking-overhead"), sender=sender)
+def measure(step, uri: str, folder: Path, args) -> dict:
+    tracker = MlflowTracker(TrackingConfig(uri=uri, experiment="tracking-overhead"))
     children_before = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
-    tracker.start(folder / f"run-{sender}", f"overhead-{sender}", {"sender": sender}, {})
+    tracker.start(folder / "run", "overhead", {}, {})
     tracker.log_metrics({"bench/warmup": 0.0}, 0)  # measure once the sender has delivered (imports done)
     deadline = time.monotonic() + 300
-    while tracker.buffer.size() > tracker.buffer.load_state()["delivered"] and time.monotonic() < deadline:
+    while tracker.log.size() > tracker.log.load_state()["delivered"] and time.monotonic() < deadline:
         time.sleep(0.2)
     sender_before = sender_cpu(tracker)
     without, with_, logged = [], [], 0
@@ -123,14 +120,14 @@ def measure(step, sender: str, uri: str, folder: Path, args) -> dict:
     begin = time.perf_counter()
     tracker.finish("finished")
     finish_s = time.perf_counter() - begin
-    sender_after = sender_cpu(tracker) - (children_before if sender == "process" else 0.0)
+    sender_after = sender_cpu(tracker) - children_before
 
     from mlflow import MlflowClient
     client = MlflowClient(tracker.uri)
     complete = all(len(client.get_metric_history(tracker.run_id, name)) == logged for name in METRICS)
     med = lambda blocks, key: statistics.median(b[key] for b in blocks)  # noqa: E731
     step_cpu = med(without, "cpu")
-    return dict(sender=sender, step_cpu_ms=step_cpu * 1e3, step_wall_ms=med(without, "wall") * 1e3,
+    return dict(step_cpu_ms=step_cpu * 1e3, step_wall_ms=med(without, "wall") * 1e3,
                 log_us=med(with_, "log") * 1e6, direct=med(with_, "log") / step_cpu * 100,
                 cpu_with=(med(with_, "cpu") / step_cpu - 1) * 100,
                 wall_with=(med(with_, "wall") / med(without, "wall") - 1) * 100,
@@ -145,7 +142,6 @@ def main():
     parser.add_argument("--steps", type=int, default=300, help="steps per block")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved (without, with) block pairs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--senders", default="process,thread")
     parser.add_argument("--uri", default=None, help="tracking store (default: a fresh SQLite file)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -162,17 +158,15 @@ def main():
 
     print(f"store: {uri}; {what}, {args.threads} torch thread(s); {len(METRICS)} metrics logged every step; "
           f"{args.rounds} interleaved blocks of {args.steps} steps")
-    for sender in args.senders.split(","):
-        r = measure(step, sender, uri, folder, args)
-        print(f"sender={r['sender']}: step {r['step_cpu_ms']:.2f} ms CPU ({r['step_wall_ms']:.2f} ms wall); "
-              f"log_metrics {r['log_us']:.1f} us CPU per call = {r['direct']:.3f}% of a step; training-thread CPU "
-              f"per step with logging {r['cpu_with']:+.2f}%; wall {r['wall_with']:+.2f}% (noisy)")
-        print(f"    sender: {r['sender_us']:.0f} us CPU per logged step ({len(METRICS)} metrics) "
-              f"{'in its own process' if sender == 'process' else 'in this process, holding the GIL'}; "
-              f"finish {r['finish_s']:.1f} s; all {r['logged']} x {len(METRICS)} metrics in the store: "
-              f"{r['complete']}")
-        print(f"    block wall ms/step without: {', '.join(f'{x * 1e3:.2f}' for x in r['walls'][0])}; "
-              f"with: {', '.join(f'{x * 1e3:.2f}' for x in r['walls'][1])}")
+    r = measure(step, uri, folder, args)
+    print(f"step {r['step_cpu_ms']:.2f} ms CPU ({r['step_wall_ms']:.2f} ms wall); "
+          f"log_metrics {r['log_us']:.1f} us CPU per call = {r['direct']:.3f}% of a step; training-thread CPU "
+          f"per step with logging {r['cpu_with']:+.2f}%; wall {r['wall_with']:+.2f}% (noisy)")
+    print(f"    sender: {r['sender_us']:.0f} us CPU per logged step ({len(METRICS)} metrics) in its own process; "
+          f"finish {r['finish_s']:.1f} s; all {r['logged']} x {len(METRICS)} metrics in the store: "
+          f"{r['complete']}")
+    print(f"    block wall ms/step without: {', '.join(f'{x * 1e3:.2f}' for x in r['walls'][0])}; "
+          f"with: {', '.join(f'{x * 1e3:.2f}' for x in r['walls'][1])}")
 
 
 if __name__ == "__main__":

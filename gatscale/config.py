@@ -184,7 +184,7 @@ class EvalConfig:
 
 @dataclass
 class TrackingConfig:
-    backend: Literal["mlflow", "none"] = "mlflow"  # none: no tracker (NullTracker)
+    backend: Literal["mlflow", "none"] = "mlflow"  # none: the run folder's metrics.jsonl only (FolderTracker)
     uri: str = "sqlite:///mlflow.db"    # or http://host:port of a shared mlflow server
     experiment: str = setting("gatscale", "non-empty")
     system_metrics: bool = False

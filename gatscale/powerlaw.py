@@ -2,9 +2,11 @@
 pointwise confidence band (t distribution, n - 2 degrees of freedom; nan with two points).
 
 One fit for both laws a study measures: FD or FID against compute (analysis/figures.py) and the largest stable
-LR against width (`gatscale probe-lr`, sweep/probe.py).
+LR against width (`LRLaw`: `gatscale probe-lr` in sweep/probe.py, and the lr_probe figure).
 """
 from __future__ import annotations
+
+import math
 
 from dataclasses import dataclass
 
@@ -52,3 +54,30 @@ def fit_power_law(x, y, cls: type[PowerLaw] = PowerLaw) -> PowerLaw:
     return cls(a=float(np.exp(fit.intercept)), b=float(fit.slope), b_lo=fit.slope - half, b_hi=fit.slope + half,
                r=float(fit.rvalue), n=n, mean_log_x=float(lx.mean()), sxx=float(((lx - lx.mean()) ** 2).sum()),
                resid_std=float(np.sqrt((resid ** 2).sum() / (n - 2))) if n > 2 else float("nan"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The LR law: the largest stable LR against width
+
+def bracket(verdicts: dict[float, bool]) -> tuple[float | None, float | None]:
+    """{LR: stable?} -> (largest stable LR below the smallest unstable one, smallest unstable LR); None where there
+    is none. LR_max lies in between."""
+    unstable = [lr for lr, ok in verdicts.items() if not ok]
+    hi = min(unstable) if unstable else None
+    stable = [lr for lr, ok in verdicts.items() if ok and (hi is None or lr < hi)]
+    return (max(stable) if stable else None), hi
+
+
+class LRLaw(PowerLaw):
+    """LR_max = a * C^b over the probed widths; b_lo..b_hi its 95 % interval."""
+
+    def line(self) -> str:
+        ci = f"95% CI {self.b_lo:.2f} .. {self.b_hi:.2f}" if math.isfinite(self.b_lo) else "no CI with 2 widths"
+        return f"lr_max ∝ C^b: b = {self.b:.2f} ({ci}), {self.n} widths"
+
+
+def fit_lr_law(widths, lr_max) -> LRLaw:
+    """Fit over (width, LR_max) pairs; needs two distinct widths (three for a confidence interval)."""
+    if len(set(widths)) < 2:
+        raise ValueError(f"the LR law needs LR_max at two or more widths; got widths {sorted(set(widths))}")
+    return fit_power_law(widths, lr_max, LRLaw)

@@ -39,9 +39,14 @@ STUDY = [
 STAND_IN = "encoder,inception"
 
 
+def flops_per_step(model):
+    """Training FLOPs of one iteration: 3x forward (fwd + bwd) of G and D per image (the trainer's param)."""
+    return 3 * 2 * GFLOPS[model] * BATCH * 1e9
+
+
 def train_gflops(model, step):
-    """Cumulative training GFLOPs: 3x forward (fwd + bwd) of G and D per image."""
-    return 3 * 2 * GFLOPS[model] * BATCH * step
+    """Cumulative training GFLOPs, as analysis.load derives them from flops_per_step."""
+    return flops_per_step(model) * step / 1e9
 
 
 def planted_fid(model, switches, step):
@@ -65,7 +70,8 @@ def study_frames():
         runs.append(dict(run_id=name, name=name, status=status, model=model, size=size, patch=int(patch),
                          width=WIDTH[size], model_d=model, width_d=WIDTH[size], mng=mng, repa=repa,
                          width_aware_lr=wa, lr_g=lr_g, lr_d=lr_g, seed=0, batch_size=BATCH,
-                         gflops_g=GFLOPS[model], gflops_d=GFLOPS[model],
+                         gflops_g=GFLOPS[model], gflops_d=GFLOPS[model], epochs_per_step=BATCH / DATASET,
+                         flops_per_step=flops_per_step(model),
                          diverged_step=float(DIVERGED_AT) if status == "diverged" else np.nan,
                          stand_in=STAND_IN, **{"eval.fid_samples": 5000}))
         last = DIVERGED_AT if status == "diverged" else max(STEPS)
@@ -76,13 +82,12 @@ def study_frames():
                 "loss/g": math.nan if bad else 1.2 - 0.3 * math.exp(-step / 400) + 0.01 * i,
                 "grad_norm/d": math.nan if bad else (0.5 * math.exp(step / 80) if status == "diverged" else 0.5 + 0.02 * i),
                 "grad_norm/g": math.nan if bad else (0.3 * math.exp(step / 90) if status == "diverged" else 0.3 + 0.01 * i),
-                "epoch": step * BATCH / DATASET,
-                "flops/train_total": train_gflops(model, step) * 1e9,
             }
             if step in FID_STEPS:
                 values["fid"] = planted_fid(model, (mng, repa, wa), step)
-            rows += [(name, name, metric, step, step * BATCH / DATASET, v) for metric, v in values.items()]
-    histories = pd.DataFrame(rows, columns=["run_id", "name", "metric", "step", "epoch", "value"])
+            rows += [(name, name, metric, step, step * BATCH / DATASET, train_gflops(model, step) * 1e9, v)
+                     for metric, v in values.items()]
+    histories = pd.DataFrame(rows, columns=["run_id", "name", "metric", "step", "epoch", "train_flops", "value"])
     lpips = pd.concat([lpips_table(True).assign(run_id="B2-full", name="B2-full"),
                        lpips_table(False).assign(run_id="B2-nomng", name="B2-nomng")], ignore_index=True)
     return pd.DataFrame(runs), histories, lpips
@@ -113,7 +118,8 @@ def write_study(tracking_uri: str, experiment: str, artifact_dir: Path, runs=STU
         ids[name] = run_id
         row = frames_runs.set_index("name").loc[name]
         params = _config_params(model, mng, repa, wa, lr, name)
-        params.update(lr_g=str(row.lr_g), lr_d=str(row.lr_d), gflops_g=str(row.gflops_g), gflops_d=str(row.gflops_d))
+        params.update(lr_g=str(row.lr_g), lr_d=str(row.lr_d), gflops_g=str(row.gflops_g), gflops_d=str(row.gflops_d),
+                      images_per_step=str(BATCH), dataset_images=str(DATASET), flops_per_step=str(row.flops_per_step))
         tags = {"gatscale.status": status, "gatscale.name": name, "gatscale.config_hash": f"hash-{name}",
                 "gatscale.stand_in": STAND_IN}
         if status == "diverged":

@@ -55,6 +55,20 @@ def test_fid_vs_compute_draws_the_planted_power_law(study, tmp_path):
     assert "training compute" in ax.get_xlabel() and "GFLOPs" in ax.get_xlabel()
     assert f"{FID_B:.3f}" in fit_line.get_label() and "Pearson r (log C, log FID) = -1.000" in fit_line.get_label()
     assert all((tmp_path / f"fid_vs_train_compute.{ext}").stat().st_size > 1000 for ext in ("png", "pdf"))
+    table = pd.read_csv(tmp_path / "fid_vs_train_compute.csv")  # the figure's data, beside it
+    assert sorted(table["model"]) == sorted(full["model"]) and (table["at_step"] == max(FID_STEPS)).all()
+    assert sorted(table["c"]) == pytest.approx(sorted(train_gflops(m, max(FID_STEPS)) for m in full["model"]))
+
+
+def test_every_figure_is_its_data_frame_then_a_plot_of_it(study):
+    runs, histories, _ = study
+    data = figures.fid_curves_data(runs, histories, by="size")
+    assert set(data["run_id"]) == set(figures.main_method(runs).query("patch == 2")["run_id"])
+    assert set(data["step"]) == set(FID_STEPS) and data.attrs["metric"] == "fid"
+    drawn = figures.plot_fid_curves(data.assign(value=data["value"] * 2)).axes[0]  # the plot shows the frame it gets
+    line = next(l for l in drawn.get_lines() if l.get_label().startswith("GAT-S/2"))
+    s2 = data[data["model"] == "GAT-S/2"].sort_values("step")
+    assert list(line.get_ydata()) == pytest.approx(list(2 * s2["value"]))
 
 
 def test_fid_vs_inference_gflops_uses_the_param(study):

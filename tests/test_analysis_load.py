@@ -12,7 +12,8 @@ from analysis.load import MissingData
 from analysis_fixtures import STUDY, study_frames, write_study
 
 TYPED = ["name", "status", "model", "size", "patch", "width", "model_d", "width_d", "mng", "repa", "width_aware_lr",
-         "lr_g", "lr_d", "seed", "batch_size", "gflops_g", "gflops_d", "diverged_step", "stand_in"]
+         "lr_g", "lr_d", "seed", "batch_size", "gflops_g", "gflops_d", "epochs_per_step", "flops_per_step",
+         "diverged_step", "stand_in"]
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +171,53 @@ def test_shrunk_models_are_named_with_their_overrides():
     assert load.model_label("GAT-S/2", params, "generator") == "GAT-S/2 (d=4, C=32)"
     assert load.model_label("GAT-S/2", params, "discriminator") == "GAT-S/2"
     assert load.model_width("GAT-S/2", 32) == 32 and load.model_width("GAT-XL/2") == 1152
+
+
+def _write_run_folder(run_dir, name, mlflow_run, history):
+    """The run folder as the trainer leaves it: its metrics.jsonl (FolderTracker) and status.json."""
+    from gatscale.tracking import FolderTracker
+
+    t = FolderTracker()
+    t.start(run_dir, name, mlflow_run.data.params,
+            {k: v for k, v in mlflow_run.data.tags.items() if k.startswith("gatscale.") and k != "gatscale.status"})
+    for step, group in history.groupby("step"):
+        t.log_metrics(dict(zip(group["metric"], group["value"])), step)
+    t.finish("finished")
+    (run_dir / "status.json").write_text('{"status": "finished"}')
+
+
+def test_a_reachable_run_folder_is_read_instead_of_mlflow_and_a_relogged_step_counts_once(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ids = write_study(uri, "folders", tmp_path / "artifacts", runs=[STUDY[0]])
+    from_mlflow = load_runs("folders", uri)
+    run = from_mlflow.iloc[0]
+    assert run["folder"] is None  # the fixture's folder has no metrics.jsonl yet
+    expected = load_histories(from_mlflow, uri, cache_dir=None)
+    run_dir = tmp_path / "artifacts" / "runs" / run["name"]
+    _write_run_folder(run_dir, run["name"], MlflowClient(uri).get_run(run["run_id"]), expected)
+    from gatscale.tracking import FolderTracker
+    resumed = FolderTracker()  # a resumed attempt logs the last step again: the later value is the one read
+    resumed.start(run_dir, run["name"], {}, {})
+    resumed.log_metrics({"fid": 1.25}, 1000)
+    resumed.finish("finished")
+
+    monkeypatch.setattr(MlflowClient, "get_metric_history", lambda *a: pytest.fail("read from MLflow"))
+    runs = load_runs("folders", uri)
+    assert runs["folder"].tolist() == [str(run_dir)] and runs["run_id"].tolist() == [ids[run["name"]]]
+    got = load_histories(runs, uri, cache_dir=None)
+    expected.loc[(expected["metric"] == "fid") & (expected["step"] == 1000), "value"] = 1.25
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    alone = load.load_run_folders([run_dir])  # no MLflow at all (tracking.backend: none)
+    pd.testing.assert_frame_equal(alone[TYPED], runs[TYPED], check_dtype=False)
+    pd.testing.assert_frame_equal(load_histories(alone).drop(columns="run_id"), got.drop(columns="run_id"),
+                                  check_dtype=False)
+    assert cli.main(figures_args(run_dirs=[str(run_dir)], out=str(tmp_path / "f"))) == 0
+    assert (tmp_path / "f" / "fid_vs_iteration_by_size.csv").is_file()
+
+
+def test_a_run_without_logged_lrs_gets_them_from_its_config_by_eq_4():
+    from gatscale.config import config_from_dict, effective_lr, flatten, to_dict
+    cfg = config_from_dict({"model": {"generator": {"size": "GAT-B/2"}, "discriminator": {"size": "GAT-S/2"}},
+                            "optim": {"lr": 3e-4, "base_width": 384}})
+    row = load._run_row("r", {k: str(v) for k, v in flatten(to_dict(cfg)).items()}, {}, "finished", pd.NaT, "")
+    assert row["lr_g"] == effective_lr(cfg, "generator") == 1.5e-4 and row["lr_d"] == effective_lr(cfg, "discriminator")

@@ -7,6 +7,7 @@ import torch
 
 from eval_fixtures import run_with_checkpoint
 from gatscale.cli import main
+from gatscale.tracking.metrics_log import MetricsLog
 
 
 def test_eval_writes_metrics_json_and_adm_npz(tmp_path, eval_cache):
@@ -19,6 +20,8 @@ def test_eval_writes_metrics_json_and_adm_npz(tmp_path, eval_cache):
                                       "recall_digits"}
     assert record["step"] == 100 and record["num_samples"] == 40 and record["feature_extractor"] == "digits"
     assert record["truncation_psi"] == 0.3 and record["precision"] == "fp32"
+    logged = [r for _, r in MetricsLog(run_dir).read() if r.get("step") == 100]  # no tracker run: the folder's record
+    assert set(logged[-1]["metrics"]) == {f"{k}_40_psi0.3" for k in record["metrics"]}
     samples = np.load(tmp_path / "samples.npz")
     assert samples["arr_0"].shape == (40, 16, 16, 3) and np.bincount(samples["arr_1"]).tolist() == [4] * 10
 
@@ -27,22 +30,13 @@ def _finished_tracker_run(run_dir, uri):
     """A run folder whose tracker run ended (FINISHED) at known times, as the trainer leaves it."""
     from mlflow import MlflowClient
 
-    from gatscale.tracking.buffer import RunBuffer
-    from gatscale.tracking.store import ensure_store, experiment_id
-
-
-def _finished_tracker_run(run_dir, uri):
-    """A run folder whose tracker run ended (FINISHED) at known times, as the trainer leaves it."""
-    from mlflow import MlflowClient
-
-    from gatscale.tracking.buffer import RunBuffer
     from gatscale.tracking.store import ensure_store, experiment_id
 
     client = MlflowClient(ensure_store(uri))
     run = client.create_run(experiment_id(client, uri, "eval-tests"), run_name="r", start_time=1_000_000)
     client.set_terminated(run.info.run_id, "FINISHED", end_time=1_030_000)
-    buf = RunBuffer(run_dir)
-    buf.save_state({**buf.load_state(), "run_id": run.info.run_id, "uri": uri, "experiment": "eval-tests"})
+    record = MetricsLog(run_dir)
+    record.save_state({**record.load_state(), "run_id": run.info.run_id, "uri": uri, "experiment": "eval-tests"})
     (run_dir / "status.json").write_text(json.dumps({"status": "finished"}))
     return client, run.info.run_id
 

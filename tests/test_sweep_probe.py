@@ -10,8 +10,9 @@ import yaml
 
 from gatscale.config import ConfigError, StabilityConfig
 from gatscale.sweep import probe_cli
-from gatscale.sweep.probe import (ABOVE, BELOW, BRACKETED, OUT_OF_TRIALS, ProbeConfig, fit_lr_law, probe_config,
-                                  probe_state, search, trials_spec)
+from gatscale.powerlaw import fit_lr_law
+from gatscale.sweep.probe import (ABOVE, BELOW, BRACKETED, OUT_OF_TRIALS, ProbeConfig, probe_config, probe_state,
+                                  search, trials_spec)
 from gatscale.sweep.spec import load_spec
 from gatscale.train.stability import StabilityWatch
 from gatscale.train.status import write_status

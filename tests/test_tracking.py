@@ -19,8 +19,9 @@ from mlflow import MlflowClient
 
 from gatscale.cli import main as gatscale_main
 from gatscale.config import RunConfig, TrackingConfig, flatten, to_dict
-from gatscale.tracking import end_sweep_run, ensure_store, find_runs, start_sweep_run
-from gatscale.tracking.buffer import RunBuffer
+from gatscale.tracking import end_sweep_run, ensure_store, find_runs, log_after_run, start_sweep_run
+from gatscale.tracking.base import FolderTracker
+from gatscale.tracking.metrics_log import MetricsLog
 from gatscale.tracking.labels import code_version, job_id, valid_name
 from gatscale.tracking.mlflow_tracker import MlflowTracker
 
@@ -100,13 +101,10 @@ def experiment(request):
 
 
 def tracker(uri, experiment, parent=None, **kw) -> MlflowTracker:
-    """The default sender is a process; tests of other claims use the same loop in a thread, which spares
-    each tracker an MLflow import (~3 s of CPU)."""
+    """finish_timeout: a loaded machine may take 30 s to start a sender process (finish returns once delivered)."""
     kw.setdefault("flush_interval", 0.2)
+    kw.setdefault("finish_timeout", 120)
     return MlflowTracker(TrackingConfig(uri=uri, experiment=experiment, parent_run_id=parent), **kw)
-
-
-THREAD = {"sender": "thread"}
 
 
 def log_steps(t, steps):
@@ -161,16 +159,18 @@ def test_params_metrics_tags_and_artifacts_land(store_uri, experiment, tmp_path,
     history = MlflowClient(store_uri).get_metric_history(t.run_id, "loss/part3")
     assert sorted((m.step, m.value) for m in history) == [(s, s + 0.03) for s in range(30)]
     assert [a.path for a in MlflowClient(store_uri).list_artifacts(t.run_id, "eval")] == ["eval/final.json"]
+    kept = [r for _, r in MetricsLog(tmp_path / "run").read() if "metrics" in r]  # delivered, and still in the folder
+    assert [r["step"] for r in kept] == list(range(30)) and kept[3]["metrics"]["loss/part3"] == 3.03
 
 
 def test_requeued_run_continues_the_same_run(store_uri, experiment, tmp_path):
-    first = tracker(store_uri, experiment, **THREAD)
+    first = tracker(store_uri, experiment)
     first.start(tmp_path / "run", "r", {"a": 1}, {})
     log_steps(first, range(10))
     first.finish("preempted")
     assert MlflowClient(store_uri).get_run(first.run_id).info.status == "KILLED"
 
-    again = tracker(store_uri, experiment, **THREAD)  # after the requeue: a new object, the same folder
+    again = tracker(store_uri, experiment)  # after the requeue: a new object, the same folder
     again.start(tmp_path / "run", "r", {"a": 1}, {})
     log_steps(again, range(10, 20))
     again.finish("finished")
@@ -187,7 +187,7 @@ def test_nested_runs_under_a_sweep_parent(store_uri, experiment, tmp_path):
     parent = start_sweep_run(cfg, "lr-sweep", "spec01", {"grid.lr": "[1e-4, 2e-4]"})
     assert start_sweep_run(cfg, "lr-sweep", "spec01", {"grid.lr": "[1e-4, 2e-4]"}) == parent  # re-launch
     for i, status in enumerate(["finished", "diverged"]):
-        t = tracker(store_uri, experiment, parent=parent, **THREAD)
+        t = tracker(store_uri, experiment, parent=parent)
         t.start(tmp_path / f"run{i}", f"run{i}", {"optim.lr": i}, {"gatscale.config_hash": f"h{i}"})
         log_steps(t, range(5 * i + 3))
         t.finish(status)
@@ -221,12 +221,12 @@ def test_server_restart_mid_run_loses_and_duplicates_nothing(server, experiment,
     t.finish("finished")
     assert slowest < 0.1  # logging never waited for the dead server
     assert all(history_steps(server.uri, t.run_id, k) == list(range(60)) for k in KEYS)
-    assert RunBuffer(tmp_path / "run").size() == 0
+    assert MetricsLog(tmp_path / "run").load_state()["delivered"] == MetricsLog(tmp_path / "run").size()
 
 
 @pytest.mark.slow
 def test_a_killed_sender_process_is_restarted_and_nothing_is_lost(sqlite_uri, experiment, tmp_path):
-    t = tracker(sqlite_uri, experiment, finish_timeout=120)  # a loaded machine may take 30 s to start a sender
+    t = tracker(sqlite_uri, experiment)
     t.sender_check_ms = 0  # check at every call (default: every 30 s)
     t.start(tmp_path / "run", "r", {}, {})
     log_steps(t, range(10))
@@ -241,7 +241,7 @@ def test_a_killed_sender_process_is_restarted_and_nothing_is_lost(sqlite_uri, ex
 
 @pytest.mark.slow
 def test_sync_replays_a_buffer_left_while_the_server_was_unreachable(server, experiment, tmp_path):
-    t = tracker(f"http://127.0.0.1:{free_port()}", experiment, finish_timeout=1.0, **THREAD)  # nothing there
+    t = tracker(f"http://127.0.0.1:{free_port()}", experiment, finish_timeout=1.0)  # nothing there
     t.start(tmp_path / "run", "offline", {"a": 1}, {})
     log_steps(t, range(25))
     t.finish("finished")
@@ -257,7 +257,7 @@ def test_sync_replays_a_buffer_left_while_the_server_was_unreachable(server, exp
 
 @pytest.mark.slow
 def test_eight_runs_logging_at_once_to_one_server_lose_nothing(server, experiment, tmp_path):
-    trackers = [tracker(server.uri, experiment, **THREAD) for _ in range(8)]
+    trackers = [tracker(server.uri, experiment) for _ in range(8)]
 
     def run(i):
         trackers[i].start(tmp_path / f"run{i}", f"run{i}", {"i": i}, {})
@@ -274,7 +274,7 @@ def test_eight_runs_logging_at_once_to_one_server_lose_nothing(server, experimen
 def _process_run(uri, experiment, run_dir, barrier):
     barrier.wait()  # all eight meet a fresh file at the same moment
     ensure_store(uri)
-    t = tracker(uri, experiment, **THREAD)
+    t = tracker(uri, experiment)
     t.start(run_dir, run_dir.name, {"dir": run_dir.name}, {})
     log_steps(t, range(20))
     t.finish("finished")
@@ -318,17 +318,16 @@ def test_an_old_sqlite_schema_is_migrated(sqlite_uri, tmp_path):
 
 def test_replay_after_a_crash_between_acceptance_and_offset_save_adds_no_duplicates(sqlite_uri, experiment,
                                                                                     tmp_path):
-    t = tracker(sqlite_uri, experiment, **THREAD)
+    t = tracker(sqlite_uri, experiment)
     t.start(tmp_path / "run", "r", {}, {})
     log_steps(t, range(10))
-    t.finish("running")  # everything delivered, buffer emptied; now pretend it was not recorded
-    buf = RunBuffer(tmp_path / "run")
-    buf.append({"t": 1, "step": 10, "metrics": {KEYS[0]: 1.0}})
-    state = buf.load_state()
+    t.finish("running")  # everything delivered; now pretend the last delivery was not recorded
+    record = MetricsLog(tmp_path / "run")
+    record.append({"t": 1, "step": 10, "metrics": {KEYS[0]: 1.0}})
+    state = record.load_state()
     from gatscale.tracking.sync import deliver
-    deliver(MlflowClient(sqlite_uri), buf)
-    state["delivered"] = 0  # the process died before tracking.json was updated
-    buf.save_state(state)
+    deliver(MlflowClient(sqlite_uri), record)
+    record.save_state(state)  # the process died before tracking.json was updated
     assert gatscale_main(["sync", str(tmp_path / "run")]) == 0
     assert history_steps(sqlite_uri, t.run_id) == list(range(11))
 
@@ -344,20 +343,20 @@ def test_logging_and_finish_do_not_wait_for_an_unreachable_server(experiment, tm
         t.finish("preempted")
     assert time.monotonic() - begin < 8  # finish waits at most finish_timeout + 5 s for the sender
     assert "gatscale sync" in caplog.text
-    records = RunBuffer(tmp_path / "run").read(0)
+    records = MetricsLog(tmp_path / "run").read(0)
     assert sum(1 for _, r in records if "metrics" in r) == 200
     assert records[-1][1]["status"] == "KILLED"
 
 
 def test_damaged_records_are_skipped_and_the_next_ones_kept(sqlite_uri, experiment, tmp_path, caplog):
     run_dir = tmp_path / "run"
-    t = tracker(sqlite_uri, experiment, **THREAD)
+    t = tracker(sqlite_uri, experiment)
     t.start(run_dir, "r", {}, {})
     t.finish("preempted")
-    with open(run_dir / "tracking-buffer.jsonl", "a") as f:
+    with open(run_dir / "metrics.jsonl", "a") as f:
         f.write('{"t": 5, "metrics": {"loss/part0": 1.0}}\n')  # no step: cannot be sent, must not block the rest
         f.write('{"t": 5, "step": 0, "metr')  # the process was killed mid-write
-    again = tracker(sqlite_uri, experiment, **THREAD)
+    again = tracker(sqlite_uri, experiment)
     with caplog.at_level(logging.WARNING):
         again.start(run_dir, "r", {}, {})
         log_steps(again, range(3))
@@ -366,8 +365,8 @@ def test_damaged_records_are_skipped_and_the_next_ones_kept(sqlite_uri, experime
     assert history_steps(sqlite_uri, t.run_id) == [0, 1, 2]
 
 
-def test_a_failed_artifact_upload_is_retried_and_does_not_stop_training(sqlite_uri, experiment, tmp_path,
-                                                                       monkeypatch):
+def test_a_failed_artifact_upload_is_retried_and_does_not_hold_back_the_metrics(sqlite_uri, experiment, tmp_path,
+                                                                              monkeypatch):
     calls = []
     real = MlflowClient.log_artifact
 
@@ -377,23 +376,43 @@ def test_a_failed_artifact_upload_is_retried_and_does_not_stop_training(sqlite_u
             raise OSError("artifact store full")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(MlflowClient, "log_artifact", flaky)
-    t = tracker(sqlite_uri, experiment, **THREAD)
+    t = tracker(sqlite_uri, experiment)
     t.start(tmp_path / "run", "r", {}, {})
+    t.finish("running")
+    monkeypatch.setattr(MlflowClient, "log_artifact", flaky)  # in this process: the delivery of log_after_run
     (tmp_path / "grid.png").write_bytes(b"png")
-    t.log_artifact(tmp_path / "grid.png", "samples")
-    log_steps(t, range(3))
-    t.finish("finished")
-    assert len(calls) == 2
+    left = log_after_run(tmp_path / "run", artifact=tmp_path / "grid.png", artifact_path="samples")
+    left += log_after_run(tmp_path / "run", {KEYS[0]: 1.0}, step=7)
+    assert left == 0 and len(calls) == 2
     assert [a.path for a in MlflowClient(sqlite_uri).list_artifacts(t.run_id, "samples")] == ["samples/grid.png"]
-    assert history_steps(sqlite_uri, t.run_id) == [0, 1, 2]
+    assert history_steps(sqlite_uri, t.run_id) == [7]
+
+
+def test_a_run_folder_of_an_older_gatscale_keeps_its_buffer_as_metrics_jsonl(tmp_path):
+    (tmp_path / "tracking-buffer.jsonl").write_text('{"t": 1, "step": 4, "metrics": {"loss/d": 0.5}}\n')
+    (tmp_path / "tracking.json").write_text('{"run_id": "abc", "delivered": 10}')
+    log = MetricsLog(tmp_path)
+    assert [r for _, r in log.read()] == [{"t": 1, "step": 4, "metrics": {"loss/d": 0.5}}]
+    assert log.load_state()["delivered"] == 10 and not (tmp_path / "tracking-buffer.jsonl").exists()
+
+
+def test_backend_none_keeps_the_whole_record_in_the_run_folder(tmp_path):
+    from gatscale.tracking import build_tracker
+    t = build_tracker(TrackingConfig(backend="none"))
+    t.start(tmp_path, "r", {"optim.lr": 2e-4}, {"gatscale.config_hash": "abc"})
+    log_steps(t, range(3))
+    t.finish("preempted")
+    records = [r for _, r in MetricsLog(tmp_path).read()]
+    assert isinstance(t, FolderTracker) and not (tmp_path / "tracking.json").exists()
+    assert records[0]["tags"]["gatscale.config_hash"] == "abc" and records[1] == {"params": {"optim.lr": "0.0002"}}
+    assert [r["step"] for r in records if "metrics" in r] == [0, 1, 2] and records[-1]["status"] == "KILLED"
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Labels.
 
 def test_names_and_values_are_made_valid_for_mlflow(sqlite_uri, experiment, tmp_path):
-    t = tracker(sqlite_uri, experiment, **THREAD)
+    t = tracker(sqlite_uri, experiment)
     t.start(tmp_path / "run", "r", {"model.generator.size": "GAT-S/2", "notes!": "x" * 7000}, {"a/../b": "1"})
     t.log_metrics({"grad_norm/g[0]": 1.0}, 0)
     t.finish("finished")
@@ -404,14 +423,18 @@ def test_names_and_values_are_made_valid_for_mlflow(sqlite_uri, experiment, tmp_
 
 
 def test_system_metrics_are_sampled_into_the_run(sqlite_uri, experiment, tmp_path):
-    t = MlflowTracker(TrackingConfig(uri=sqlite_uri, experiment=experiment, system_metrics=True), sender="thread",
-                      system_metrics_interval=0.1)
+    t = MlflowTracker(TrackingConfig(uri=sqlite_uri, experiment=experiment, system_metrics=True),
+                      system_metrics_interval=0.1, finish_timeout=120)
     t.start(tmp_path / "run", "r", {}, {})
     log_steps(t, range(3))
-    time.sleep(0.5)
+    key = "system/cpu_utilization_percentage"
+    deadline = time.monotonic() + 60  # the sender samples at the last step it has delivered, once it runs
+    while sum(key in r.get("metrics", {}) and r["step"] == 2 for _, r in t.log.read()) < 2:
+        assert time.monotonic() < deadline, "no system metrics sampled at step 2 in 60 s"
+        time.sleep(0.1)
     t.finish("finished")
-    history = MlflowClient(sqlite_uri).get_metric_history(t.run_id, "system/cpu_utilization_percentage")
-    assert len(history) >= 2 and {m.step for m in history} == {2}
+    history = MlflowClient(sqlite_uri).get_metric_history(t.run_id, key)
+    assert sum(m.step == 2 for m in history) >= 2 and {m.step for m in history} <= {0, 2}
     assert all(0 <= m.value <= 100 for m in history)
 
 
@@ -426,7 +449,7 @@ def test_job_id_prefers_explicit_then_slurm(monkeypatch):
 
 
 def test_finish_rejects_an_unknown_status(sqlite_uri, experiment, tmp_path):
-    t = tracker(sqlite_uri, experiment, **THREAD)
+    t = tracker(sqlite_uri, experiment)
     t.start(tmp_path / "run", "r", {}, {})
     with pytest.raises(ValueError, match="'done'.*finished"):
         t.finish("done")

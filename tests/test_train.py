@@ -138,6 +138,12 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     b = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
     assert a["step"] == b["step"] == 40
     assert_bitwise_equal(a, b)
+    # metrics.jsonl is complete: every step the uninterrupted run logged, with its values (analysis reads the later
+    # of a step that the killed attempt and its resume both logged)
+    from analysis.load import folder_history
+    ref_h, run_h = (folder_history(tmp_path / d, d).set_index(["metric", "step"])["value"] for d in ("ref", "run"))
+    ref_h, run_h = (h[~h.index.get_level_values("metric").str.startswith("perf/")] for h in (ref_h, run_h))
+    assert run_h.index.equals(ref_h.index) and run_h.to_numpy() == pytest.approx(ref_h.to_numpy(), rel=1e-6)
 
 
 def test_sigterm_checkpoints_at_step_boundary_and_exits_requeueable(tmp_path):

@@ -42,14 +42,12 @@ def load_run(path, which: str, device):
 
 
 def log_to_tracker(run_dir: Path, cfg, metrics: dict, step: int | None, artifact: Path, tags: dict | None = None):
-    """Best effort: the run's tracker run gets the metrics (at `step`), the tags and the artifact file, leaving
-    its status and start/end time as they were; any failure is a warning, not an error."""
-    if not (run_dir / "tracking.json").exists() or cfg.tracking.backend == "none":
-        return
+    """Best effort: the run folder's metrics.jsonl and its tracker run get the metrics (at `step`), the tags and
+    the artifact file, leaving its status and start/end time as they were; any failure is a warning, not an error."""
     try:
         from gatscale.tracking import log_after_run
 
-        left = log_after_run(run_dir, metrics, step, artifact, "eval", tags=tags)
+        left = log_after_run(run_dir, metrics, step, artifact, "eval", tags=tags, send=cfg.tracking.backend != "none")
         if left:
             print(f"[gatscale eval] warning: the tracking store did not take the results in time; they are kept "
                   f"in {run_dir}: run `gatscale sync {run_dir}` later", file=sys.stderr)

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, StabilityConfig, config_hash, from_dict, setting, validate
-from ..powerlaw import PowerLaw, fit_power_law
+from ..powerlaw import bracket
 from .plan import Planned, plan_run, read_folder
 from .spec import LR_KEYS, Run, Spec, _dedupe_names, _short_float
 
@@ -77,14 +77,6 @@ def probe_config(spec: Spec) -> ProbeConfig:
 def rung(lr: float) -> float:
     """LRs are kept to 4 significant digits, exactly as the run name writes them ('lr1.414e-3')."""
     return float(_short_float(lr))
-
-
-def bracket(verdicts: dict[float, bool]) -> tuple[float | None, float | None]:
-    """(largest stable LR below the smallest unstable one, smallest unstable LR); None where there is none."""
-    unstable = [lr for lr, ok in verdicts.items() if not ok]
-    hi = min(unstable) if unstable else None
-    stable = [lr for lr, ok in verdicts.items() if ok and (hi is None or lr < hi)]
-    return (max(stable) if stable else None), hi
 
 
 @dataclass
@@ -230,21 +222,3 @@ def trials_spec(spec: Spec) -> Spec:
     p = probe_config(spec)
     runs = [r for st in probe_state(spec, p) for rs in st.trials.values() for r in rs]
     return dataclasses.replace(spec, runs=runs)
-
-
-# ---------------------------------------------------------------------------------------------
-# The law
-
-class LRLaw(PowerLaw):
-    """LR_max = a * C^b over the probed widths (gatscale.powerlaw); b_lo..b_hi its 95 % interval."""
-
-    def line(self) -> str:
-        ci = f"95% CI {self.b_lo:.2f} .. {self.b_hi:.2f}" if math.isfinite(self.b_lo) else "no CI with 2 widths"
-        return f"lr_max ∝ C^b: b = {self.b:.2f} ({ci}), {self.n} widths"
-
-
-def fit_lr_law(widths, lr_max) -> LRLaw:
-    """Fit over (width, LR_max) pairs; needs two distinct widths (three for a confidence interval)."""
-    if len(set(widths)) < 2:
-        raise ValueError(f"the LR law needs LR_max at two or more widths; got widths {sorted(set(widths))}")
-    return fit_power_law(widths, lr_max, LRLaw)

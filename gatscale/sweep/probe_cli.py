@@ -18,9 +18,10 @@ import time
 from ..atomic import atomic_write_text
 from ..config import ConfigError
 from ..train.status import EXIT_PREEMPTED
+from ..powerlaw import fit_lr_law
 from .backends import launch, prepare
 from .cli import add_launch_arguments, launch_options, run_table
-from .probe import LineState, fit_lr_law, probe_config, probe_state
+from .probe import LineState, probe_config, probe_state
 from .spec import load_spec
 from .progress import format_table
 from .throughput import estimate, load_table

@@ -1,22 +1,25 @@
-"""Trackers: what the trainer reports to. `build_tracker` picks one from the config.
+"""Trackers: what the trainer reports to. `build_tracker` picks one from the config: `FolderTracker` (backend
+none: the run folder's metrics.jsonl only) or `MlflowTracker` (the same file, mirrored to MLflow).
 
 For the sweep (imported on first use, so `import gatscale.tracking` stays free of MLflow):
 `ensure_store(uri)`, `start_sweep_run(cfg, sweep_name, spec_hash, params)`, `end_sweep_run(cfg, run_id, status)`,
-`find_runs(cfg, filter)`. Replaying a run folder's buffer: `sync_run_dir(run_dir)` or `gatscale sync RUN_DIR`;
+`find_runs(cfg, filter)`, `search_runs(client, experiment_id, tag_filters)`. Replaying a run folder's metrics.jsonl:
+`sync_run_dir(run_dir)` or `gatscale sync RUN_DIR`;
 results computed after a run (eval, analyze): `log_after_run(run_dir, metrics, step, artifact)`.
 """
 import importlib
 
-from .base import NullTracker, Tracker
+from .base import MLFLOW_STATUS, STATUS_OF_MLFLOW, STATUSES, FolderTracker, NullTracker, Tracker
 
 _LAZY = {"ensure_store": ".store", "resolve_uri": ".store", "start_sweep_run": ".runs", "end_sweep_run": ".runs",
-         "find_runs": ".runs", "sync_run_dir": ".sync", "log_after_run": ".sync", "MlflowTracker": ".mlflow_tracker"}
+         "find_runs": ".runs", "search_runs": ".runs", "sync_run_dir": ".sync", "log_after_run": ".sync",
+         "MlflowTracker": ".mlflow_tracker"}
 
 
 def build_tracker(cfg) -> Tracker:
     """cfg: TrackingConfig."""
     if cfg.backend == "none":
-        return NullTracker()
+        return FolderTracker()
     from .mlflow_tracker import MlflowTracker
     return MlflowTracker(cfg)
 
@@ -27,4 +30,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Tracker", "NullTracker", "build_tracker", *_LAZY]
+__all__ = ["Tracker", "NullTracker", "FolderTracker", "build_tracker", "STATUSES", "MLFLOW_STATUS",
+           "STATUS_OF_MLFLOW", *_LAZY]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .base import MLFLOW_STATUS
 from .labels import clean_params, code_version
 from .store import client_for, experiment_id, resolve_uri
 
@@ -26,7 +27,8 @@ def _quote(key: str, value: str) -> str:
     raise ValueError(f"find_runs filter {key} = {value!r}: a value cannot hold both ' and \" (MLflow search syntax)")
 
 
-def _search(client, exp_id: str, filters: dict[str, str]) -> list:
+def search_runs(client, exp_id: str, filters: dict[str, str]) -> list:
+    """Every run of experiment `exp_id` whose tags equal `filters` ({tag name: value}), oldest first, all pages."""
     query = " and ".join(f"tags.`{k}` = {_quote(k, v)}" for k, v in filters.items())
     runs, token = [], None
     while True:
@@ -44,7 +46,7 @@ def start_sweep_run(cfg, sweep_name: str, spec_hash: str, params: dict) -> str:
     client = client_for(cfg.uri)
     exp = experiment_id(client, resolve_uri(cfg.uri), cfg.experiment)
     identity = {"gatscale.kind": "sweep", "gatscale.sweep": sweep_name, "gatscale.spec_hash": spec_hash}
-    found = _search(client, exp, identity)
+    found = search_runs(client, exp, identity)
     if found:
         run_id = found[0].info.run_id
         client.set_tag(run_id, "gatscale.status", "running")
@@ -55,7 +57,7 @@ def start_sweep_run(cfg, sweep_name: str, spec_hash: str, params: dict) -> str:
     tags = {**identity, "gatscale.name": sweep_name, "gatscale.status": "running", **code_version()}
     mine = client.create_run(exp, run_name=sweep_name, tags=tags).info.run_id
     client.log_batch(mine, params=[Param(k, v) for k, v in clean_params(params).items()])
-    oldest = _search(client, exp, identity)[0].info.run_id
+    oldest = search_runs(client, exp, identity)[0].info.run_id
     if oldest != mine:
         client.delete_run(mine)
     return oldest
@@ -63,8 +65,6 @@ def start_sweep_run(cfg, sweep_name: str, spec_hash: str, params: dict) -> str:
 
 def end_sweep_run(cfg, run_id: str, status: str = "finished"):
     """Mark the sweep's parent run done (status as in base.STATUSES)."""
-    from .mlflow_tracker import MLFLOW_STATUS
-
     client = client_for(cfg.uri)
     client.set_tag(run_id, "gatscale.status", status)
     if status != "running":
@@ -82,7 +82,7 @@ def find_runs(cfg, filter: dict[str, str] | None = None) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     filters = {(k if "." in k else _TAG_COLUMNS.get(k, f"gatscale.{k}")): v for k, v in (filter or {}).items()}
     rows = []
-    for run in _search(client, exp.experiment_id, filters):
+    for run in search_runs(client, exp.experiment_id, filters):
         tags = run.data.tags
         row = {col: tags.get(tag) for col, tag in _TAG_COLUMNS.items()}
         last = tags.get("gatscale.last_step")

@@ -1,13 +1,13 @@
-"""The tracker's sender: delivers a run folder's buffer to the store every second, off the training process.
+"""The tracker's sender: delivers a run folder's metrics.jsonl to the store every second, off the training process.
 
 MLflow spends ~0.1-0.2 ms of Python per metric in `log_batch` (the SQLite store's ORM rows in-process; the HTTP
-client's JSON encoding); in a thread of the training process that time holds the GIL the training loop needs.
-So by default the tracker starts this module as a small process (`python -m gatscale.tracking.sender RUN_DIR`)
-that tails the buffer; `sender="thread"` runs the same loop in a thread instead (tests, notebooks).
+client's JSON encoding); in a thread of the training process that time would hold the GIL the training loop
+needs. So the tracker starts this module as a small process (`python -m gatscale.tracking.sender RUN_DIR`) that
+tails the file.
 
 The process stops when its stdin reaches EOF: the tracker's finish() closes the pipe, and a trainer that dies
 closes it too. SIGINT/SIGTERM are ignored (a preempted job's trainer calls finish(), after which the sender
-drains the buffer for at most --finish-timeout seconds; what is left stays for `gatscale sync`). System metrics,
+drains the file for at most --finish-timeout seconds; what is left stays for `gatscale sync`). System metrics,
 when on, are sampled here too.
 """
 from __future__ import annotations
@@ -19,13 +19,13 @@ import sys
 import threading
 import time
 
-from .buffer import RunBuffer, now_ms
+from .metrics_log import MetricsLog, now_ms
 from .store import client_for, configure_http_client
 
 log = logging.getLogger(__name__)
 
 
-def send_loop(buf: RunBuffer, stop: threading.Event, flush_interval: float = 1.0, finish_timeout: float = 20.0,
+def send_loop(mlog: MetricsLog, stop: threading.Event, flush_interval: float = 1.0, finish_timeout: float = 20.0,
               max_backoff: float = 60.0) -> int:
     """Deliver every `flush_interval` s, backing off (up to `max_backoff`) while the store fails; once `stop` is
     set, drain for at most `finish_timeout` s. Returns the bytes left undelivered."""
@@ -38,13 +38,13 @@ def send_loop(buf: RunBuffer, stop: threading.Event, flush_interval: float = 1.0
         if stop.is_set() and deadline is None:
             deadline = time.monotonic() + finish_timeout
         try:
-            client = client or client_for(buf.load_state()["uri"])
-            _, left = deliver(client, buf, deadline)
+            client = client or client_for(mlog.load_state()["uri"])
+            _, left = deliver(client, mlog, deadline)
         except Exception as e:
             if outage_since is None:
                 outage_since = time.monotonic()
                 log.warning("tracking: the store did not accept the metrics (%s: %.300s); training continues, "
-                            "metrics are kept in %s and sent when it is back", type(e).__name__, e, buf.path)
+                            "metrics are kept in %s and sent when it is back", type(e).__name__, e, mlog.path)
             delay, left = min(delay * 2, max_backoff), None
         else:
             if outage_since is not None:
@@ -54,11 +54,9 @@ def send_loop(buf: RunBuffer, stop: threading.Event, flush_interval: float = 1.0
             delay = flush_interval
         if deadline is not None:
             if left == 0:
-                with buf.delivery_lock():
-                    buf.empty_if_delivered(buf.load_state())
                 return 0
             if time.monotonic() + 0.5 > deadline:
-                return left if left is not None else buf.size() - buf.load_state()["delivered"]
+                return left if left is not None else mlog.size() - mlog.load_state()["delivered"]
             if left is None:
                 time.sleep(0.5)  # left > 0 without an error: artifacts re-queued for another pass
 
@@ -75,9 +73,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="gatscale-tracker: %(message)s")
     configure_http_client()
-    buf = RunBuffer(args.run_dir)
+    mlog = MetricsLog(args.run_dir)
     stop = threading.Event()
-    sampler = start_system_metrics(buf, args.system_metrics) if args.system_metrics else None
+    sampler = start_system_metrics(mlog, args.system_metrics) if args.system_metrics else None
 
     def wait_for_eof():
         sys.stdin.buffer.read()
@@ -86,16 +84,16 @@ def main(argv=None) -> int:
         stop.set()
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
-    left = send_loop(buf, stop, args.flush_interval, args.finish_timeout, args.max_backoff)
-    buf.close()
+    left = send_loop(mlog, stop, args.flush_interval, args.finish_timeout, args.max_backoff)
+    mlog.close()
     return 0 if left == 0 else 1
 
 
-def start_system_metrics(buf: RunBuffer, interval: float):
-    """Sample CPU/memory/GPU into the buffer at the last training step seen in it."""
+def start_system_metrics(mlog: MetricsLog, interval: float):
+    """Sample CPU/memory/GPU into metrics.jsonl at the last training step seen in it."""
     from .system_metrics import SystemMetricsSampler
 
-    sampler = SystemMetricsSampler(lambda m: buf.append({"t": now_ms(), "step": buf.last_step, "metrics": m}),
+    sampler = SystemMetricsSampler(lambda m: mlog.append({"t": now_ms(), "step": mlog.last_step, "metrics": m}),
                                    interval)
     sampler.start()
     return sampler

@@ -1,8 +1,8 @@
-"""Deliver a run folder's tracking buffer to the MLflow store, and `gatscale sync RUN_DIR`.
+"""Deliver a run folder's metrics.jsonl to the MLflow store, and `gatscale sync RUN_DIR`.
 
 The tracker's sender (sender.py) calls `deliver` every second; `gatscale sync` calls it after the run when the
 store was unreachable (server down, node offline) or `finish` ran out of time. Both send what lies after the
-buffer's `delivered` offset, in order, and move the offset after each accepted batch (see buffer.py).
+`delivered` offset in tracking.json, in order, and move the offset after each accepted batch (metrics_log.py).
 
     gatscale sync runs/gat-b2-lr2e-4            # to the store recorded in runs/.../tracking.json
     gatscale sync runs/* --uri http://login1:5000   # the same store, now at another address
@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from .buffer import BUFFER_FILE, STATE_FILE, RunBuffer, now_ms
+from .metrics_log import METRICS_FILE, STATE_FILE, MetricsLog, now_ms
 from .labels import valid_name
 from .store import client_for, configure_http_client, experiment_id
 
@@ -34,12 +34,12 @@ class MalformedRecord(ValueError):
     error_code = "INVALID_PARAMETER_VALUE"  # handled like a value the store rejects
 
 
-def check_run(client, buf: RunBuffer) -> dict:
+def check_run(client, mlog: MetricsLog) -> dict:
     """Forget a recorded run id the store no longer has (deleted, or another store): a new run is created."""
     from mlflow.exceptions import MlflowException
 
-    with buf.delivery_lock():
-        state = buf.load_state()
+    with mlog.delivery_lock():
+        state = mlog.load_state()
         if state["run_id"]:
             try:
                 gone = client.get_run(state["run_id"]).info.lifecycle_stage == "deleted"
@@ -49,32 +49,32 @@ def check_run(client, buf: RunBuffer) -> dict:
                 gone = True
             if gone:
                 log.warning("%s: tracker run %s is deleted or missing in %s; records not yet delivered go to a "
-                            "new run", buf.state_path, state["run_id"], state["uri"])
+                            "new run", mlog.state_path, state["run_id"], state["uri"])
                 state["run_id"] = None
-                buf.save_state(state)
+                mlog.save_state(state)
     return state
 
 
-def deliver(client, buf: RunBuffer, deadline: float | None = None) -> tuple[str | None, int]:
+def deliver(client, mlog: MetricsLog, deadline: float | None = None) -> tuple[str | None, int]:
     """Send the records after `delivered` (those present when called). Returns (run id, bytes left).
     Raises when the store fails: the caller retries later; nothing is lost or sent twice."""
-    with buf.delivery_lock():
-        state = buf.load_state()
-        end = buf.size()
+    with mlog.delivery_lock():
+        state = mlog.load_state()
+        end = mlog.size()
         if state["run_id"] is None and state["delivered"] < end:
             state["run_id"] = _create_run(client, state)
-            buf.save_state(state)
+            mlog.save_state(state)
         while state["delivered"] < end:
-            records = buf.read(state["delivered"], end)
+            records = mlog.read(state["delivered"], end)
             if not records:
                 break  # only a record still being written
             for group in _groups(records):
-                _send(client, buf, state["run_id"], [r for _, r in group])
+                _send(client, mlog, state["run_id"], [r for _, r in group])
                 state["delivered"] = group[-1][0]
-                buf.save_state(state)
+                mlog.save_state(state)
                 if deadline is not None and time.monotonic() > deadline:
-                    return state["run_id"], buf.size() - state["delivered"]
-        return state["run_id"], buf.size() - state["delivered"]
+                    return state["run_id"], mlog.size() - state["delivered"]
+        return state["run_id"], mlog.size() - state["delivered"]
 
 
 def _create_run(client, state: dict) -> str:
@@ -110,26 +110,26 @@ def _groups(records):
         yield group
 
 
-def _send(client, buf: RunBuffer, run_id: str, records: list[dict]):
+def _send(client, mlog: MetricsLog, run_id: str, records: list[dict]):
     from mlflow.entities import RunTag
 
     kind = _kind(records[0])
     if kind in ("metrics", "tags"):
         try:
-            metrics, tags = _entities(buf, records)
+            metrics, tags = _entities(mlog, records)
             client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
         except Exception as e:
             if not is_permanent(e):
                 raise
             if len(records) > 1:  # find the bad record, keep the rest
                 for r in records:
-                    _send(client, buf, run_id, [r])
+                    _send(client, mlog, run_id, [r])
             else:
                 log.error("tracking: a record was not accepted; skipped (%s): %.300s", e, records[0])
     elif kind == "params":
         _send_params(client, run_id, records[0]["params"])
     elif kind == "artifact":
-        _send_artifact(client, buf, run_id, records[0])
+        _send_artifact(client, mlog, run_id, records[0])
     elif kind == "status":
         r = records[0]
         if r["status"] == "RUNNING":
@@ -138,7 +138,7 @@ def _send(client, buf: RunBuffer, run_id: str, records: list[dict]):
             client.set_terminated(run_id, status=r["status"], end_time=r["t"])
 
 
-def _entities(buf: RunBuffer, records: list[dict]):
+def _entities(mlog: MetricsLog, records: list[dict]):
     from mlflow.entities import Metric
 
     metrics, tags = [], {}
@@ -147,7 +147,7 @@ def _entities(buf: RunBuffer, records: list[dict]):
             if "metrics" in r:
                 metrics += [Metric(k, float(v), int(r["t"]), int(r["step"])) for k, v in r["metrics"].items()]
                 tags["gatscale.last_step"] = str(r["step"])
-                buf.last_step = int(r["step"])
+                mlog.last_step = max(mlog.last_step, int(r["step"]))  # not back to a system sample's own step
             tags.update({k: str(v) for k, v in r.get("tags", {}).items()})  # later records win, as sent one by one
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise MalformedRecord(f"malformed record ({type(e).__name__}: {e})") from None
@@ -168,8 +168,8 @@ def _send_params(client, run_id: str, params: dict):
         client.log_batch(run_id, params=new)
 
 
-def _send_artifact(client, buf: RunBuffer, run_id: str, record: dict):
-    """An upload that fails while the store answers is re-queued at the end of the buffer (up to
+def _send_artifact(client, mlog: MetricsLog, run_id: str, record: dict):
+    """An upload that fails while the store answers is re-queued at the end of metrics.jsonl (up to
     ARTIFACT_ATTEMPTS), so it never blocks the metrics; a store that does not answer stops delivery."""
     path = Path(record["artifact"])
     try:
@@ -183,28 +183,29 @@ def _send_artifact(client, buf: RunBuffer, run_id: str, record: dict):
         attempt = record.get("attempt", 0) + 1
         if attempt < ARTIFACT_ATTEMPTS:
             log.warning("tracking: uploading artifact %s failed (%s); will retry", path, e)
-            buf.append({**record, "attempt": attempt})
+            mlog.append({**record, "attempt": attempt})
         else:
             log.error("tracking: uploading artifact %s failed %d times (%s); giving up", path, attempt, e)
 
 
 def sync_run_dir(run_dir: str | Path, uri: str | None = None, timeout: float | None = None) -> int:
-    """Replay one run folder's buffer; returns the bytes still undelivered (0: all there)."""
-    buf = RunBuffer(run_dir)
-    if not buf.state_path.exists():
-        raise FileNotFoundError(f"{buf.state_path}: not found; RUN_DIR must be a run folder written by the "
-                                f"MLflow tracker (it holds {STATE_FILE} and {BUFFER_FILE})")
+    """Replay what the store has not accepted of one run folder's metrics.jsonl; returns the bytes still
+    undelivered (0: all there)."""
+    mlog = MetricsLog(run_dir)
+    if not mlog.state_path.exists():
+        raise FileNotFoundError(f"{mlog.state_path}: not found; RUN_DIR must be a run folder written by the "
+                                f"MLflow tracker (it holds {STATE_FILE} and {METRICS_FILE})")
     if uri:
-        with buf.delivery_lock():
-            state = buf.load_state()
+        with mlog.delivery_lock():
+            state = mlog.load_state()
             state["uri"] = uri
-            buf.save_state(state)
-    state = buf.load_state()
+            mlog.save_state(state)
+    state = mlog.load_state()
     client = client_for(state["uri"])
-    check_run(client, buf)
+    check_run(client, mlog)
     deadline = None if timeout is None else time.monotonic() + timeout
     for _ in range(ARTIFACT_ATTEMPTS + 1):  # each pass also retries the artifacts the one before re-queued
-        _, left = deliver(client, buf, deadline)
+        _, left = deliver(client, mlog, deadline)
         if left == 0 or (deadline is not None and time.monotonic() > deadline):
             break
     return left
@@ -212,20 +213,24 @@ def sync_run_dir(run_dir: str | Path, uri: str | None = None, timeout: float | N
 
 def log_after_run(run_dir: str | Path, metrics: dict | None = None, step: int | None = None,
                   artifact: str | Path | None = None, artifact_path: str | None = None, timeout: float = 20.0,
-                  tags: dict | None = None) -> int:
-    """Add results computed after training (an evaluation, an analysis) to the run's tracker run without
-    reopening it: no status record, so its status, start and end time (its duration in the UI) stay as they
-    were. The records go through the run folder's buffer like the trainer's; what the store does not take
-    within `timeout` s stays there for `gatscale sync`. Returns the bytes still undelivered."""
-    configure_http_client()
-    buf = RunBuffer(run_dir)
+                  tags: dict | None = None, send: bool = True) -> int:
+    """Add results computed after training (an evaluation, an analysis) to the run's record: appended to its
+    metrics.jsonl like the trainer's, then (send, and the run has an MLflow run: tracking.json) delivered to its
+    tracker run without reopening it: no status record, so its status, start and end time (its duration in the
+    UI) stay as they were. What the store does not take within `timeout` s stays for `gatscale sync`. Returns the
+    bytes still undelivered."""
+    record = MetricsLog(run_dir)
     if metrics and step is not None:
-        buf.append({"t": now_ms(), "step": int(step), "metrics": {valid_name(k): float(v) for k, v in metrics.items()}})
+        record.append({"t": now_ms(), "step": int(step),
+                       "metrics": {valid_name(k): float(v) for k, v in metrics.items()}})
     if tags:
-        buf.append({"t": now_ms(), "tags": {k: str(v) for k, v in tags.items()}})
+        record.append({"t": now_ms(), "tags": {k: str(v) for k, v in tags.items()}})
     if artifact is not None:
-        buf.append({"artifact": str(Path(artifact).resolve()), "artifact_path": artifact_path})
-    buf.close()
+        record.append({"artifact": str(Path(artifact).resolve()), "artifact_path": artifact_path})
+    record.close()
+    if not send or not record.state_path.exists():
+        return 0
+    configure_http_client()
     return sync_run_dir(run_dir, timeout=timeout)
 
 
@@ -248,13 +253,13 @@ def main(args) -> int:
             failed += 1
             continue
         except Exception as e:
-            print(f"{run_dir}: the tracking store did not accept the buffer ({type(e).__name__}: {e}); "
+            print(f"{run_dir}: the tracking store did not accept the records ({type(e).__name__}: {e}); "
                   f"nothing was lost, run `gatscale sync {run_dir}` again later")
             failed += 1
             continue
-        state = RunBuffer(run_dir).load_state()
+        state = MetricsLog(run_dir).load_state()
         if left:
-            print(f"{run_dir}: {left} bytes of {BUFFER_FILE} still undelivered (time out); run again")
+            print(f"{run_dir}: {left} bytes of {METRICS_FILE} still undelivered (time out); run again")
             failed += 1
         else:
             print(f"{run_dir}: up to date in run {state['run_id']} at {state['uri']}")

@@ -33,7 +33,7 @@ from ..eval.samples import build_eval_tokenizer
 from ..errors import InputError, exit_code
 from ..flops import run_flops
 from ..models import count_trainable
-from ..tracking import NullTracker, Tracker
+from ..tracking import FolderTracker, NullTracker, Tracker
 from ..tracking.labels import study_tags
 from .checkpoint import (REJECTED_DIR, checkpoint_config, checkpoint_dir, checkpoint_step, find_latest_valid,
                          remove_stale_temporaries, set_aside)
@@ -89,7 +89,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, tracker: Tracker | 
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
     _setup_logging(run_dir, info.is_main)
-    tracker = tracker if (tracker is not None and info.is_main) else NullTracker()
+    tracker = (tracker or FolderTracker()) if info.is_main else NullTracker()  # rank 0 always keeps metrics.jsonl
     stop = StopFlag().install()
     reached = _Reached(iterations=cfg.train.iterations)
     try:

@@ -1,22 +1,24 @@
-"""A run folder's tracking buffer: every record is appended to `tracking-buffer.jsonl` before it is sent.
+"""A run folder's record of what it logged: `metrics.jsonl`, appended to and never truncated.
 
-One JSON object per line, in the order the trainer logged them:
+One JSON object per line, in the order they were logged (by the trainer, then by `gatscale eval`/`analyze`):
     {"t": ms, "step": s, "metrics": {name: value}}      {"t": ms, "tags": {name: value}}
     {"params": {name: value}}                           {"artifact": path, "artifact_path": p, "attempt": n}
     {"t": ms, "status": "FINISHED" | "FAILED" | "KILLED" | "RUNNING"}   (the MLflow run status)
 
-`tracking.json` (written atomically) holds the tracker run id, the store URI and `delivered`: the byte offset up
-to which the store has accepted the buffer. Delivery (sync.py) sends what lies after it and moves it forward
-after each accepted batch, so a replay never sends a record twice (and the SQL stores also drop an identical
-(key, step, timestamp, value)). Durability: each append is one write() call, so a killed or preempted process
-loses nothing; the buffer is fsync'ed before a batch is sent, so `delivered` never points past what is on disk,
-and when the whole buffer is delivered it is emptied. Delivery holds `.tracking.lock` (flock), so the live
-tracker and `gatscale sync` never send the same record; several writers (a trainer and `gatscale eval`) may append
-to one buffer at once.
+Every tracker writes it on rank 0, also with `tracking.backend: none`; analysis reads it when it can reach the
+folder. A resumed run logs again the steps between its last checkpoint and the kill: the later line of a step is
+the one that counts (analysis keeps the last value per (metric, step)).
+
+The MLflow tracker mirrors the file to the store. `tracking.json` (written atomically) holds the MLflow run id, the
+store URI and `delivered`: the byte offset up to which the store has accepted the file. Delivery (sync.py) sends
+what lies after it and moves it forward after each accepted batch, so a replay never sends a record twice (and the
+SQL stores also drop an identical (key, step, timestamp, value)). Durability: each append is one write() call
+(O_APPEND), so a killed process loses nothing and lines of concurrent writers (a trainer and `gatscale eval`) never
+mix; the file is fsync'ed before a batch is sent, so `delivered` never points past what is on disk. Delivery holds
+`.tracking.lock` (flock), so the live sender and `gatscale sync` never send the same record.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -25,13 +27,14 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from .files import file_lock, flock
+from .files import file_lock
 
 log = logging.getLogger(__name__)
 
-BUFFER_FILE = "tracking-buffer.jsonl"
+METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "tracking.json"
 LOCK_FILE = ".tracking.lock"
+OLD_BUFFER_FILE = "tracking-buffer.jsonl"  # what gatscale before metrics.jsonl wrote (delivered offsets unchanged)
 READ_CHUNK = 4 << 20  # bytes read per delivery pass
 
 
@@ -42,28 +45,27 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class RunBuffer:
+class MetricsLog:
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / BUFFER_FILE
+        self.path = self.run_dir / METRICS_FILE
         self.state_path = self.run_dir / STATE_FILE
         self._lock = threading.RLock()  # reentrant: finish() may run in a signal handler that interrupted append()
-        self._fd, self._appending, self._can_lock = None, False, True
+        self._fd, self._appending = None, False
         self.last_step = 0  # of the last metrics logged or delivered (system metrics are logged at it)
+        old = self.run_dir / OLD_BUFFER_FILE
+        if old.exists() and not self.path.exists():
+            old.rename(self.path)  # a run folder of an older gatscale: its offsets, undelivered records, kept
 
-    # -- writing (the trainer's thread) --------------------------------------------------------------
+    # -- writing -------------------------------------------------------------------------------------
     def append(self, record: dict):
         data = (_encode(record) + "\n").encode()
         with self._lock:
             if self._fd is None:
                 self._open()
             self._appending = True  # see close()
-            if self._can_lock:  # other writers may append too; only emptying the buffer excludes them
-                self._can_lock = flock(self._fd, fcntl.LOCK_SH, self.path)
             while data:  # one write() of the whole line (O_APPEND): lines of concurrent writers never mix
                 data = data[os.write(self._fd, data):]
-            if self._can_lock:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
             self._appending = False
 
     def _open(self):
@@ -82,7 +84,7 @@ class RunBuffer:
                     os.close(self._fd)
                     self._fd = None
 
-    # -- state ---------------------------------------------------------------------------------------
+    # -- tracking.json: the MLflow run id and the delivered offset -----------------------------------
     def load_state(self) -> dict:
         try:
             state = json.loads(self.state_path.read_text())
@@ -93,8 +95,7 @@ class RunBuffer:
                              f"written by gatscale.tracking (delete it to start a new tracker run)") from None
         state.setdefault("run_id", None)
         state.setdefault("delivered", 0)
-        if state["delivered"] > self.size():
-            state["delivered"] = 0  # the buffer was emptied after full delivery before this file was updated
+        state["delivered"] = min(state["delivered"], self.size())  # the file was replaced by hand: nothing to skip
         return state
 
     def save_state(self, state: dict):
@@ -103,23 +104,25 @@ class RunBuffer:
     def delivery_lock(self):
         return file_lock(self.run_dir / LOCK_FILE)
 
-    # -- reading (delivery, under delivery_lock) -----------------------------------------------------
+    # -- reading -------------------------------------------------------------------------------------
     def size(self) -> int:
         try:
             return self.path.stat().st_size
         except FileNotFoundError:
             return 0
 
-    def read(self, offset: int, end: int | None = None) -> list[tuple[int, dict]]:
-        """Complete records after byte `offset` (up to `end`), each with the offset just past it. Lines that are
-        not JSON objects are skipped with a warning; a last line still being written is left for later."""
+    def read(self, offset: int = 0, end: int | None = None, chunk: int | None = READ_CHUNK) -> list[tuple[int, dict]]:
+        """Complete records after byte `offset` (up to `end`; at most `chunk` bytes, None: all), each with the
+        offset just past it. Lines that are not JSON objects are skipped with a warning; a last line still being
+        written is left for later."""
         records = []
         if not self.path.exists():
             return records
         with open(self.path, "rb") as f:
             os.fsync(f.fileno())  # what we are about to send is on disk before `delivered` can pass it
             f.seek(offset)
-            data = f.read(min(READ_CHUNK, (end if end is not None else 1 << 62) - offset))
+            limit = min(end if end is not None else 1 << 62, offset + (chunk or 1 << 62)) - offset
+            data = f.read(limit if limit < 1 << 61 else -1)
         pos = offset
         for line in data.splitlines(keepends=True):
             if not line.endswith(b"\n"):
@@ -135,16 +138,3 @@ class RunBuffer:
                 record = {}
             records.append((pos, record))
         return records
-
-    def empty_if_delivered(self, state: dict):
-        """Truncate a fully delivered buffer (under delivery_lock). Appends hold a shared flock on the buffer file,
-        this an exclusive one, so no record can land between the size check and the truncation."""
-        if not state["delivered"] or not self.path.exists():
-            return
-        with self._lock, open(self.path, "r+b") as f:
-            if not flock(f.fileno(), fcntl.LOCK_EX, self.path):
-                return  # without locks another writer could append unseen: keep the delivered lines
-            if state["delivered"] == os.fstat(f.fileno()).st_size:
-                f.truncate(0)
-                state["delivered"] = 0
-                self.save_state(state)
