@@ -139,9 +139,17 @@ def matched_fid(runs: pd.DataFrame, histories: pd.DataFrame, metric: str, step: 
     return pd.DataFrame(rows, columns=["run_id", "at_step", "value", "train_flops"]), step
 
 
+# What a figure's CSV leaves out: the config keys and tags ("model.generator.size", "gatscale.status": any name with
+# a dot) and the runs table's bookkeeping. Those are in MLflow and the run folders; the CSV keeps each run's identity
+# (name, model, size, patch, width, method, seed, status) and what the figure computed.
+CSV_LEAVES_OUT = ("run_dir", "folder", "fingerprint", "start_time", "parent_run_id", "world_size", "params_g",
+                  "params_d", "gflops_g", "gflops_d", "dataset_images", "images_per_step", "flops_per_step",
+                  "epochs_per_step", "lr_d", "model_d", "width_d", "batch_size")
+
+
 def _finish(fig, runs, out_dir, stem, footnote=True, data: pd.DataFrame | None = None):
     """Add the stand-in footnote (unless the figure added its own: footnote=False) and save: PNG and PDF, and the
-    figure's data (its `*_data` frame) as CSV beside them."""
+    figure's data (its `*_data` frame, less CSV_LEAVES_OUT) as CSV beside them."""
     if footnote:
         style.add_footnote(fig, runs)
     fig.data = data
@@ -149,7 +157,8 @@ def _finish(fig, runs, out_dir, stem, footnote=True, data: pd.DataFrame | None =
         fig.files = style.save(fig, out_dir, stem)
         if data is not None:
             csv = Path(out_dir) / f"{stem}.csv"
-            atomic_write_text(csv, data.to_csv(index=False))
+            keep = [c for c in data.columns if "." not in c and c not in CSV_LEAVES_OUT]
+            atomic_write_text(csv, data[keep].to_csv(index=False))
             fig.files.append(csv)
     return fig
 

@@ -58,6 +58,7 @@ def test_fid_vs_compute_draws_the_planted_power_law(study, tmp_path):
     table = pd.read_csv(tmp_path / "fid_vs_train_compute.csv")  # the figure's data, beside it
     assert sorted(table["model"]) == sorted(full["model"]) and (table["at_step"] == max(FID_STEPS)).all()
     assert sorted(table["c"]) == pytest.approx(sorted(train_gflops(m, max(FID_STEPS)) for m in full["model"]))
+    assert not [c for c in table.columns if "." in c]  # each run's identity and the figure's numbers, not every param
 
 
 def test_every_figure_is_its_data_frame_then_a_plot_of_it(study):
