@@ -15,7 +15,7 @@ Resume takes the newest checkpoint that validates (checkpoint.py); newer ones th
 checkpoints/rejected/ with a warning in log.txt and the tracker. When none validates but the folder shows
 progress (status.json's step, checkpoint files), the run is refused (CheckpointsUnusable) rather than silently
 restarted from step 0; `restart=True` (`gatscale train --restart`) starts over explicitly. The run folder's
-config.yaml is written only when absent (a sweep's own stays as written).
+config.yaml is written unless it already holds this run's config (a sweep's own then stays as written).
 """
 import contextlib
 import dataclasses
