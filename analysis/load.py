@@ -76,7 +76,7 @@ def load_run_folders(run_dirs) -> pd.DataFrame:
         params, tags = folder_params_and_tags(run_dir)
         run_id = MetricsLog(run_dir).load_state()["run_id"] or str(run_dir.resolve())
         rows.append(_run_row(run_id, params, {**tags, "gatscale.run_dir": str(run_dir.resolve())},
-                             _folder_status(run_dir), pd.NaT, fingerprint=""))
+                             _folder_status(run_dir), pd.NaT, fingerprint="", folder=run_dir.resolve()))
     if not rows:
         raise MissingData("no run folders given")
     return _in_size_order(pd.DataFrame(rows))
@@ -123,11 +123,11 @@ def _mlflow_row(run) -> dict:
     fingerprint = (f"{status}|{run.info.status}|{run.info.end_time}|{len(latest)}|"
                    f"{max((m.step for m in latest), default=-1)}|{max((m.timestamp for m in latest), default=-1)}")
     return _run_row(run.info.run_id, params, tags, status, pd.to_datetime(run.info.start_time, unit="ms"),
-                    fingerprint, run.info.run_name)
+                    fingerprint, folder, run.info.run_name)
 
 
 def _run_row(run_id: str, raw_params: dict, tags: dict, status: str | None, start_time, fingerprint: str,
-             run_name: str | None = None) -> dict:
+             folder: Path | None, run_name: str | None = None) -> dict:
     params = {k: parse_param(v) for k, v in raw_params.items()}
     g, d = params.get("model.generator.size"), params.get("model.discriminator.size", params.get("model.generator.size"))
     size, patch = split_model_name(g)
@@ -157,7 +157,7 @@ def _run_row(run_id: str, raw_params: dict, tags: dict, status: str | None, star
         "diverged_step": _float(tags.get("gatscale.diverged_step")),
         "divergence_reason": tags.get("gatscale.divergence_reason", ""),
         "stand_in": tags.get("gatscale.stand_in", ""),
-        "folder": str(folder) if (folder := run_folder(tags)) is not None else None,
+        "folder": str(folder) if folder is not None else None,  # the run folder, when reachable (run_folder)
         "start_time": start_time,
         "fingerprint": fingerprint,
     }

@@ -219,5 +219,5 @@ def test_a_run_without_logged_lrs_gets_them_from_its_config_by_eq_4():
     from gatscale.config import config_from_dict, effective_lr, flatten, to_dict
     cfg = config_from_dict({"model": {"generator": {"size": "GAT-B/2"}, "discriminator": {"size": "GAT-S/2"}},
                             "optim": {"lr": 3e-4, "base_width": 384}})
-    row = load._run_row("r", {k: str(v) for k, v in flatten(to_dict(cfg)).items()}, {}, "finished", pd.NaT, "")
+    row = load._run_row("r", {k: str(v) for k, v in flatten(to_dict(cfg)).items()}, {}, "finished", pd.NaT, "", None)
     assert row["lr_g"] == effective_lr(cfg, "generator") == 1.5e-4 and row["lr_d"] == effective_lr(cfg, "discriminator")
