@@ -59,6 +59,12 @@ def folder_listing(run_dir):
 
 # --- validation ---------------------------------------------------------------------------------
 
+def test_the_trainer_checkpoints_exactly_the_training_state_the_checkpoint_module_validates():
+    from gatscale.train.checkpoint import TRAINING_STATE
+    from gatscale.train.step import build_state
+    assert build_state(tiny_config(), torch.device("cpu")).checkpoint.keys == TRAINING_STATE
+
+
 def test_an_altered_or_incomplete_checkpoint_fails_validation(reference):
     state = read_valid(list_checkpoints(reference)[-1])
     validate_checkpoint(state)
