@@ -1,0 +1,98 @@
+"""gatscale.stats against synthetic oracles whose truth is known (fixed seeds, margins wide enough not to flake)."""
+import math
+
+import numpy as np
+import pytest
+
+from gatscale import stats
+
+
+def _lognormal(rng, median, sd, n):
+    return np.exp(np.log(median) + sd * rng.standard_normal(n))
+
+
+def test_welch_interval_covers_the_true_log_ratio_at_its_level():
+    rng = np.random.default_rng(0)
+    true = math.log(20 / 30)
+    covered = 0
+    for _ in range(1000):
+        c = stats.compare(_lognormal(rng, 20, 0.25, 3), _lognormal(rng, 30, 0.25, 4))
+        covered += c.lo < true < c.hi
+    assert 0.93 <= covered / 1000 <= 0.97
+
+
+def test_paired_interval_covers_with_a_shared_seed_effect():
+    rng = np.random.default_rng(1)
+    true, covered = math.log(0.5), 0
+    for _ in range(1000):
+        seed_effect = 0.4 * rng.standard_normal(4)           # what both arms share at one seed
+        a = np.exp(math.log(10) + true + seed_effect + 0.1 * rng.standard_normal(4))
+        b = np.exp(math.log(10) + seed_effect + 0.1 * rng.standard_normal(4))
+        c = stats.compare(a, b, paired=True)
+        covered += c.lo < true < c.hi
+    assert 0.93 <= covered / 1000 <= 0.97
+
+
+def test_identical_arms_are_rarely_called_different():
+    rng = np.random.default_rng(2)
+    wrong = sum(stats.compare(_lognormal(rng, 25, 0.3, 3), _lognormal(rng, 25, 0.3, 3)).verdict(0.1)
+                in ("A lower", "B lower") for _ in range(2000))
+    assert wrong / 2000 <= 0.07
+
+
+def test_verdicts_read_the_interval():
+    big = stats.compare([10, 11, 10.5], [30, 33, 31])
+    assert big.verdict(0.1) == "A lower" and big.ratio == pytest.approx(1 / 3, rel=0.05)
+    assert stats.compare([30, 33, 31], [10, 11, 10.5]).verdict(0.1) == "B lower"
+    same = stats.compare([20.0, 20.1, 19.9, 20.05], [20.02, 19.95, 20.1, 20.0])
+    assert same.verdict(0.1) == "equivalent"
+    assert same.verdict(0.0) == "unresolved"
+    assert stats.compare([20, 40], [25, 30]).verdict(0.1) == "unresolved"
+
+
+def test_one_seed_a_side_has_no_interval_and_borrows_a_spread_for_the_seeds_it_needs():
+    c = stats.compare([20.0], [30.0])
+    assert math.isnan(c.lo) and c.verdict(0.1) == "unresolved" and math.isnan(c.p_a_lower)
+    assert stats.seeds_needed(c, 0.1) is None
+    spread = stats.pooled_spread([[20, 22, 21], [30, 36], [5.0]])
+    assert spread.df == 3
+    n = stats.seeds_needed(c, 0.1, spread)
+    assert n is not None and n >= 2
+
+
+def test_seeds_needed_resolves_a_simulated_study_about_as_often_as_promised():
+    # With the spread known and the effect as seen, n seeds should resolve a study at least about half the time.
+    rng = np.random.default_rng(3)
+    c = stats.compare(_lognormal(rng, 20, 0.3, 2), _lognormal(rng, 26, 0.3, 2))
+    n = stats.seeds_needed(c, 0.0, stats.Spread(0.3, 1000))
+    assert n is not None
+    resolved = sum(stats.compare(_lognormal(rng, 20, 0.3, n), _lognormal(rng, 20 * math.exp(abs(c.effect)), 0.3, n))
+                   .verdict(0.0) == "A lower" for _ in range(400))
+    assert 0.3 <= resolved / 400
+
+
+def test_p_a_lower_follows_the_effect():
+    assert stats.compare([10, 11, 12], [20, 21, 22]).p_a_lower > 0.99
+    assert stats.compare([20, 21, 22], [10, 11, 12]).p_a_lower < 0.01
+
+
+def test_spent_level_splits_the_error_rate_over_the_looks():
+    assert stats.spent_level(0.95, 1) == pytest.approx(0.95)
+    assert stats.spent_level(0.95, 4) == pytest.approx(1 - 0.0125)
+    with pytest.raises(ValueError):
+        stats.spent_level(0.95, 0)
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ValueError, match="positive finite"):
+        stats.compare([1.0, float("nan")], [1.0, 2.0])
+    with pytest.raises(ValueError, match="as many"):
+        stats.compare([1.0, 2.0], [1.0], paired=True)
+
+
+def test_scaling_law_weighs_each_size_once_and_recovers_the_exponent():
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    values = [[100 * xi ** -0.5 * f for f in (0.98, 1.02)] for xi in x[:3]] + [[100 * 8 ** -0.5] * 6]
+    law = stats.fit_scaling_law(x, values)
+    assert law.b == pytest.approx(-0.5, abs=1e-3) and law.n == 4
+    assert law.b_lo < -0.5 < law.b_hi
