@@ -72,6 +72,7 @@ CONFIG_CASES = [  # (dotted key, bad value); the message must name the key
     ("train.iterations", 0), ("train.epochs", -1), ("train.log_every", 0), ("train.precision", "fp16"),
     ("train.keep_checkpoints", 0), ("eval.truncation_psi", 2), ("eval.fid_every", -5),
     ("eval.feature_extractor", "clip"), ("tracking.backend", "wandb"), ("optim.learning_rate", 1e-3),
+    ("eval.se_resamples", -1), ("eval.fd_dinov2", "yes"), ("eval.dinov2.resolution", 0),
     ("trainer", {"steps": 5}),
 ]
 
@@ -268,6 +269,18 @@ def test_end_to_end_missing_weights_offline_fail_in_seconds_without_a_tracker_tr
     assert "gatscale: error: encoder.name = 'vit_base_patch14_dinov2.lvd142m'" in done.stderr
     assert "encoder.checkpoint" in done.stderr  # what to do about it
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_eval_fd_dinov2_without_the_weights_offline_is_one_line_naming_eval_dinov2(workdir, capsys, monkeypatch):
+    import huggingface_hub
+
+    from eval_fixtures import run_with_checkpoint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)  # nothing cached
+    run_dir, _, _ = run_with_checkpoint(workdir / "run", step=5)
+    fails_cleanly(capsys, workdir, ["eval", str(run_dir), "--fd-dinov2", "--num-samples", "10", "--device", "cpu"],
+                  "gatscale: error: eval.dinov2 (fd_dinov2): encoder.name = 'vit_base_patch14_dinov2.lvd142m'", code=1)
 
 
 # --- a sweep whose runs need GPUs this machine lacks -----------------------------------------------

@@ -13,14 +13,16 @@ valid): its FD is not DINOv2's, and the recipe, the run's `gatscale.stand_in` ta
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 
 import torch
 import torch.nn as nn
 
-from gatscale.config import to_dict
-from gatscale.encoders import build_encoder
+from gatscale.config import ConfigError, to_dict
+from gatscale.encoders import build_encoder, check_weights_available
+from gatscale.errors import EnvironmentProblem, InputError
 
 STAND_IN_SEED = 0
 _CACHE: dict = {}
@@ -32,7 +34,7 @@ class Dinov2Features(nn.Module):
 
     def __init__(self, encoder_cfg):
         super().__init__()
-        with torch.random.fork_rng(devices=[]):  # a stand-in's random weights are the same in every process
+        with torch.random.fork_rng(devices=[]), _named():  # a stand-in's random weights: the same in every process
             torch.manual_seed(STAND_IN_SEED)
             self.encoder = build_encoder(encoder_cfg)
         self.dim, self.stand_in = self.encoder.dim, self.encoder.stand_in
@@ -47,6 +49,24 @@ class Dinov2Features(nn.Module):
     @staticmethod
     def convert_features_tuple_to_dict(features: tuple[torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"cls": features[0]}
+
+
+@contextlib.contextmanager
+def _named():
+    """The encoder's errors say `encoder.*`; these are about `eval.dinov2.*`."""
+    try:
+        yield
+    except EnvironmentProblem as e:
+        raise EnvironmentProblem(f"eval.dinov2 (fd_dinov2): {e}") from None
+    except ConfigError as e:
+        raise InputError(f"eval.dinov2 (fd_dinov2): {e}") from None
+
+
+def check_available(encoder_cfg):
+    """Fail in seconds (e.g. at the start of training) when the pretrained DINOv2 weights cannot be had."""
+    if encoder_cfg.pretrained and not encoder_cfg.checkpoint:
+        with _named():
+            check_weights_available(encoder_cfg)
 
 
 def cache_id(encoder_cfg) -> str:

@@ -127,6 +127,9 @@ def check_feature_extractor(eval_cfg) -> None:
     """Fail early (e.g. at the start of training) if the configured extractor cannot be built."""
     if eval_cfg.feature_extractor == "inception":
         resolve_inception_weights(eval_cfg.inception_weights)
+    if eval_cfg.fd_dinov2:
+        from .dinov2_features import check_available
+        check_available(eval_cfg.dinov2)
 
 
 _EXTRACTORS: dict = {}   # in-process caches: evaluate_generator is called every eval.fid_every steps
