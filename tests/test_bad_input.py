@@ -149,7 +149,8 @@ def test_train_without_a_config_or_a_run_to_resume(workdir, capsys):
 @pytest.mark.parametrize("argv, named", [
     (["trian", "c.yaml"], "invalid choice: 'trian'"), (["train", "--sett", "x=1"], "unrecognized arguments"),
     (["sweep", "s.yaml", "--max-parallel", "0"], "--max-parallel = 0"), (["sweep", "s.yaml", "--backend", "k8s"], "k8s"),
-], ids=["command", "option", "max-parallel", "backend"])
+    (["eval", "run", "--fd-inf", "--num-samples", "3"], "--fd-inf --num-samples 3: too few samples"),
+], ids=["command", "option", "max-parallel", "backend", "fd-inf"])
 def test_a_bad_command_line(workdir, capsys, argv, named):
     fails_cleanly(capsys, workdir, argv, named)
 

@@ -88,7 +88,10 @@ def main(args) -> int:
                 f"--num-samples {args.num_samples}: must be >= 2" if args.num_samples < 2 else None,
                 f"--truncation-psi {args.truncation_psi}: must be in [0, 1] (0 = none)"
                 if args.truncation_psi is not None and not 0 <= args.truncation_psi <= 1 else None,
-                f"--batch-size {args.batch_size}: must be >= 1" if args.batch_size is not None and args.batch_size < 1 else None]
+                f"--batch-size {args.batch_size}: must be >= 1" if args.batch_size is not None and args.batch_size < 1 else None,
+                f"--fd-inf --num-samples {args.num_samples}: too few samples for FD_inf's fit in 1/N (sample counts "
+                f"{frechet.inf_counts(args.num_samples)}; it needs 3)"
+                if args.fd_inf and args.num_samples >= 2 and len(frechet.inf_counts(args.num_samples)) < 3 else None]
     if any(problems):
         print("gatscale eval: " + "; ".join(p for p in problems if p), file=sys.stderr)
         return 2
@@ -110,10 +113,6 @@ def main(args) -> int:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.tf32
     except (FileNotFoundError, ValueError) as e:
         print(f"gatscale eval: {e}", file=sys.stderr)
-        return 2
-    if args.fd_inf and "fid" in metrics and len(frechet.inf_counts(args.num_samples)) < 3:
-        print(f"gatscale eval: --fd-inf --num-samples {args.num_samples}: too few samples for the 1/N fit "
-              f"(counts {frechet.inf_counts(args.num_samples)})", file=sys.stderr)
         return 2
 
     start = time.time()
