@@ -1,6 +1,7 @@
 """`gatscale report SPEC --out report.html`: a study on one self-contained HTML page, from the tracker.
 
-The page holds the run table (status, step, final quality metrics), the ablation table, every PNG that
+The page holds the run table (status, step, final quality metrics: each Fréchet distance as `value ± se`, its
+bootstrap standard error; precision, recall, the per-class diversity), the ablation table, every PNG that
 `gatscale figures` wrote to the figures folder (whichever exist, e.g. samples.png, lr_probe.png), each run's
 latest sample grid (its `samples/` artifact), the stand-in labels, the spec's text and the git commits.
 Images are embedded as base64 data URIs: the file can be mailed or archived on its own.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 import sys
 import tempfile
 import time
@@ -23,7 +25,12 @@ from gatscale.sweep.spec import load_spec  # a study command: the spec names the
 
 from .load import DEFAULT_CACHE_DIR, MissingData, _client, load_experiment, no_progress_bar
 
-QUALITY_PREFIXES = ("fid", "fd_", "acc_", "is_", "precision_", "recall_")  # metrics shown as final values
+QUALITY_PREFIXES = ("fid", "fd_", "acc_", "is_", "precision", "recall", "diversity_")  # shown as final values
+SUMMARY_METRICS = ("fid", "fd_digits", "fd_dinov2", "acc_digits", "precision", "recall", "precision_digits",
+                   "recall_digits", "diversity_digits")
+REAL_DATA = ("fid_floor", "fd_digits_floor", "acc_digits_real", "precision_digits_real", "recall_digits_real",
+             "diversity_digits_real")
+SE = re.compile(r"_se(?=_|$)")  # fd_digits_se -> fd_digits, fid_se_50k_psi0.3 -> fid_50k_psi0.3
 RUN_COLUMNS = {"name": "run", "status": "status", "model": "model", "mng": "MNG", "repa": "REPA",
                "width_aware_lr": "width-aware LR", "lr_g": "lr G", "seed": "seed", "step": "step"}
 
@@ -49,12 +56,12 @@ def main(args) -> int:
 
 
 def summary(table: pd.DataFrame) -> str:
-    """The run table in a few console lines: per run its status and final quality (FD or FID, acc_digits), then
-    the real-data floor (what real images score with the same number of samples)."""
-    columns = ["run", "status", "step", *(c for c in ("fid", "fd_digits", "acc_digits") if c in table)]
+    """The run table in a few console lines: per run its status and final quality (FD or FID ± its standard error,
+    acc_digits, precision, recall, diversity), then the real-data floor (what real images score with the same
+    number of samples)."""
+    columns = ["run", "status", "step", *(c for c in SUMMARY_METRICS if c in table)]
     lines = [format_table(columns, table[columns].fillna("").values.tolist())]
-    floors = [f"{c} {next(v for v in table[c] if v)}" for c in ("fid_floor", "fd_digits_floor", "acc_digits_real")
-              if c in table and any(table[c])]
+    floors = [f"{c} {next(v for v in table[c] if v)}" for c in REAL_DATA if c in table and any(table[c])]
     if floors:
         lines.append("real data (same number of samples against the reference): " + ", ".join(floors))
     return "\n".join(lines)
@@ -100,11 +107,20 @@ def run_table(runs: pd.DataFrame, histories: pd.DataFrame, spec_runs: list[str])
     quality = histories[histories["metric"].str.startswith(QUALITY_PREFIXES)]
     if len(quality):
         final = quality.sort_values("step").groupby(["run_id", "metric"])["value"].last().unstack()
-        table = pd.concat([table, final.reindex(runs["run_id"]).reset_index(drop=True)], axis=1)
+        table = pd.concat([table, with_se(final.reindex(runs["run_id"]).reset_index(drop=True))], axis=1)
     missing = [n for n in spec_runs if n not in set(runs["name"])]
     if missing:
         table = pd.concat([table, pd.DataFrame({"run": missing, "status": "not started"})], ignore_index=True)
     return table.map(_fmt)
+
+
+def with_se(final: pd.DataFrame) -> pd.DataFrame:
+    """Each metric with a standard error `<name>_se` (same protocol suffix) shown as one column '12.3 ± 0.41'."""
+    final = final.copy()
+    for se in [c for c in final if SE.search(c) and SE.sub("", c, count=1) in final]:
+        base = SE.sub("", se, count=1)
+        final[base] = [v if pd.isna(e) or pd.isna(v) else f"{v:.4g} ± {e:.2g}" for v, e in zip(final[base], final.pop(se))]
+    return final
 
 
 def _fmt(v):

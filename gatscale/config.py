@@ -180,6 +180,9 @@ class EvalConfig:
     batch_size: int = setting(64, "[1, 16777216]")
     fid_decoder: str = setting("stabilityai/sd-vae-ft-mse", "non-empty")  # in-training FID-5K and grids (official: ft-mse)
     precision: Literal["fp32", "bf16"] = "fp32"  # G and decoder for metrics: official code runs them fp32 (TF32)
+    se_resamples: int = setting(100, "[0, 100000]")  # bootstrap resamples behind every FD's `<metric>_se`; 0: none
+    fd_dinov2: bool = False  # also FD on DINOv2 features, `fd_dinov2` (Stein et al. 2023), network eval.dinov2
+    dinov2: EncoderConfig = field(default_factory=EncoderConfig)  # the DINOv2 of fd_dinov2 (default: REPA's ViT-B/14)
 
 
 @dataclass
@@ -207,9 +210,11 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-# Sections and fields that do not change a run's result: left out of its identity hash.
+# Sections and fields that do not change a run's result: left out of its identity hash. The eval.se_resamples /
+# fd_dinov2 / dinov2 settings only add metrics beside the FD (its SE, fd_dinov2): they change no logged number.
 NON_RESULT_KEYS = ("name", "run_dir", "tracking", "data.num_workers", "train.log_every", "train.sample_every",
-                   "train.checkpoint_every", "train.keep_checkpoints", "eval.batch_size")
+                   "train.checkpoint_every", "train.keep_checkpoints", "eval.batch_size", "eval.se_resamples",
+                   "eval.fd_dinov2", "eval.dinov2")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,6 +494,9 @@ def validate(cfg: RunConfig, source: str | None = None, world_size: int = 1):
         fail("train.batch_size", f"global batch is not divisible by the world size {world_size}")
     if cfg.encoder.name == DIGITS_ENCODER and cfg.encoder.kwargs:
         fail("encoder.kwargs", f"encoder.name {DIGITS_ENCODER!r} has a fixed architecture; remove encoder.kwargs")
+    if cfg.eval.fd_dinov2 and cfg.eval.dinov2.name == DIGITS_ENCODER:
+        fail("eval.dinov2.name", f"{DIGITS_ENCODER!r} is not DINOv2; fd_dinov2 needs a timm DINOv2 "
+                                 f"(e.g. vit_base_patch14_dinov2.lvd142m)")
     if cfg.train.stability.fd_rise != 0 and not cfg.train.stability.fd_rise > 1:
         fail("train.stability.fd_rise", "must be > 1 (a factor over the first FID) or 0 (off)")
     return cfg

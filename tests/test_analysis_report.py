@@ -87,3 +87,27 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(report, tmp
                    capture_output=True, timeout=120)
     assert Image.open(shot).size == (1280, 2400)
     print(f"screenshot of the report: {shot}")
+
+
+def test_run_table_and_summary_show_fd_with_its_se_precision_recall_and_diversity():
+    import pandas as pd
+
+    from analysis.report import run_table, summary
+
+    runs = pd.DataFrame({"run_id": ["a", "b"], "name": ["B2-s0", "B2-s1"], "status": "finished", "model": "GAT-B/2",
+                         "mng": True, "repa": True, "width_aware_lr": True, "lr_g": 1e-3, "seed": [0, 1],
+                         "gatscale.last_step": 500})
+    logged = {"fd_digits": (40.0, 31.25), "fd_digits_se": (3.0, 2.5), "precision_digits": (0.9, 0.8),
+              "recall_digits": (0.5, 0.4), "diversity_digits": (0.7, 0.6), "acc_digits": (0.95, 0.9),
+              "fd_digits_floor": (9.0, 9.0), "fd_digits_floor_se": (4.0, 4.0), "diversity_digits_real": (0.98, 0.98)}
+    histories = pd.DataFrame([(run, metric, step, value * (2 if step == 400 else 1))
+                              for metric, values in logged.items() for run, value in zip("ab", values)
+                              for step in (400, 500)], columns=["run_id", "metric", "step", "value"])
+    table = run_table(runs, histories, ["B2-s0", "B2-s1"])
+    assert table["fd_digits"].tolist() == ["40 ± 3", "31.25 ± 2.5"]  # the last evaluation's FD and its SE
+    assert not any(c.endswith("_se") for c in table)
+    lines = summary(table).splitlines()
+    assert lines[0].split() == ["run", "status", "step", "fd_digits", "acc_digits", "precision_digits",
+                                "recall_digits", "diversity_digits"]
+    assert lines[2].split()[3:] == ["40", "±", "3", "0.95", "0.9", "0.5", "0.7"]  # (line 1: the rule)
+    assert "fd_digits_floor 9 ± 4" in lines[-1] and "diversity_digits_real 0.98" in lines[-1]

@@ -72,6 +72,7 @@ CONFIG_CASES = [  # (dotted key, bad value); the message must name the key
     ("train.iterations", 0), ("train.epochs", -1), ("train.log_every", 0), ("train.precision", "fp16"),
     ("train.keep_checkpoints", 0), ("eval.truncation_psi", 2), ("eval.fid_every", -5),
     ("eval.feature_extractor", "clip"), ("tracking.backend", "wandb"), ("optim.learning_rate", 1e-3),
+    ("eval.se_resamples", -1), ("eval.fd_dinov2", "yes"), ("eval.dinov2.resolution", 0),
     ("trainer", {"steps": 5}),
 ]
 
@@ -148,7 +149,8 @@ def test_train_without_a_config_or_a_run_to_resume(workdir, capsys):
 @pytest.mark.parametrize("argv, named", [
     (["trian", "c.yaml"], "invalid choice: 'trian'"), (["train", "--sett", "x=1"], "unrecognized arguments"),
     (["sweep", "s.yaml", "--max-parallel", "0"], "--max-parallel = 0"), (["sweep", "s.yaml", "--backend", "k8s"], "k8s"),
-], ids=["command", "option", "max-parallel", "backend"])
+    (["eval", "run", "--fd-inf", "--num-samples", "3"], "--fd-inf --num-samples 3: too few samples"),
+], ids=["command", "option", "max-parallel", "backend", "fd-inf"])
 def test_a_bad_command_line(workdir, capsys, argv, named):
     fails_cleanly(capsys, workdir, argv, named)
 
@@ -268,6 +270,18 @@ def test_end_to_end_missing_weights_offline_fail_in_seconds_without_a_tracker_tr
     assert "gatscale: error: encoder.name = 'vit_base_patch14_dinov2.lvd142m'" in done.stderr
     assert "encoder.checkpoint" in done.stderr  # what to do about it
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_eval_fd_dinov2_without_the_weights_offline_is_one_line_naming_eval_dinov2(workdir, capsys, monkeypatch):
+    import huggingface_hub
+
+    from eval_fixtures import run_with_checkpoint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)  # nothing cached
+    run_dir, _, _ = run_with_checkpoint(workdir / "run", step=5)
+    fails_cleanly(capsys, workdir, ["eval", str(run_dir), "--fd-dinov2", "--num-samples", "10", "--device", "cpu"],
+                  "gatscale: error: eval.dinov2 (fd_dinov2): encoder.name = 'vit_base_patch14_dinov2.lvd142m'", code=1)
 
 
 # --- a sweep whose runs need GPUs this machine lacks -----------------------------------------------

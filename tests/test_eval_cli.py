@@ -16,8 +16,9 @@ def test_eval_writes_metrics_json_and_adm_npz(tmp_path, eval_cache):
                "--npz-out", str(tmp_path / "samples.npz")])
     assert rc == 0
     record = json.loads((run_dir / "eval" / "metrics-0000100-psi0.3.json").read_text())  # official sampler's psi
-    assert set(record["metrics"]) == {"fd_digits", "acc_digits", "is_digits", "is_std_digits", "precision_digits",
-                                      "recall_digits"}
+    assert set(record["metrics"]) == {"fd_digits", "fd_digits_se", "acc_digits", "is_digits", "is_std_digits",
+                                      "precision_digits", "recall_digits", "diversity_digits"}
+    assert record["fd_se"]["resamples"] == 100 and record["fd_inf_fits"] is None
     assert record["step"] == 100 and record["num_samples"] == 40 and record["feature_extractor"] == "digits"
     assert record["truncation_psi"] == 0.3 and record["precision"] == "fp32"
     logged = [r for _, r in MetricsLog(run_dir).read() if r.get("step") == 100]  # no tracker run: the folder's record
@@ -57,7 +58,7 @@ def test_eval_logs_to_the_runs_tracker_with_a_protocol_suffix_and_keeps_its_stat
     run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     names, _, artifacts = _eval_logged(run_dir, uri, "--num-samples", "40", "--truncation-psi", "0.5")
-    assert names == {"fd_digits_40_psi0.5", "acc_digits_40_psi0.5"}   # not the FID-k curve of training
+    assert names == {"fd_digits_40_psi0.5", "fd_digits_se_40_psi0.5", "acc_digits_40_psi0.5"}  # not the FID-k curve
     assert artifacts == ["eval/metrics-0000100-psi0.5.json"]
 
     (run_dir / "tracking.json").write_text(json.dumps({"run_id": "abc", "uri": "http://127.0.0.1:9"}))
@@ -69,13 +70,26 @@ def test_eval_psi_is_in_every_recorded_metric_name_and_tag(tmp_path, eval_cache)
     run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     names, tags, _ = _eval_logged(run_dir, uri, "--num-samples", "40")   # defaults: psi 0.3, fp32
-    assert names == {"fd_digits_40_psi0.3", "acc_digits_40_psi0.3"}
+    assert names == {"fd_digits_40_psi0.3", "fd_digits_se_40_psi0.3", "acc_digits_40_psi0.3"}
     assert json.loads(tags["gatscale.eval_40_psi0.3"])["truncation_psi"] == 0.3
     names, _, _ = _eval_logged(run_dir, uri, "--num-samples", "200", "--truncation-psi", "0")  # = fid_samples
-    assert names == {"fd_digits", "acc_digits"}   # exactly the in-training protocol: psi is the run's eval.truncation_psi
+    assert names == {"fd_digits", "fd_digits_se", "acc_digits"}   # exactly the in-training protocol: psi is the run's eval.truncation_psi
     names, tags, _ = _eval_logged(run_dir, uri, "--num-samples", "200", "--truncation-psi", "0", "--precision", "bf16")
-    assert names == {"fd_digits_200_psi0_bf16", "acc_digits_200_psi0_bf16"}
+    assert names == {"fd_digits_200_psi0_bf16", "fd_digits_se_200_psi0_bf16", "acc_digits_200_psi0_bf16"}
     assert json.loads(tags["gatscale.eval_200_psi0_bf16"])["precision"] == "bf16"
+
+
+def test_eval_fd_inf_logs_the_extrapolation_with_its_recipe_and_fit(tmp_path, eval_cache):
+    run_dir, _, _ = run_with_checkpoint(tmp_path / "run", step=100)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    names, tags, _ = _eval_logged(run_dir, uri, "--num-samples", "300", "--fd-inf")
+    assert names == {"fd_digits_300_psi0.3", "fd_digits_se_300_psi0.3", "fd_digits_inf_300_psi0.3",
+                     "acc_digits_300_psi0.3"}
+    recipe = json.loads(tags["gatscale.eval_300_psi0.3"])
+    assert recipe["num_samples"] == 300 and recipe["fd_se"]["resamples"] == 100
+    assert recipe["fd_inf"]["counts"][0] == 30 and recipe["fd_inf"]["counts"][-1] == 300
+    record = json.loads((run_dir / "eval" / "metrics-0000100-psi0.3.json").read_text())
+    assert record["fd_inf_fits"]["fd_digits_inf"]["counts"] == recipe["fd_inf"]["counts"]
 
 
 def test_eval_without_inception_weights_fails_before_generating(tmp_path, monkeypatch, capsys):

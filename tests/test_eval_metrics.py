@@ -29,10 +29,12 @@ def test_frechet_distance_is_zero_for_the_same_set_and_large_for_a_shifted_set(d
 def test_digits_extractor_reports_fd_digits_never_fid(digits_reference):
     images, extractor, ref = digits_reference
     values = fid.compute_metrics(images[:400].split(200), "digits", extractor, ref, metrics=("fid", "is", "prc"))
-    assert set(values) == {"fd_digits", "is_digits", "is_std_digits", "precision_digits", "recall_digits"}
+    assert set(values) == {"fd_digits", "fd_digits_se", "is_digits", "is_std_digits", "precision_digits",
+                           "recall_digits"}
     assert values["is_digits"] > 5  # a trained digits classifier: confident, diverse predictions
     assert values["precision_digits"] > 0.9
-    assert set(fid.metric_names("inception").values()) == {"fid", "is", "is_std", "precision", "recall"}
+    assert set(fid.metric_names("inception").values()) == {"fid", "fid_se", "fid_inf", "is", "is_std", "precision",
+                                                           "recall"}
 
 
 def test_digits_extractor_is_registered_with_torch_fidelity(digits_reference):
@@ -103,7 +105,9 @@ def test_in_training_hook_returns_fd_digits_and_is_repeatable(eval_cache):
     G = tiny_generator(cfg)
     first = fid.evaluate_generator(G, cfg, build_tokenizer("pixels"), "cpu", num_samples=100)
     second = fid.evaluate_generator(G, cfg, build_tokenizer("pixels"), "cpu", num_samples=100)
-    assert set(first) == {"fd_digits", "acc_digits"} and first["fd_digits"] > 0
+    assert set(first) == {"fd_digits", "fd_digits_se", "acc_digits", "precision_digits", "recall_digits",
+                          "diversity_digits"}
+    assert first["fd_digits"] > 0 and 0 < first["fd_digits_se"] < first["fd_digits"]
     assert first == second  # same z and labels every call
     assert list(eval_cache.glob("reference/reference-digits-16px-digits-cnn-v1.npz"))  # computed once and cached
 
@@ -119,17 +123,18 @@ def test_features_stay_float32_inside_a_callers_autocast(digits_reference):
 class RealDigitsGenerator(torch.nn.Module):
     """A 'generator' that returns a real digit of the asked class (or always the same image: constant=True)."""
 
-    def __init__(self, constant=False):
+    def __init__(self, constant=False, per_class=None):
         super().__init__()
         images, labels = digits_tensor()
         self.register_buffer("latents", images.float() / 127.5 - 1)  # the pixels tokenizer's latents
         self.register_buffer("labels", labels)
-        self.num_classes, self.z_dim, self.constant = 10, 4, constant
+        self.num_classes, self.z_dim, self.constant, self.per_class = 10, 4, constant, per_class
 
     def forward(self, z, y, truncation_psi=0.0):
         if self.constant:
             return self.latents[:1].expand(len(y), -1, -1, -1)
-        pick = (z[:, 0].abs() * 50).long().tolist()  # a z-dependent image among those of class y
+        pick = (z[:, 0].abs() * 50).long()  # a z-dependent image among those of class y (or its first per_class)
+        pick = (pick % self.per_class if self.per_class else pick).tolist()
         return torch.stack([self.latents[self.labels == c][i % int((self.labels == c).sum())]
                             for c, i in zip(y.tolist(), pick)])
 
@@ -146,10 +151,50 @@ def test_acc_digits_is_near_one_for_real_digits_of_their_class_and_a_tenth_for_a
 def test_real_data_floor_is_small_cached_and_below_a_shifted_set(eval_cache):
     cfg = tiny_config(eval={"feature_extractor": "digits", "batch_size": 100, "fid_samples": 300})
     floor = fid.real_data_floor(cfg)
-    assert set(floor) == {"fd_digits_floor", "acc_digits_real"}
+    assert set(floor) == {"fd_digits_floor", "fd_digits_floor_se", "acc_digits_real", "precision_digits_real",
+                          "recall_digits_real", "diversity_digits_real"}
     assert 0 < floor["fd_digits_floor"] < 20 and floor["acc_digits_real"] > 0.95
+    assert 0 < floor["fd_digits_floor_se"] < floor["fd_digits_floor"]
+    assert floor["precision_digits_real"] > 0.9 and floor["recall_digits_real"] > 0.8
+    assert floor["diversity_digits_real"] == pytest.approx(1, abs=0.1)
     assert fid.real_data_floor(cfg, num_samples=1797)["fd_digits_floor"] < floor["fd_digits_floor"]  # all images
-    cached = list(eval_cache.glob("reference/*-floor-300-seed0.json"))
+    cached = list(eval_cache.glob("reference/*-floor-300-seed0-v2.json"))
     assert len(cached) == 1
     cached[0].write_text('{"fd_digits_floor": 1234.5}')  # read back, never recomputed
     assert fid.real_data_floor(cfg) == {"fd_digits_floor": 1234.5}
+
+
+def test_class_correct_but_mode_collapsed_samples_show_in_diversity_and_recall_not_in_accuracy(eval_cache):
+    cfg = tiny_config(eval={"feature_extractor": "digits", "batch_size": 100, "fid_samples": 500})
+    real = fid.evaluate_generator(RealDigitsGenerator(), cfg, build_tokenizer("pixels"), "cpu")
+    collapsed = fid.evaluate_generator(RealDigitsGenerator(per_class=3), cfg, build_tokenizer("pixels"), "cpu")
+    assert real["acc_digits"] > 0.95 and collapsed["acc_digits"] > 0.9  # both draw the right class
+    assert real["diversity_digits"] == pytest.approx(1, abs=0.15)
+    assert collapsed["diversity_digits"] < 0.7 * real["diversity_digits"]  # 3 images a class: ~ 1 - 1/3 (0.56)
+    assert collapsed["recall_digits"] < 0.2 * real["recall_digits"]
+    assert collapsed["precision_digits"] > 0.9  # each image is a real digit
+
+
+def test_fd_se_is_logged_beside_every_frechet_distance_and_none_when_switched_off(digits_reference):
+    images, extractor, ref = digits_reference
+    shifted = torch.roll(images[:400], 2, dims=3).split(200)
+    values = fid.compute_metrics(shifted, "digits", extractor, ref, fd_inf=True, fits=(fits := {}))
+    assert set(values) == {"fd_digits", "fd_digits_se", "fd_digits_inf"}
+    assert 0 < values["fd_digits_se"] < 0.2 * values["fd_digits"]
+    assert values["fd_digits_inf"] < values["fd_digits"]  # FD at 400 samples is biased up
+    assert fits["fd_digits_inf"]["counts"][-1] == 400
+    assert set(fid.compute_metrics(shifted, "digits", extractor, ref, se_resamples=0)) == {"fd_digits"}
+
+
+def test_fd_dinov2_on_a_stand_in_network_has_its_own_reference_and_se(eval_cache):
+    dinov2 = {"name": "vit_small_patch14_dinov2.lvd142m", "pretrained": False, "resolution": 28,
+              "kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2}}
+    cfg = tiny_config(eval={"feature_extractor": "digits", "batch_size": 100, "fid_samples": 200,
+                            "fd_dinov2": True, "dinov2": dinov2})
+    real = fid.evaluate_generator(RealDigitsGenerator(), cfg, build_tokenizer("pixels"), "cpu")
+    constant = fid.evaluate_generator(RealDigitsGenerator(constant=True), cfg, build_tokenizer("pixels"), "cpu")
+    assert {"fd_dinov2", "fd_dinov2_se", "fd_digits"} <= set(real)
+    assert constant["fd_dinov2"] > 3 * real["fd_dinov2"] > 0
+    files = sorted(p.name for p in eval_cache.glob("reference/reference-digits-16px-dinov2-*-stand-in.npz"))
+    assert len(files) == 1  # labelled a stand-in, apart from the digits CNN's
+    assert fid.recipe(cfg.eval, 200, ("fid",))["fd_dinov2"]["stand_in"] is True

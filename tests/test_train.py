@@ -290,3 +290,29 @@ def test_bf16_autocast_step_is_finite_and_close_to_float32():
     for k in ("loss/d", "loss/g", "grad_norm/d", "grad_norm/g"):
         assert torch.isfinite(bf16[k]).all()
     assert bf16["loss/d"].item() == pytest.approx(fp32["loss/d"].item(), rel=0.05)
+
+
+def test_every_in_training_fd_digits_is_logged_with_its_se_and_the_recipe_tag(tmp_path):
+    class Recorder:
+        run_id = None
+        def __init__(self): self.metrics, self.tags = [], {}
+        def start(self, run_dir, name, params, tags): self.tags.update(tags)
+        def log_metrics(self, m, step): self.metrics.append((step, m))
+        def log_artifact(self, *a, **k): pass
+        def set_tags(self, t): self.tags.update(t)
+        def finish(self, status): pass
+
+    rec = Recorder()
+    cfg = tiny_config(train={"iterations": 10, "log_every": 5},
+                      eval={"fid_every": 5, "fid_samples": 40, "feature_extractor": "digits", "batch_size": 40})
+    assert train(cfg, tmp_path, tracker=rec).status == "finished"
+    evals = [(step, m) for step, m in rec.metrics if "fd_digits" in m]
+    assert [step for step, _ in evals] == [5, 10]
+    for _, m in evals:
+        assert 0 < m["fd_digits_se"] < m["fd_digits"]
+        assert {"precision_digits", "recall_digits", "diversity_digits"} <= set(m)
+    floor = next(m for step, m in rec.metrics if "fd_digits_floor" in m)
+    assert floor["fd_digits_floor_se"] > 0 and "diversity_digits_real" in floor
+    recipe = json.loads(rec.tags["gatscale.eval"])
+    assert recipe["num_samples"] == 40 and recipe["fd_se"]["resamples"] == cfg.eval.se_resamples
+    assert rec.tags["gatscale.stand_in"] == "repa_encoder"  # the tiny REPA encoder; no DINOv2 asked for

@@ -12,6 +12,12 @@ and psi is visible in every name; a tag `gatscale.eval<suffix>` records the whol
 streams the samples into an `.npz` (arr_0 NHWC uint8, arr_1 labels) for the ADM evaluator
 (openai/guided-diffusion/evaluations). The feature extractor, Inception weights and reference statistics come
 from the run's `eval:` config section, overridable here.
+
+Every Fréchet distance comes with its bootstrap standard error `<fd>_se` (eval.se_resamples resamples of the
+generated features); `--fd-inf` adds `<fd>_inf`, FD extrapolated to infinitely many samples (Chong & Forsyth
+2020; for final evaluations: use many samples, e.g. 50,000), and `--fd-dinov2` (or eval.fd_dinov2) `fd_dinov2`.
+The protocol suffix follows these: `fid_se_50k_psi0.3`, `fid_inf_50k_psi0.3`. The recipe of each (sample count,
+SE method, FD_inf's sample counts, the DINOv2 network) is in the tag and in the metrics JSON, with FD_inf's fit.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import torch
 from gatscale.atomic import atomic_write_text
 from gatscale.config import to_dict
 
-from . import fid
+from . import fid, frechet
 from .run import load_run, log_to_tracker
 from .samples import NpzWriter, build_eval_tokenizer, generate_images
 
@@ -43,7 +49,12 @@ def add_arguments(parser):
     parser.add_argument("--which", choices=("ema", "generator"), default="ema", help="generator weights to evaluate")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the run's eval.batch_size")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--metrics", default="fid,is,prc", help="comma list of fid, is, prc (precision/recall)")
+    parser.add_argument("--metrics", default="fid,is,prc,diversity",
+                        help="comma list of fid (with its SE), is, prc (precision/recall), diversity (digits only)")
+    parser.add_argument("--fd-inf", action="store_true",
+                        help="also FD extrapolated to infinitely many samples (Chong & Forsyth 2020): <fd>_inf")
+    parser.add_argument("--fd-dinov2", action="store_true", default=None,
+                        help="also FD on DINOv2 features, fd_dinov2 (network: the run's eval.dinov2)")
     parser.add_argument("--feature-extractor", choices=tuple(fid.EXTRACTORS), default=None,
                         help="default: the run's eval.feature_extractor (digits: offline CNN, reported as fd_digits)")
     parser.add_argument("--inception-weights", default=None, help="local torch-fidelity Inception weights file")
@@ -77,7 +88,10 @@ def main(args) -> int:
                 f"--num-samples {args.num_samples}: must be >= 2" if args.num_samples < 2 else None,
                 f"--truncation-psi {args.truncation_psi}: must be in [0, 1] (0 = none)"
                 if args.truncation_psi is not None and not 0 <= args.truncation_psi <= 1 else None,
-                f"--batch-size {args.batch_size}: must be >= 1" if args.batch_size is not None and args.batch_size < 1 else None]
+                f"--batch-size {args.batch_size}: must be >= 1" if args.batch_size is not None and args.batch_size < 1 else None,
+                f"--fd-inf --num-samples {args.num_samples}: too few samples for FD_inf's fit in 1/N (sample counts "
+                f"{frechet.inf_counts(args.num_samples)}; it needs 3)"
+                if args.fd_inf and args.num_samples >= 2 and len(frechet.inf_counts(args.num_samples)) < 3 else None]
     if any(problems):
         print("gatscale eval: " + "; ".join(p for p in problems if p), file=sys.stderr)
         return 2
@@ -87,11 +101,13 @@ def main(args) -> int:
         trained_eval = dataclasses.replace(cfg.eval)
         for key, value in (("feature_extractor", args.feature_extractor), ("inception_weights", args.inception_weights),
                            ("reference_stats", args.reference_stats), ("truncation_psi", args.truncation_psi),
-                           ("batch_size", args.batch_size), ("precision", args.precision)):
+                           ("batch_size", args.batch_size), ("precision", args.precision),
+                           ("fd_dinov2", args.fd_dinov2)):
             if value is not None:
                 setattr(cfg.eval, key, value)
         extractor = fid.get_extractor(cfg.eval.feature_extractor, cfg.eval.inception_weights, device)  # fails before generating
         reference = fid.get_reference(cfg, extractor, device)
+        extra = fid.extra_extractors(cfg, device)
         tokenizer = build_eval_tokenizer(cfg, device)
         if device.type == "cuda":  # float32 matmuls in TF32, as the official generate.py (--tf32) and train.py
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.tf32
@@ -111,13 +127,16 @@ def main(args) -> int:
                     writer.write(x, y)
                 yield x, y  # the labels give acc_digits on digits
 
-    values = fid.compute_metrics(images(), cfg.eval.feature_extractor, extractor, reference, metrics)
+    fits: dict = {}
+    values = fid.compute_metrics(images(), cfg.eval.feature_extractor, extractor, reference, metrics, extra,
+                                 cfg.eval.se_resamples, fd_inf=args.fd_inf, fits=fits)
 
     decoder = cfg.data.vae_decoder if cfg.data.tokenizer == "sd-vae" else None
     protocol = {"num_samples": args.num_samples, "truncation_psi": cfg.eval.truncation_psi, "which": args.which,
-                "precision": cfg.eval.precision, "decoder": decoder}
+                "precision": cfg.eval.precision, "decoder": decoder,
+                **fid.recipe(cfg.eval, args.num_samples, metrics, args.fd_inf)}
     record = {
-        "metrics": values, "step": step, "checkpoint": str(ckpt), **protocol, "seed": args.seed,
+        "metrics": values, "fd_inf_fits": fits or None, "step": step, "checkpoint": str(ckpt), **protocol, "seed": args.seed,
         "feature_extractor": cfg.eval.feature_extractor, "reference_stats": reference["path"],
         "reference_num_images": reference["num_images"], "npz": args.npz_out, "seconds": round(time.time() - start, 2),
         "eval_config": to_dict(cfg.eval),

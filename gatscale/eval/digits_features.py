@@ -95,6 +95,13 @@ class FeatureExtractorDigits(FeatureExtractorBase):
         return tuple(features[name] for name in self.features_list)
 
 
+@torch.no_grad()
+def classify_features(extractor: FeatureExtractorDigits, feats: torch.Tensor) -> torch.Tensor:
+    """The CNN's predicted class of 128-d 'feat' rows (its last layer on the features, e.g. the reference's)."""
+    head = extractor.net.classifier
+    return head(feats.to(head.weight.device, head.weight.dtype)).argmax(1).cpu()
+
+
 def register():
     """Register `gatscale-digits` with torch-fidelity (idempotent)."""
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor

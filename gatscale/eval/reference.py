@@ -49,9 +49,10 @@ class FeatureMoments:
         return {"mu": mu.numpy(), "sigma": sigma.numpy(), "features": self.kept.numpy(), "num_images": self.n}
 
 
-def default_reference_path(cfg, extractor_kind: str) -> Path:
-    """cfg.eval.reference_stats, else beside the data (data.path), else in the gatscale cache."""
-    if cfg.eval.reference_stats:
+def default_reference_path(cfg, extractor_kind: str, use_reference_stats: bool = True) -> Path:
+    """cfg.eval.reference_stats (the main extractor's file; `use_reference_stats=False` for the others), else beside
+    the data (data.path), else in the gatscale cache."""
+    if cfg.eval.reference_stats and use_reference_stats:
         return Path(cfg.eval.reference_stats)
     name = f"reference-{cfg.data.source}-{cfg.data.resolution}px-{extractor_kind}.npz"
     return Path(cfg.data.path) / name if cfg.data.path else cache_root() / "reference" / name

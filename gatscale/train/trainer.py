@@ -19,6 +19,7 @@ config.yaml is written unless it already holds this run's config (a sweep's own 
 """
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import sys
@@ -214,6 +215,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     last_metrics: dict = {}  # the latest value of each metric, FIDs included (status.json)
     is_log_step = lambda s: s % cfg.train.log_every == 0 or s == iterations  # noqa: E731
     step, result = start_step, None
+    recipe_logged = False  # the Eval stage's gatscale.eval tag, once per process
     while True:
         # Done? First, so the last step is reported and checkpointed like any other. Divergence (a non-finite
         # watched statistic) and preemption signals are agreed on by all ranks in one small all-reduce, at a
@@ -248,8 +250,13 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
                 save_sample_grid(st.G_ema, vis_z, vis_y, tokenizer, run_dir / "samples" / name, tracker, st.autocast,
                                  class_names=data.class_names)
 
-        # Eval: FID-k of the EMA generator on rank 0.
+        # Eval: FID-k of the EMA generator on rank 0, each FD with its standard error `<fd>_se`; how they were
+        # computed (samples, SE method) is the run's tag gatscale.eval.
         if fid_now and (fid := _evaluate(st.G_ema, cfg, tokenizer, dev, info)):
+            if not recipe_logged:
+                from ..eval.fid import in_training_recipe
+                tracker.set_tags({"gatscale.eval": json.dumps(in_training_recipe(cfg))})
+                recipe_logged = True
             tracker.log_metrics(fid, step)
             last_metrics.update(fid)
             log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in fid.items()))
@@ -318,7 +325,9 @@ def _start_run(cfg: RunConfig, run_dir: Path, tracker: Tracker, st: TrainState, 
               "gflops_g": round(flops.g_paper_gflops, 4), "gflops_d": round(flops.d_paper_gflops, 4),
               "dataset_images": data.num_images, "images_per_step": cfg.train.batch_size,
               "flops_per_step": float(flops.iteration)}
-    stand_ins = "repa_encoder" if st.encoder is not None and st.encoder.stand_in else ""
+    stand_ins = ",".join(part for part, used in (
+        ("repa_encoder", st.encoder is not None and st.encoder.stand_in),
+        ("eval_dinov2", cfg.eval.fd_dinov2 and not (cfg.eval.dinov2.pretrained or cfg.eval.dinov2.checkpoint))) if used)
     tags = {"gatscale.name": cfg.name, "gatscale.config_hash": config_hash(cfg), "gatscale.run_dir": str(run_dir.resolve()),
             "gatscale.status": "running", "gatscale.stand_in": stand_ins, **study_tags(cfg, st.lr_g, st.lr_d)}
     if cfg.tracking.aliases:
