@@ -218,7 +218,8 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 
 
 def why_unloadable(path: Path, error: Exception) -> str:
-    """Why torch.load(weights_only=True) could not read a file, in a few words (torch's text is not repeated)."""
+    """Why torch.load(weights_only=True) could not read a file, in a few words (torch's text is not repeated; it
+    raises OSError for some truncated archives). Raises the OSError of a file this process cannot open or read."""
     with open(path, "rb") as f:
         head = f.read(len(ZIP_MAGIC))
     if not head:
@@ -245,8 +246,6 @@ def read_valid(path: Path, required=TRAINING_STATE, map_location="cpu") -> dict:
     """Load and validate one checkpoint; raises CheckpointInvalid (with a short reason) if it does not pass."""
     try:
         state = load_checkpoint(path, map_location)
-    except OSError:
-        raise  # this machine's problem (permission, I/O), not the file's
     except Exception as e:  # noqa: BLE001 - any file can sit under a checkpoint's name
         raise CheckpointInvalid(why_unloadable(path, e)) from e
     validate_checkpoint(state, required)

@@ -172,14 +172,14 @@ def _resume_point(run_dir: Path, status: dict, restart: bool, keys: tuple[str, .
     set aside. With none valid, the last checkpoint written decides: none ever, start from step 0 (nothing is lost);
     one, CheckpointsUnusable (unless `restart`, or the run has ended)."""
     found = find_latest_valid(run_dir, keys, map_location="cpu")
-    for path, why in found.rejected:
-        warnings.append(f"checkpoint {path.name} skipped: {why}")
-        log.warning("warning: checkpoint %s is not usable (%s); trying the previous one", path, why)
     saved = _last_saved(status, [p for p, _ in found.rejected])
     ended = status.get("status") in TERMINAL  # nothing to resume (_train says so)
     if found.state is None and saved > 0 and not restart and not ended:
         reached.step, reached.checkpoint = status.get("step") or 0, saved  # kept in status.json
         raise CheckpointsUnusable(run_dir, saved, found.rejected)
+    for path, why in found.rejected:
+        warnings.append(f"checkpoint {path.name} skipped: {why}")
+        log.warning("warning: checkpoint %s is not usable (%s); trying the previous one", path, why)
     if found.rejected:
         moved = set_aside([p for p, _ in found.rejected])
         warnings.append(f"moved to checkpoints/{REJECTED_DIR}/: {', '.join(p.name for p in moved)}")
