@@ -60,6 +60,7 @@ def assert_as_if_never_killed(run_dir, reference):
     assert got.index.equals(want.index) and got.to_numpy() == pytest.approx(want.to_numpy(), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_before_its_first_checkpoint_it_starts_from_step_0_and_the_curves_drop_the_lost_steps(
         reference, tmp_path, capsys):
     run_dir = tmp_path / "run"
@@ -99,3 +100,30 @@ def test_killed_after_a_checkpoint_it_resumes_from_that_checkpoint(reference, tm
     assert_as_if_never_killed(run_dir, reference)
     rewinds = [r["rewind"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "rewind" in r]
     assert rewinds == [10]
+
+
+@pytest.mark.slow
+def test_a_sweep_relaunches_a_run_hard_killed_before_its_first_checkpoint_and_it_finishes(tmp_path, monkeypatch,
+                                                                                           capsys):
+    from gatscale.sweep.backends import local
+    from gatscale.sweep.record import read_record
+    from gatscale.sweep.spec import load_spec
+    from sweep_fixtures import run_starts, tiny_run_dict, write_spec
+
+    spec = write_spec(tmp_path / "s.yaml", text=json.dumps({"name": "t", "base": tiny_run_dict(train=TRAIN)}))
+    (run,) = load_spec(spec, runs_dir=tmp_path / "runs").runs
+    launches, command = [], local.train_command
+
+    def first_launch_killed(r):  # [python, -m, gatscale.cli, train, ...] -> [python, hard_kill.py, log, 6, train, ...]
+        launches.append(r.name)
+        cmd = command(r)
+        return cmd if len(launches) > 1 else [cmd[0], str(REPO / "tests" / "hard_kill.py"), "log", "6", *cmd[3:]]
+    monkeypatch.setattr(local, "train_command", first_launch_killed)
+    monkeypatch.chdir(tmp_path)
+
+    assert gatscale_main(["sweep", str(spec)]) == 0, capsys.readouterr()
+    assert len(launches) == 2 and run_starts(run.run_dir) == 2 and len(read_record(run.run_dir)["failures"]) == 1
+    status = read_status(run.run_dir)
+    assert (status["status"], status["step"], status["checkpoint_step"]) == ("finished", 20, 20)
+    assert "no checkpoint had been written yet; starting from step 0" in (run.run_dir / "log.txt").read_text()
+    assert curves(run.run_dir).xs("loss/d").index.tolist() == list(range(2, 21, 2))
