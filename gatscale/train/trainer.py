@@ -124,8 +124,9 @@ def _record_refusal(e: "CheckpointsUnusable", run_dir: Path, info: DistInfo, rea
     log.error("%s", e.line, extra={"file_only": True})  # log.txt; the CLI prints the message
     if info.is_main:
         old = read_status(run_dir) or {}
-        write_status(run_dir, old.get("status") or "running", reached.step, reached.iterations, reason=old.get("reason"),
-                     metrics=old.get("metrics"), checkpoint_step=reached.checkpoint, attention=e.line)
+        write_status(run_dir, old.get("status") or "running", reached.step, reached.iterations,
+                     reason=old.get("reason"), metrics=old.get("metrics"), checkpoint_step=reached.checkpoint,
+                     attention=e.line)
 
 
 def _record_failure(e: BaseException, run_dir: Path, tracker: Tracker, info: DistInfo, reached: _Reached):
@@ -134,7 +135,8 @@ def _record_failure(e: BaseException, run_dir: Path, tracker: Tracker, info: Dis
     reason = f"{type(e).__name__}: {e}"
     (log.error if exit_code(e) is not None else log.exception)("run failed at step %d: %s", reached.step, reason)
     if info.is_main:
-        write_status(run_dir, "failed", reached.step, reached.iterations, reason=reason, checkpoint_step=reached.checkpoint)
+        write_status(run_dir, "failed", reached.step, reached.iterations, reason=reason,
+                     checkpoint_step=reached.checkpoint)
         if reached.tracking:
             tracker.set_tags({"gatscale.failure": reason[:5000]})
             tracker.finish("failed")
@@ -189,9 +191,9 @@ def _resume_point(run_dir: Path, status: dict, restart: bool, keys: tuple[str, .
         if saved > 0:
             log.warning("warning: --restart: training %s from step 0 (its checkpoint of step %d is unusable)", run_dir,
                         saved)
-        elif status.get("step"):
+        elif status:
             log.info("%s: no checkpoint had been written yet; starting from step 0 (the lost attempt had reached "
-                     "step %d)", run_dir, status["step"])
+                     "step %d)", run_dir, status.get("step") or 0)
     return found.state, found.path
 
 
@@ -237,8 +239,8 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
         start_step = reached.step = reached.checkpoint = st.checkpoint.load(saved)
         log.info("resumed from %s (step %d)", saved_path, start_step)
     del saved
-    if info.is_main and (status.get("step") or 0) > start_step:
-        rewind(run_dir, start_step)  # the curves drop what the lost steps logged (metrics_log.py)
+    if info.is_main and status:  # an attempt before this one: the curves drop what it logged after start_step
+        rewind(run_dir, start_step)  # (metrics_log.py; status.json's step may lag its last log line)
 
     # Sample grids and FID-k decode with eval.fid_decoder (official train.py: ft-mse), in eval.precision.
     tokenizer = build_eval_tokenizer(cfg, dev, decoder=cfg.eval.fid_decoder) if info.is_main else None
@@ -282,7 +284,8 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             tracker.log_metrics(metrics, step)
             progress(step, metrics)
             if info.is_main:  # what `gatscale sweep` and `gatscale status --watch` show live
-                write_status(run_dir, "running", step, iterations, metrics=last_metrics, checkpoint_step=reached.checkpoint)
+                write_status(run_dir, "running", step, iterations, metrics=last_metrics,
+                             checkpoint_step=reached.checkpoint)
             timer.restart(step)  # reporting is not step time
 
         # Samples: a fixed grid of the EMA generator.
