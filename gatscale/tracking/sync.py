@@ -93,6 +93,8 @@ def _create_run(client, state: dict) -> str:
 
 def _supersede(client, run_id: str):
     """End and delete the tracker run of an attempt that left no checkpoint (its run folder keeps its records)."""
+    if client.get_run(run_id).info.lifecycle_stage == "deleted":
+        return  # done before a kill kept `delivered` from moving past the rewind
     client.set_tag(run_id, "gatscale.superseded", "the run started over from step 0: no checkpoint had been written")
     client.set_terminated(run_id, status="KILLED")
     client.delete_run(run_id)
