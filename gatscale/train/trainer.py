@@ -151,7 +151,7 @@ class CheckpointsUnusable(EnvironmentProblem):
     The message has one line per checkpoint file with its reason; `line` says it all in one line (status.json)."""
 
     def __init__(self, run_dir: Path, saved: int, files: list[tuple[Path, str]]):
-        self.saved, folder = saved, checkpoint_dir(run_dir)
+        folder = checkpoint_dir(run_dir)
         what = (f"{run_dir}: a checkpoint was written (step {saved}) but none is usable; refusing to start over from "
                 f"step 0, nothing was deleted: restore {folder} from a backup, or `gatscale train --run-dir {run_dir} "
                 f"--restart` trains from step 0")
