@@ -7,7 +7,8 @@
   that folder (params, tags, status.json); `load_run_folders` reads folders alone (tracking.backend: none).
 - `load_histories`: every logged value of every metric, one row per (run, metric, step) with the run's epoch and
   cumulative training FLOPs at that step, both derived here (and only here) from the per-step constants. A step
-  logged twice (by a killed attempt and by its resume) counts once: the later value. From the run folder's
+  logged twice (by a killed attempt and by its resume) counts once: the later value; what a killed attempt logged
+  after the step its successor continued from (a rewind record, metrics_log.py) is dropped. From the run folder's
   metrics.jsonl when reachable; else MlflowClient.get_metric_history, cached per run under `cache_dir`, keyed by
   the run's last update, so finished runs are fetched once.
 - `load_lpips`: the `eval/lpips_contribution.csv` of every run that has one (run folder, else MLflow artifact).
@@ -271,9 +272,14 @@ def load_histories(runs: pd.DataFrame, tracking_uri: str = DEFAULT_TRACKING_URI,
 
 
 def folder_history(run_dir: Path, run_id: str) -> pd.DataFrame:
-    """A run folder's metrics.jsonl as (run_id, metric, step, value), the last value logged per (metric, step)."""
-    rows = [(run_id, name, int(r["step"]), float(v)) for _, r in MetricsLog(run_dir).read(chunk=None)
-            if "metrics" in r and "step" in r for name, v in r["metrics"].items()]
+    """A run folder's metrics.jsonl as (run_id, metric, step, value), the last value logged per (metric, step), without
+    the steps a rewind record supersedes (those a killed attempt logged after the step its successor continued from)."""
+    rows = []
+    for _, r in MetricsLog(run_dir).read(chunk=None):
+        if "rewind" in r:
+            rows = [row for row in rows if row[2] <= r["rewind"]]
+        elif "metrics" in r and "step" in r:
+            rows += [(run_id, name, int(r["step"]), float(v)) for name, v in r["metrics"].items()]
     return _last_per_step(pd.DataFrame(rows, columns=CACHE_COLUMNS))
 
 

@@ -4,6 +4,7 @@ import contextlib
 import errno
 import json
 import os
+import pathlib
 import shutil
 import signal
 import time
@@ -70,11 +71,11 @@ def test_an_altered_or_incomplete_checkpoint_fails_validation(reference):
     validate_checkpoint(state)
     altered = {**state, "generator": {k: v.clone() for k, v in state["generator"].items()}}
     next(iter(altered["generator"].values())).view(-1)[0] += 1
-    with pytest.raises(CheckpointInvalid, match="SHA-256"):
+    with pytest.raises(CheckpointInvalid, match="integrity hash mismatch .*SHA-256"):
         validate_checkpoint(altered)
-    with pytest.raises(CheckpointInvalid, match="missing opt_g"):
+    with pytest.raises(CheckpointInvalid, match="missing key opt_g"):
         validate_checkpoint({k: v for k, v in state.items() if k != "opt_g"})
-    with pytest.raises(CheckpointInvalid, match="missing step, config"):
+    with pytest.raises(CheckpointInvalid, match="missing keys step, config"):
         validate_checkpoint({"w": torch.ones(2)})
 
 
@@ -87,28 +88,64 @@ def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
 
 # --- resume -------------------------------------------------------------------------------------
 
-def test_all_garbage_checkpoints_with_progress_are_refused_and_nothing_deleted(tmp_path, capsys):
+def test_unusable_checkpoints_after_one_was_written_are_refused_with_a_line_per_file_and_nothing_deleted(
+        reference, tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", train=EVERY4)
     run_dir = tmp_path / "run"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    for step in (4, 8, 12):
-        (run_dir / "checkpoints" / f"ckpt-{step:07d}.pt").write_bytes(b"garbage")
-    write_status(run_dir, "preempted", 12, 20)
+    copy_checkpoints(reference, run_dir, (4, 12, 16))
+    folder = run_dir / "checkpoints"
+    whole = (folder / "ckpt-0000004.pt").read_bytes()
+    (folder / "ckpt-0000004.pt").write_bytes(whole[:len(whole) // 2])  # cut short (a disk that filled, a bad copy)
+    (folder / "ckpt-0000008.pt").write_bytes(b"garbage")
+    altered = load_checkpoint(folder / "ckpt-0000012.pt")
+    next(iter(altered["generator"].values())).view(-1)[0] += 1
+    torch.save(altered, folder / "ckpt-0000012.pt")  # its integrity record no longer matches
+    torch.save({k: v for k, v in load_checkpoint(folder / "ckpt-0000016.pt").items() if k != "opt_g"},
+               folder / "ckpt-0000016.pt")
+    torch.save(pathlib.PurePosixPath("x"), folder / "ckpt-0000014.pt")  # a pickled object weights_only refuses
+    write_status(run_dir, "preempted", 18, 20, checkpoint_step=16)
     before = folder_listing(run_dir)
 
-    assert gatscale_main(["train", str(config), "--run-dir", str(run_dir)]) == 1
-    err = capsys.readouterr().err
-    assert "reached step 12" in err and "ckpt-0000012.pt" in err and "--restart" in err and "backup" in err
-    assert folder_listing(run_dir) == before  # nothing deleted, nothing moved
-    status = read_status(run_dir)
-    assert status["status"] == "failed" and status["step"] == 12 and "CheckpointsUnusable" in status["reason"]
-    with pytest.raises(CheckpointsUnusable):  # and again on the next attempt: never a silent restart
-        train(tiny_config(train=EVERY4), run_dir)
+    for _ in range(2):  # and again on the next attempt: never a silent restart, never a traceback
+        assert gatscale_main(["train", str(config), "--run-dir", str(run_dir)]) == 1
+        out, err = capsys.readouterr()
+        first, *files = err.strip().splitlines()
+        assert first.startswith("gatscale: error:") and "--restart" in first and "backup" in first
+        assert dict(line.strip().split(": ", 1) for line in files) == {
+            "ckpt-0000014.pt": "not a checkpoint (it holds objects other than tensors and plain containers)",
+            "ckpt-0000016.pt": "missing key opt_g (a foreign or incomplete checkpoint)",
+            "ckpt-0000012.pt": "integrity hash mismatch (the content does not match the SHA-256 it was written with: "
+                               "altered or damaged)",
+            "ckpt-0000008.pt": "not a checkpoint (not a file torch.save writes)",
+            "ckpt-0000004.pt": "truncated (the archive is cut short)"}
+        assert "Traceback" not in out + err and "weights_only" not in out + err and "gatscale: error" not in out
+        assert folder_listing(run_dir) == before  # nothing deleted, nothing moved
+        status = read_status(run_dir)  # not failed: what it was, and why it cannot go on
+        assert (status["status"], status["step"], status["checkpoint_step"]) == ("preempted", 18, 16)
+        assert "ckpt-0000004.pt: truncated" in status["attention"] and "\n" not in status["attention"]
 
     assert gatscale_main(["train", str(config), "--run-dir", str(run_dir), "--restart"]) == 0
-    assert read_status(run_dir)["status"] == "finished"
+    assert read_status(run_dir)["status"] == "finished" and "attention" not in read_status(run_dir)
     assert sorted(p.name for p in (run_dir / "checkpoints" / "rejected").iterdir()) == \
-        ["ckpt-0000004.pt", "ckpt-0000008.pt", "ckpt-0000012.pt"]
+        [f"ckpt-{s:07d}.pt" for s in (4, 8, 12, 14, 16)]
+
+
+@pytest.mark.parametrize("status", [
+    {"status": "running", "step": 9, "checkpoint_step": 8},  # the checkpoints were deleted
+    {"status": "preempted", "step": 12},  # a status.json from before checkpoint_step: what it reached may be saved
+])
+def test_a_run_with_a_checkpoint_on_record_but_none_left_is_refused(tmp_path, status):
+    (tmp_path / "status.json").write_text(json.dumps({**status, "iterations": 20}))
+    with pytest.raises(CheckpointsUnusable, match="no checkpoint there"):
+        train(tiny_config(train=EVERY4), tmp_path)
+    assert read_status(tmp_path)["status"] == status["status"] and read_status(tmp_path)["attention"]
+
+
+def test_a_finished_run_whose_checkpoints_were_deleted_is_not_reopened(tmp_path):
+    """'finished' is what status.json says it is, whether or not its checkpoints are kept."""
+    write_status(tmp_path, "finished", 20, 20, checkpoint_step=20)
+    assert train(tiny_config(train=EVERY4), tmp_path).status == "finished"
+    assert not list_checkpoints(tmp_path) and read_status(tmp_path)["status"] == "finished"
 
 
 def test_foreign_or_incomplete_newest_checkpoints_fall_back_bitwise(reference, tmp_path):
@@ -121,7 +158,7 @@ def test_foreign_or_incomplete_newest_checkpoints_fall_back_bitwise(reference, t
 
     assert train(tiny_config(train=EVERY4), tmp_path, tracker=rec).status == "finished"
     log = (tmp_path / "log.txt").read_text()
-    assert "ckpt-0000016.pt is not usable" in log and "missing opt_g" in log and "resumed from" in log
+    assert "ckpt-0000016.pt is not usable" in log and "missing key opt_g" in log and "resumed from" in log
     assert "ckpt-0000012.pt skipped" in rec.tags["gatscale.checkpoint_warnings"]
     assert sorted(p.name for p in (tmp_path / "checkpoints" / "rejected").iterdir()) == \
         ["ckpt-0000012.pt", "ckpt-0000016.pt"]

@@ -1,5 +1,7 @@
 """Cluster profiles: loading, validation errors that name file/key/value, and the submitit kwargs
 `submitit_parameters` derives (no cluster needed)."""
+import os
+
 import pytest
 import submitit
 import yaml
@@ -53,8 +55,20 @@ def test_size_rows_fall_back_field_by_field(tmp_path):
     assert (row.gpus, row.time_min) == (8, 30)
 
 
+@pytest.fixture
+def srun_on_path(tmp_path, monkeypatch):
+    """An `srun` on PATH that refuses to run: submitit's SlurmExecutor only checks that one exists (its affinity()),
+    and these tests only render the sbatch text, so they need no cluster (`make test` on any machine)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"
+    srun.write_text("#!/bin/sh\necho 'srun: a stand-in for tests/test_slurm_profile.py; no cluster here' >&2\nexit 1\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
 @pytest.mark.parametrize("profile", ["example-h100", "local-test"])
-def test_submitit_accepts_the_kwargs_and_writes_them_into_sbatch(profile, tmp_path):
+def test_submitit_accepts_the_kwargs_and_writes_them_into_sbatch(profile, tmp_path, srun_on_path):
     p = load_profile(profile)
     executor = submitit.AutoExecutor(tmp_path, cluster="slurm", **executor_kwargs(p))
     executor.update_parameters(**submitit_parameters(p, "GAT-L/2"))  # raises on a kwarg submitit does not know

@@ -61,3 +61,24 @@ def test_status_watch_refreshes_until_every_run_has_ended(tmp_path, monkeypatch,
     lines = capsys.readouterr().out.splitlines()
     assert sleeps == [2.0] and len(lines) == 2
     assert "1 finished, 1 running" in lines[0] and "ETA 0m03s" in lines[0] and lines[1].endswith("2 finished")
+
+
+def test_status_holds_a_run_that_needs_attention_and_says_where_an_interrupted_run_resumes(tmp_path, capsys):
+    from gatscale.sweep.plan import plan
+    spec_path = two_run_spec(tmp_path / "s.yaml")
+    spec = load_spec(spec_path, runs_dir=tmp_path / "runs")
+    held, lost = spec.runs
+    for run in spec.runs:
+        run.run_dir.mkdir(parents=True)
+    line = f"{held.run_dir}: a checkpoint was written (step 10) but none is usable; ... (ckpt-0000010.pt: truncated)"
+    write_status(held.run_dir, "preempted", 12, 20, checkpoint_step=10, attention=line)
+    write_status(lost.run_dir, "running", 14, 20, checkpoint_step=10)  # its process is gone: it reached 14, saved 10
+
+    assert [(p.state, p.action) for p in plan(spec)] == [("needs-attention", "hold"), ("interrupted", "resume")]
+    assert gatscale_main(["status", str(spec_path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "needs-attention (hold)" in out and "ckpt-0000010.pt: truncated" in out
+    assert "resumes from its checkpoint of step 10" in out
+    assert gatscale_main(["sweep", str(spec_path), "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert f"{held.name} needs attention, not relaunched: {line}" in err and lost.name not in err

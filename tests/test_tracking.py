@@ -17,11 +17,12 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from analysis.load import folder_history
 from gatscale.cli import main as gatscale_main
 from gatscale.config import RunConfig, TrackingConfig, flatten, to_dict
 from gatscale.tracking import end_sweep_run, ensure_store, find_runs, log_after_run, start_sweep_run
 from gatscale.tracking.base import FolderTracker
-from gatscale.tracking.metrics_log import MetricsLog
+from gatscale.tracking.metrics_log import MetricsLog, rewind
 from gatscale.tracking.labels import code_version, job_id, valid_name
 from gatscale.tracking.mlflow_tracker import MlflowTracker
 
@@ -180,6 +181,32 @@ def test_requeued_run_continues_the_same_run(store_uri, experiment, tmp_path):
     run = MlflowClient(store_uri).get_run(first.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["gatscale.status"] == "finished"
     assert len(search(store_uri, experiment)) == 1
+
+
+def test_a_run_that_starts_over_from_step_0_gets_a_new_tracker_run_without_the_lost_steps(sqlite_uri, experiment,
+                                                                                         tmp_path):
+    """A run killed before its first checkpoint trains again from step 0 (trainer.py): its rewind record replaces the
+    tracker run, so MLflow never shows the lost attempt's steps 0-7 and the new 0-3 as one curve."""
+    lost = tracker(sqlite_uri, experiment)
+    lost.start(tmp_path / "run", "r", {"a": 1}, {})
+    log_steps(lost, range(8))
+    lost.finish("failed")  # delivered, as the live sender would have done before the kill
+    lost_id = lost.run_id
+
+    rewind(tmp_path / "run", 0)
+    again = tracker(sqlite_uri, experiment)
+    again.start(tmp_path / "run", "r", {"a": 1}, {})
+    log_steps(again, range(4))
+    again.finish("finished")
+
+    assert again.run_id != lost_id
+    assert all(history_steps(sqlite_uri, again.run_id, k) == list(range(4)) for k in KEYS)
+    client = MlflowClient(sqlite_uri)
+    assert client.get_run(again.run_id).data.params == {"a": "1"}
+    old = client.get_run(lost_id)  # kept in MLflow's trash, out of the UI and every search
+    assert old.info.lifecycle_stage == "deleted" and "no checkpoint" in old.data.tags["gatscale.superseded"]
+    assert search(sqlite_uri, experiment)["run_id"].tolist() == [again.run_id]
+    assert folder_history(tmp_path / "run", "r").query("metric == @KEYS[0]")["step"].tolist() == list(range(4))
 
 
 def test_nested_runs_under_a_sweep_parent(store_uri, experiment, tmp_path):

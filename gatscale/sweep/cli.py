@@ -73,7 +73,7 @@ def run_table(spec: Spec, planned, device: str) -> str:
                      f"{effective_lr(cfg, 'generator'):.3g}{' (A)' if cfg.optim.width_aware_lr else ''}",
                      cfg.train.iterations, cfg.train.batch_size, r.gpus or "cpu",
                      f"{run_flops(cfg).g_paper_gflops:.3g}", "" if est.hours is None else f"{est.hours:.3g}",
-                     p.state, p.action + (f": {p.detail}" if p.detail and p.action != "refuse" else "")])
+                     p.state, p.action + (f": {p.detail}" if p.detail and p.action not in ("refuse", "hold") else "")])
     headers = ["run", "hash", "G/D", "MNG", "REPA", "lr_G", "iters", "batch", "GPUs", "GFLOPs", "GPU-h", "state", "action"]
     notes = (f"GFLOPs: G forward per image, multiply-accumulates (paper convention). GPU-h: device-hours on "
              f"{', '.join(sorted(devices))}, {', '.join(sorted(labels))} "
@@ -100,6 +100,9 @@ def main(args) -> int:
         print(f"gatscale sweep: {p.detail}", file=sys.stderr)
     if conflicts:
         return 2
+    for p in planned:
+        if p.action == "hold":
+            print(f"gatscale sweep: {p.run.name} needs attention, not relaunched: {p.detail}", file=sys.stderr)
     if args.dry_run:
         return 0
     todo = [p for p in planned if p.launch]
@@ -117,7 +120,7 @@ def main(args) -> int:
             return 1
     if not todo:
         print("nothing to launch")
-        return 1 if any(p.action == "give-up" for p in planned) else 0
+        return 1 if any(p.action in ("give-up", "hold") for p in planned) else 0
 
     uri, parent = spec.tracking.uri, None
     if spec.tracking.backend != "none":

@@ -10,7 +10,10 @@ folder has no status; status.tracker_states). Nothing here writes a file or asks
                                   terminal while this folder has no status: it lives elsewhere)
     new, pending                  start
     not-started                   start (the last launch could not start it on its machine: sweep.json says why)
-    preempted, interrupted        resume: the trainer continues from its last checkpoint
+    needs-attention               hold: the trainer refused to go on (status.json `attention`: a checkpoint was
+                                  written but none is usable); shown with its line, never relaunched
+    preempted, interrupted        resume: the trainer continues from its last checkpoint (status.json
+                                  checkpoint_step; from step 0 when none was written yet)
     failed                        retry while failures < max_attempts, then give up (reported)
     conflict                      refuse: the folder holds another config under this name
 
@@ -27,6 +30,7 @@ from .record import failures, last_job, read_record
 from .spec import Run, Spec
 
 LAUNCH_ACTIONS = ("start", "resume", "retry")
+STOP_ACTIONS = ("give-up", "hold", "refuse")  # the run cannot go on without a person
 
 
 @dataclass
@@ -64,8 +68,9 @@ def read_folder(run: Run) -> Folder:
 @dataclass
 class Planned:
     run: Run
-    state: str            # new pending finished diverged running queued preempted interrupted failed conflict
-    action: str           # start resume retry skip give-up refuse
+    state: str            # new pending finished diverged running queued needs-attention preempted interrupted failed
+                          # conflict
+    action: str           # start resume retry skip give-up hold refuse
     detail: str = ""
     status: dict | None = None
     failures: list[str] = field(default_factory=list)  # failure ids so far, the current status.json's included
@@ -112,11 +117,13 @@ def plan_run(run: Run, folder: Folder, max_attempts: int, tracked: dict[str, str
     job = folder.last_job
     if job and job.get("job_id") in active:
         return Planned(run, "queued", "skip", f"job {job['job_id']} {active[job['job_id']]}", status, failed)
+    if status and status.get("attention"):
+        return Planned(run, "needs-attention", "hold", status["attention"], status, failed)
     if state == "preempted":
-        return Planned(run, "preempted", "resume", step, status, failed)
+        return Planned(run, "preempted", "resume", f"{step}{_resumes_from(status)}", status, failed)
     if state == "running":
-        return Planned(run, "interrupted", "resume", f"{step}; its process is gone (killed or node lost)", status,
-                       failed)
+        return Planned(run, "interrupted", "resume", f"{step}; its process is gone (killed or node lost)"
+                       f"{_resumes_from(status)}", status, failed)
     if state is None and tracked.get(run.config_hash) in (*TERMINAL, "running"):
         return Planned(run, tracked[run.config_hash], "skip", "per the tracker (the run folder has no status)",
                        failures=failed)
@@ -133,6 +140,14 @@ def plan_run(run: Run, folder: Folder, max_attempts: int, tracked: dict[str, str
         return Planned(run, "pending", "start", "launched before, never started training"
                        + (f" ({len(failed)} failed attempt(s))" if failed else ""), failures=failed)
     return Planned(run, "new", "start", failures=failed)
+
+
+def _resumes_from(status: dict) -> str:
+    """Where a resume continues: the last checkpoint written, not the last step reached."""
+    saved = status.get("checkpoint_step")
+    if saved is None or saved == status.get("step"):
+        return ""  # a status.json from before the record, or nothing lost
+    return f"; resumes from its checkpoint of step {saved}" if saved else "; no checkpoint yet: starts from step 0"
 
 
 def plan(spec: Spec, tracked: dict[str, str] | None = None, active: dict[str, str] | None = None,

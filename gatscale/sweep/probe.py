@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from ..config import ConfigError, StabilityConfig, config_hash, from_dict, setting, validate
 from ..powerlaw import bracket
-from .plan import Planned, plan_run, read_folder
+from .plan import STOP_ACTIONS, Planned, plan_run, read_folder
 from .spec import LR_KEYS, Run, Spec, _dedupe_names, _short_float
 
 # How a line's search ended ('' while it goes on).
@@ -194,8 +194,9 @@ class LineState:
 
     @property
     def blocked(self) -> str:
-        """Why the line cannot go on (a trial gave up after max_attempts failures, or a folder conflict), or ''."""
-        return "; ".join(f"{p.run.name}: {p.detail}" for p in self.planned if p.action in ("give-up", "refuse"))
+        """Why the line cannot go on (a trial gave up after max_attempts failures, needs attention, or a folder
+        conflict), or ''."""
+        return "; ".join(f"{p.run.name}: {p.detail}" for p in self.planned if p.action in STOP_ACTIONS)
 
 
 def line_state(line: Line, p: ProbeConfig, max_attempts: int, active: dict[str, str] | None = None) -> LineState:

@@ -17,7 +17,7 @@ from ..tracking.store import resolve_uri, sqlite_path
 from ..train.status import TERMINAL
 from .backends.submitit_backend import job_error
 from .backends.watcher import JobWatcher
-from .plan import plan, read_folder
+from .plan import STOP_ACTIONS, plan, read_folder
 from .progress import format_table, progress_row, summary_line
 from .spec import Spec, load_spec
 
@@ -96,7 +96,7 @@ def snapshot(spec: Spec, watcher: JobWatcher | None = None) -> tuple[str, list]:
         job = last[p.run.name] or {}
         job_id = job.get("job_id") or s.get("job_id") or ""
         job_cell = f"{job_id} {scheduler.get(job_id, '')}".strip()
-        state = p.state if p.action not in ("give-up", "refuse") else f"{p.state} ({p.action})"
+        state = p.state if p.action not in STOP_ACTIONS else f"{p.state} ({p.action})"
         detail = "" if p.state == "finished" else p.detail
         if p.state == "not-started":  # 'needs 1 GPU; this machine has 0' -> 'not started (needs 1 GPU)'
             needs, _, detail = p.detail.partition("; ")

@@ -4,10 +4,16 @@ One JSON object per line, in the order they were logged (by the trainer, then by
     {"t": ms, "step": s, "metrics": {name: value}}      {"t": ms, "tags": {name: value}}
     {"params": {name: value}}                           {"artifact": path, "artifact_path": p, "attempt": n}
     {"t": ms, "status": "FINISHED" | "FAILED" | "KILLED" | "RUNNING"}   (the MLflow run status)
+    {"t": ms, "rewind": s}                              (the run continues from step s: see below)
 
 Every tracker writes it on rank 0, also with `tracking.backend: none`; analysis reads it when it can reach the
-folder. A resumed run logs again the steps between its last checkpoint and the kill: the later line of a step is
-the one that counts (analysis keeps the last value per (metric, step)).
+folder. A run that continues from an earlier step than it had reached (resumed from its last checkpoint, or from
+step 0 when it was killed before its first) logs again the steps it lost. The trainer appends a rewind record
+first: the metric records above it of steps after s are superseded (analysis drops them, and keeps the last value
+per (metric, step) of the rest), so a curve never joins two attempts' segments. The MLflow mirror (sync.py) cannot
+delete a logged point: a rewind to step 0 replaces the tracker run (the lost attempt's run is deleted, restorable
+from MLflow's trash, and the records after the rewind go to a new run); after a rewind to s > 0 the store keeps
+both values of a re-logged step, the later one last (a resumed run is bitwise the uninterrupted one).
 
 The MLflow tracker mirrors the file to the store. `tracking.json` (written atomically) holds the MLflow run id, the
 store URI and `delivered`: the byte offset up to which the store has accepted the file. Delivery (sync.py) sends
@@ -43,6 +49,13 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def rewind(run_dir: str | os.PathLike, step: int):
+    """Mark the metric records logged so far of steps after `step` as superseded (an attempt whose state was lost)."""
+    record = MetricsLog(run_dir)
+    record.append({"t": now_ms(), "rewind": int(step)})
+    record.close()
 
 
 class MetricsLog:

@@ -3,6 +3,9 @@
 The tracker's sender (sender.py) calls `deliver` every second; `gatscale sync` calls it after the run when the
 store was unreachable (server down, node offline) or `finish` ran out of time. Both send what lies after the
 `delivered` offset in tracking.json, in order, and move the offset after each accepted batch (metrics_log.py).
+A rewind to step 0 (a run that starts over: none of its state was saved) replaces the tracker run: the old one is
+tagged, ended and deleted (MLflow keeps it in its trash), and what follows goes to a new run, so the UI never shows
+the lost attempt's steps and the new ones as one curve.
 
     gatscale sync runs/gat-b2-lr2e-4            # to the store recorded in runs/.../tracking.json
     gatscale sync runs/* --uri http://login1:5000   # the same store, now at another address
@@ -61,15 +64,20 @@ def deliver(client, mlog: MetricsLog, deadline: float | None = None) -> tuple[st
     with mlog.delivery_lock():
         state = mlog.load_state()
         end = mlog.size()
-        if state["run_id"] is None and state["delivered"] < end:
-            state["run_id"] = _create_run(client, state)
-            mlog.save_state(state)
         while state["delivered"] < end:
             records = mlog.read(state["delivered"], end)
             if not records:
                 break  # only a record still being written
             for group in _groups(records):
-                _send(client, mlog, state["run_id"], [r for _, r in group])
+                if _kind(group[0][1]) == "rewind":
+                    if group[0][1]["rewind"] == 0 and state["run_id"] is not None:
+                        _supersede(client, state["run_id"])
+                        state["run_id"] = None  # the records after it go to a new run
+                else:
+                    if state["run_id"] is None:
+                        state["run_id"] = _create_run(client, state)
+                        mlog.save_state(state)
+                    _send(client, mlog, state["run_id"], [r for _, r in group])
                 state["delivered"] = group[-1][0]
                 mlog.save_state(state)
                 if deadline is not None and time.monotonic() > deadline:
@@ -83,8 +91,17 @@ def _create_run(client, state: dict) -> str:
     return client.create_run(exp, run_name=state.get("name"), tags=tags).info.run_id
 
 
+def _supersede(client, run_id: str):
+    """End and delete the tracker run of an attempt that left no checkpoint (its run folder keeps its records)."""
+    if client.get_run(run_id).info.lifecycle_stage == "deleted":
+        return  # done before a kill kept `delivered` from moving past the rewind
+    client.set_tag(run_id, "gatscale.superseded", "the run started over from step 0: no checkpoint had been written")
+    client.set_terminated(run_id, status="KILLED")
+    client.delete_run(run_id)
+
+
 def _kind(record: dict) -> str | None:
-    return next((k for k in ("metrics", "tags", "params", "artifact", "status") if k in record), None)
+    return next((k for k in ("metrics", "tags", "params", "artifact", "status", "rewind") if k in record), None)
 
 
 def _groups(records):

@@ -8,6 +8,9 @@ a temporary file a kill left behind is removed at the next start (`remove_stale_
 uses `torch.load(weights_only=True)`: only tensors and plain containers, never pickled objects; then the
 integrity record is checked, and `find_latest_valid` falls back, newest first, to the newest checkpoint
 that passes. Pruning keeps the just-written checkpoint and the newest others, never the other way round.
+A file that does not pass is named by a short reason (`why_unusable`: truncated, not a checkpoint, integrity hash
+mismatch, missing key), never by torch's own text (whose weights_only advice must not be followed with a file one
+cannot trust).
 
 No RNG state is saved: the trainer reseeds every step from (seed, rank, step). Checkpoints written before that
 carry an `rng` key with every rank's RNG states; they validate and resume, and the key is ignored.
@@ -15,8 +18,10 @@ carry an `rng` key with every rank's RNG states; they validate and resume, and t
 import errno
 import hashlib
 import os
+import pickle
 import re
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +32,7 @@ from ..atomic import atomic_open
 CKPT_PATTERN = re.compile(r"ckpt-(\d{7,})\.pt$")
 TMP_PATTERN = re.compile(r"^\.ckpt-\d{7,}\.pt\..+\.tmp$")  # atomic_open's temporary names for a checkpoint
 REJECTED_DIR = "rejected"  # checkpoints/rejected/: checkpoints that failed validation, set aside, never deleted
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (since torch 1.6)
 TRAINING_STATE = ("step", "config", "generator", "discriminator", "ema", "opt_g", "opt_d")  # TrainState.checkpoint's keys
 
 
@@ -125,19 +131,22 @@ def validate_checkpoint(state, required=TRAINING_STATE):
         raise CheckpointInvalid(f"not a checkpoint (a {type(state).__name__}, not a dict)")
     missing = [k for k in required if k not in state]
     if missing:
-        raise CheckpointInvalid(f"missing {', '.join(missing)} (a foreign or incomplete checkpoint)")
+        raise CheckpointInvalid(f"missing key{'s' * (len(missing) > 1)} {', '.join(missing)} (a foreign or incomplete "
+                                f"checkpoint)")
     record = state.get("integrity")
     if record is None:
         return
     if not isinstance(record, dict) or not {"keys", "sha256"} <= set(record):
-        raise CheckpointInvalid("malformed integrity record")
+        raise CheckpointInvalid("not a checkpoint (malformed integrity record)")
     lost = [k for k in record["keys"] if k not in state]
     if lost:
-        raise CheckpointInvalid(f"missing {', '.join(lost)}, which it was written with")
+        raise CheckpointInvalid(f"missing key{'s' * (len(lost) > 1)} {', '.join(lost)}, which it was written with")
     if state_digest(state) != record["sha256"]:
-        raise CheckpointInvalid("content does not match the SHA-256 it was written with (altered or damaged)")
+        raise CheckpointInvalid("integrity hash mismatch (the content does not match the SHA-256 it was written "
+                                "with: altered or damaged)")
     if "config_hash" in record and _config_hash(state["config"]) != record["config_hash"]:
-        raise CheckpointInvalid(f"its config does not match the config hash it was written with ({record['config_hash']})")
+        raise CheckpointInvalid(f"integrity hash mismatch (its config does not match the config hash it was written "
+                                f"with, {record['config_hash']})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,9 +217,37 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def why_unloadable(path: Path, error: Exception) -> str:
+    """Why torch.load(weights_only=True) could not read a file, in a few words (torch's text is not repeated; it
+    raises OSError for some truncated archives). Raises the OSError of a file this process cannot open or read."""
+    with open(path, "rb") as f:
+        head = f.read(len(ZIP_MAGIC))
+    if not head:
+        return "truncated (an empty file)"
+    if head != ZIP_MAGIC:
+        return "not a checkpoint (not a file torch.save writes)"
+    if not zipfile.is_zipfile(path):
+        return "truncated (the archive is cut short)"
+    if isinstance(error, pickle.UnpicklingError):
+        return "not a checkpoint (it holds objects other than tensors and plain containers)"
+    return f"damaged (torch cannot read it: {type(error).__name__})"
+
+
+def why_unusable(error: Exception) -> str:
+    """The short reason a checkpoint did not pass (read_valid's error)."""
+    if isinstance(error, CheckpointInvalid):
+        return str(error)
+    if isinstance(error, OSError):
+        return f"unreadable ({error.strerror or error})"
+    return f"{type(error).__name__}: {error}"[:300]
+
+
 def read_valid(path: Path, required=TRAINING_STATE, map_location="cpu") -> dict:
-    """Load and validate one checkpoint; raises CheckpointInvalid (or the loader's error) if it does not pass."""
-    state = load_checkpoint(path, map_location)
+    """Load and validate one checkpoint; raises CheckpointInvalid (with a short reason) if it does not pass."""
+    try:
+        state = load_checkpoint(path, map_location)
+    except Exception as e:  # noqa: BLE001 - any file can sit under a checkpoint's name
+        raise CheckpointInvalid(why_unloadable(path, e)) from e
     validate_checkpoint(state, required)
     return state
 
@@ -230,7 +267,7 @@ def find_latest_valid(run_dir: Path, required=TRAINING_STATE, map_location="cpu"
             found.state, found.path = read_valid(path, required, map_location), path
             return found
         except Exception as e:  # noqa: BLE001 - unreadable, foreign or altered: try the previous one
-            found.rejected.append((path, f"{type(e).__name__}: {e}"))
+            found.rejected.append((path, why_unusable(e)))
     return found
 
 

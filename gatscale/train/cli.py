@@ -30,16 +30,13 @@ def main(args) -> int:
     cfg = load_config(config, args.overrides)  # a ConfigError is reported by gatscale.cli: one line, exit 2
     from ..tracking import build_tracker
     from .status import RunInProgress
-    from .trainer import CheckpointsUnusable, train
+    from .trainer import train
 
     try:
         result = train(cfg, args.run_dir, tracker=build_tracker(cfg.tracking), device=args.device, restart=args.restart)
     except RunInProgress as e:
         print(f"gatscale train: {e}; not started (exit {EXIT_LOCKED}: already running)", file=sys.stderr)
         return EXIT_LOCKED
-    except CheckpointsUnusable as e:
-        print(f"gatscale: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
     finally:
         early.restore()
     return {"finished": EXIT_OK, "diverged": EXIT_OK, "preempted": EXIT_PREEMPTED}.get(result.status, EXIT_FAILED)

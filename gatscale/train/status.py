@@ -1,4 +1,12 @@
-"""The small status file of a run folder, read by the sweep to decide skip / resume / start."""
+"""The small status file of a run folder, read by the sweep to decide skip / resume / start.
+
+    status, step, iterations   what the run is doing and the last step it reached
+    checkpoint_step            the step of the last checkpoint completely written (0: none yet); resume decides
+                               from this, never from `step` (trainer.py)
+    attention                  set while the run cannot go on without a person (its checkpoints are unusable):
+                               the one line saying why; the sweep shows it and does not relaunch the run
+    reason, metrics, updated, job_id, host
+"""
 import json
 import os
 import time
@@ -17,11 +25,14 @@ EXIT_LOCKED = 16  # the run folder's lock is held by a live trainer (16 = EBUSY)
 
 
 def write_status(run_dir: Path, status: str, step: int, iterations: int, reason: str | None = None,
-                 metrics: dict | None = None):
+                 metrics: dict | None = None, checkpoint_step: int = 0, attention: str | None = None):
     payload = {
-        "status": status, "step": step, "iterations": iterations, "reason": reason,
-        "metrics": metrics or {}, "updated": time.time(), "job_id": job_id(), "host": os.uname().nodename,
+        "status": status, "step": step, "iterations": iterations, "checkpoint_step": checkpoint_step,
+        "reason": reason, "metrics": metrics or {}, "updated": time.time(), "job_id": job_id(),
+        "host": os.uname().nodename,
     }
+    if attention:
+        payload["attention"] = attention
     atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(payload, indent=1))
 
 

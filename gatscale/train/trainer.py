@@ -12,10 +12,15 @@ checkpoint at the next step boundary and exit with status `preempted` (one that 
 at once, without training).
 
 Resume takes the newest checkpoint that validates (checkpoint.py); newer ones that do not are set aside in
-checkpoints/rejected/ with a warning in log.txt and the tracker. When none validates but the folder shows
-progress (status.json's step, checkpoint files), the run is refused (CheckpointsUnusable) rather than silently
-restarted from step 0; `restart=True` (`gatscale train --restart`) starts over explicitly. The run folder's
-config.yaml is written unless it already holds this run's config (a sweep's own then stays as written).
+checkpoints/rejected/ with a warning in log.txt and the tracker. When none validates, the record of the last
+checkpoint completely written decides (status.json's checkpoint_step, or a checkpoint file under its final name),
+never the last step reached: no checkpoint ever written (a run killed before its first) trains from step 0, which
+loses nothing; one written and now unusable is refused (CheckpointsUnusable: one `gatscale: error:` with a line per
+file, exit 1; status.json keeps the run's status and says why under `attention`, which holds it in a sweep), and
+`restart=True` (`gatscale train --restart`) starts over explicitly. Whenever a run continues from an earlier step
+than it had reached, metrics.jsonl gets a rewind record, so the curves drop what the lost steps logged
+(metrics_log.py). The run folder's config.yaml is written unless it already holds this run's config (a sweep's own
+then stays as written).
 """
 import contextlib
 import dataclasses
@@ -31,11 +36,12 @@ import torch
 from ..config import ConfigError, RunConfig, config_hash, diff, dump_config, flatten, load_config, to_dict, validate
 from ..data import build_train_loader, dataset_info, sample_latents
 from ..eval.samples import build_eval_tokenizer
-from ..errors import InputError, exit_code
+from ..errors import EnvironmentProblem, InputError, exit_code
 from ..flops import run_flops
 from ..models import count_trainable
 from ..tracking import FolderTracker, NullTracker, Tracker
 from ..tracking.labels import study_tags
+from ..tracking.metrics_log import rewind
 from .checkpoint import (REJECTED_DIR, checkpoint_config, checkpoint_dir, checkpoint_step, find_latest_valid,
                          remove_stale_temporaries, set_aside)
 from .distributed import DistInfo, all_reduce_max, barrier, init_distributed, parameter_checksums
@@ -63,6 +69,7 @@ class _Reached:
     """How far a run got, for its failure record."""
     iterations: int
     step: int = 0
+    checkpoint: int = 0     # the step of the last checkpoint completely written (0: none yet)
     tracking: bool = False  # tracker.start was called
 
 
@@ -72,6 +79,7 @@ def _setup_logging(run_dir: Path, is_main: bool):
     log.propagate = False
     fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
     handlers = [logging.StreamHandler(sys.stdout)]
+    handlers[0].addFilter(lambda record: not getattr(record, "file_only", False))  # what the CLI prints itself
     if is_main:
         handlers.append(logging.FileHandler(run_dir / "log.txt"))
     for h in handlers:
@@ -102,11 +110,24 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, tracker: Tracker | 
                 return _train(cfg, run_dir, tracker, info, stop, restart, reached)
             except ResumeRefused:
                 raise  # the folder belongs to another config: leave its status alone
+            except CheckpointsUnusable as e:
+                _record_refusal(e, run_dir, info, reached)
+                raise
             except BaseException as e:
                 _record_failure(e, run_dir, tracker, info, reached)
                 raise
     finally:
         stop.restore()
+
+
+def _record_refusal(e: "CheckpointsUnusable", run_dir: Path, info: DistInfo, reached: _Reached):
+    """status.json keeps what the run was (preempted, interrupted: not failed) and says why it cannot go on."""
+    log.error("%s", e.line, extra={"file_only": True})  # log.txt; the CLI prints the message
+    if info.is_main:
+        old = read_status(run_dir) or {}
+        write_status(run_dir, old.get("status") or "running", reached.step, reached.iterations,
+                     reason=old.get("reason"), metrics=old.get("metrics"), checkpoint_step=reached.checkpoint,
+                     attention=e.line)
 
 
 def _record_failure(e: BaseException, run_dir: Path, tracker: Tracker, info: DistInfo, reached: _Reached):
@@ -115,7 +136,8 @@ def _record_failure(e: BaseException, run_dir: Path, tracker: Tracker, info: Dis
     reason = f"{type(e).__name__}: {e}"
     (log.error if exit_code(e) is not None else log.exception)("run failed at step %d: %s", reached.step, reason)
     if info.is_main:
-        write_status(run_dir, "failed", reached.step, reached.iterations, reason=reason)
+        write_status(run_dir, "failed", reached.step, reached.iterations, reason=reason,
+                     checkpoint_step=reached.checkpoint)
         if reached.tracking:
             tracker.set_tags({"gatscale.failure": reason[:5000]})
             tracker.finish("failed")
@@ -125,34 +147,54 @@ class ResumeRefused(InputError, ValueError):
     """The run folder holds a checkpoint of a different config."""
 
 
-class CheckpointsUnusable(RuntimeError):
-    """The run made progress but no checkpoint of it validates: refuse to start over silently."""
+class CheckpointsUnusable(EnvironmentProblem):
+    """A checkpoint was completely written but none is usable now: starting over would lose saved progress.
+    The message has one line per checkpoint file with its reason; `line` says it all in one line (status.json)."""
+
+    def __init__(self, run_dir: Path, saved: int, files: list[tuple[Path, str]]):
+        folder = checkpoint_dir(run_dir)
+        what = (f"{run_dir}: a checkpoint was written (step {saved}) but none is usable; refusing to start over from "
+                f"step 0, nothing was deleted: restore {folder} from a backup, or `gatscale train --run-dir {run_dir} "
+                f"--restart` trains from step 0")
+        self.line = f"{what} ({'; '.join(f'{p.name}: {why}' for p, why in files) or f'no checkpoint in {folder}'})"
+        listing = [f"  {p.name}: {why}" for p, why in files] or [f"  {folder}: no checkpoint there (deleted or moved?)"]
+        super().__init__("\n".join([what + ":", *listing]))
 
 
-def _resume_point(run_dir: Path, restart: bool, keys: tuple[str, ...], reached: _Reached, warnings: list[str]):
-    """The newest valid checkpoint (dict, path) or (None, None) for a fresh start. Newer invalid checkpoints
-    are set aside; with none valid and progress on record, CheckpointsUnusable (unless `restart`)."""
+def _last_saved(status: dict, present: list[Path]) -> int:
+    """The step of the last checkpoint completely written (0: none): status.json's record or a checkpoint file under
+    its final name (written whole: an atomic rename), whichever is later. A status.json from before the record
+    existed gives the step it reached (saved, for all it tells)."""
+    recorded = status.get("checkpoint_step", status.get("step")) or 0
+    return max([recorded] + [checkpoint_step(p) for p in present])
+
+
+def _resume_point(run_dir: Path, status: dict, restart: bool, keys: tuple[str, ...], reached: _Reached,
+                  warnings: list[str]):
+    """The newest valid checkpoint (dict, path), or (None, None) to train from step 0. Newer invalid checkpoints are
+    set aside. With none valid, the last checkpoint written decides: none ever, start from step 0 (nothing is lost);
+    one, CheckpointsUnusable (unless `restart`, or the run has ended)."""
     found = find_latest_valid(run_dir, keys, map_location="cpu")
+    saved = _last_saved(status, [p for p, _ in found.rejected])
+    ended = status.get("status") in TERMINAL  # nothing to resume (_train says so)
+    if found.state is None and saved > 0 and not restart and not ended:
+        reached.step, reached.checkpoint = status.get("step") or 0, saved  # kept in status.json
+        raise CheckpointsUnusable(run_dir, saved, found.rejected)
     for path, why in found.rejected:
         warnings.append(f"checkpoint {path.name} skipped: {why}")
         log.warning("warning: checkpoint %s is not usable (%s); trying the previous one", path, why)
-    status = read_status(run_dir) or {}
-    recorded = max([status.get("step") or 0] + [checkpoint_step(p) for p, _ in found.rejected])
-    if found.state is None and recorded > 0 and not restart:
-        reached.step = recorded  # a failure status keeps the step the run had reached
-        files = "; ".join(f"{p.name}: {why}" for p, why in found.rejected) or f"none in {checkpoint_dir(run_dir)}"
-        raise CheckpointsUnusable(
-            f"{run_dir}: the run reached step {recorded} (status.json: {status.get('status', 'none')} at step "
-            f"{status.get('step', 0)}) but no checkpoint is usable ({files}). Refusing to start over from step 0; "
-            f"nothing was deleted. Restore checkpoints/ from a backup, or run `gatscale train --restart` to train "
-            f"from step 0 (the unusable checkpoints are then moved to checkpoints/{REJECTED_DIR}/).")
     if found.rejected:
         moved = set_aside([p for p, _ in found.rejected])
         warnings.append(f"moved to checkpoints/{REJECTED_DIR}/: {', '.join(p.name for p in moved)}")
         log.warning("warning: moved %d unusable checkpoint(s) to %s (kept for inspection; delete them when done)",
                     len(moved), checkpoint_dir(run_dir) / REJECTED_DIR)
-    if found.state is None and recorded > 0:
-        log.warning("warning: --restart: training %s from step 0 (it had reached step %d)", run_dir, recorded)
+    if found.state is None and not ended:
+        if saved > 0:
+            log.warning("warning: --restart: training %s from step 0 (its checkpoint of step %d is unusable)", run_dir,
+                        saved)
+        elif status:
+            log.info("%s: no checkpoint had been written yet; starting from step 0 (the lost attempt had reached "
+                     "step %d)", run_dir, status.get("step") or 0)
     return found.state, found.path
 
 
@@ -186,17 +228,20 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
 
     # Resume: the newest valid checkpoint, loaded through the same CheckpointIO that saves them.
     warnings: list[str] = []
-    saved, saved_path = _resume_point(run_dir, restart, st.checkpoint.keys, reached, warnings)
-    start_step = 0
+    status = read_status(run_dir) or {}
+    saved, saved_path = _resume_point(run_dir, status, restart, st.checkpoint.keys, reached, warnings)
     if saved is not None:
         _check_resume_config(cfg, run_dir, saved["config"])
-        done = read_status(run_dir) or {}
-        if done.get("status") in TERMINAL:  # e.g. a late relaunch by a second sweep: never reopen the run
-            log.info("run %s already %s at step %d; nothing to do", cfg.name, done["status"], done["step"])
-            return RunResult(done["status"], done["step"], done.get("reason"))
-        start_step = reached.step = st.checkpoint.load(saved)
+    if status.get("status") in TERMINAL:  # e.g. a late relaunch by a second sweep: never reopen the run
+        log.info("run %s already %s at step %d; nothing to do", cfg.name, status["status"], status["step"])
+        return RunResult(status["status"], status["step"], status.get("reason"))
+    start_step = 0
+    if saved is not None:
+        start_step = reached.step = reached.checkpoint = st.checkpoint.load(saved)
         log.info("resumed from %s (step %d)", saved_path, start_step)
     del saved
+    if info.is_main and status:  # an attempt before this one: the curves drop what it logged after start_step
+        rewind(run_dir, start_step)  # (metrics_log.py; status.json's step may lag its last log line)
 
     # Sample grids and FID-k decode with eval.fid_decoder (official train.py: ft-mse), in eval.precision.
     tokenizer = build_eval_tokenizer(cfg, dev, decoder=cfg.eval.fid_decoder) if info.is_main else None
@@ -241,7 +286,8 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             tracker.log_metrics(metrics, step)
             progress(step, metrics)
             if info.is_main:  # what `gatscale sweep` and `gatscale status --watch` show live
-                write_status(run_dir, "running", step, iterations, metrics=last_metrics)
+                write_status(run_dir, "running", step, iterations, metrics=last_metrics,
+                             checkpoint_step=reached.checkpoint)
             timer.restart(step)  # reporting is not step time
 
         # Samples: a fixed grid of the EMA generator.
@@ -273,8 +319,9 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
         # Checkpoint.
         if stepped and (step % cfg.train.checkpoint_every == 0 or done):
             _save(run_dir, step, st, info)
+            reached.checkpoint = step
             if info.is_main:
-                write_status(run_dir, "running", step, iterations, metrics=last_metrics)
+                write_status(run_dir, "running", step, iterations, metrics=last_metrics, checkpoint_step=step)
         if done:
             when = f"at step {step}" if stepped else f"before step {step + 1}"
             result = RunResult("preempted", step, f"signal {stop.signum} {when}", signum=stop.signum) if preempted else None
@@ -292,7 +339,8 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
 
     result = result or RunResult("finished", step)
     if info.is_main:
-        write_status(run_dir, result.status, result.step, iterations, reason=result.reason, metrics=last_metrics)
+        write_status(run_dir, result.status, result.step, iterations, reason=result.reason, metrics=last_metrics,
+                     checkpoint_step=reached.checkpoint)
         if result.status == "diverged":
             tracker.set_tags({"gatscale.diverged_step": str(result.step), "gatscale.divergence_reason": result.reason})
             log.info("DIVERGED: %s; the last good checkpoint is kept", result.reason)
@@ -340,7 +388,7 @@ def _start_run(cfg: RunConfig, run_dir: Path, tracker: Tracker, st: TrainState, 
     if cfg.eval.fid_every and cfg.eval.feature_extractor == "digits" and start_step == 0:
         from ..eval.fid import real_data_floor
         tracker.log_metrics(real_data_floor(cfg, info.device), 0)  # fd_digits_floor: real images score this (cached)
-    write_status(run_dir, "running", start_step, reached.iterations)
+    write_status(run_dir, "running", start_step, reached.iterations, checkpoint_step=reached.checkpoint)
     log.info("run %s (%s): G %s %.1fM params, D %s %.1fM params, lr G %.3g D %.3g, %d images, %d iterations, %s%s",
              cfg.name, config_hash(cfg), cfg.model.generator.size, count_trainable(st.G) / 1e6, cfg.model.discriminator.size,
              count_trainable(st.D) / 1e6, st.lr_g, st.lr_d, data.num_images, reached.iterations, info.device,

@@ -119,6 +119,8 @@ def outcome_of(run: Run, returncode: int | None = None) -> Outcome:
     state, step = status.get("status"), status.get("step")
     if returncode == EXIT_LOCKED or (returncode not in (0, EXIT_PREEMPTED) and run_in_progress(run.run_dir)):
         return already_running(run, step)
+    if status.get("attention"):  # the trainer refused to go on: not a failure to retry
+        return Outcome(run.name, "needs-attention", step, detail=status["attention"])
     if returncode == EXIT_PREEMPTED or state == "preempted":
         return Outcome(run.name, "preempted", step, detail="checkpointed; re-run the sweep to resume")
     if state in TERMINAL and returncode in (0, None):
