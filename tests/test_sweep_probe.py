@@ -235,7 +235,7 @@ def test_shipped_probe_specs_dry_run_with_their_budget(tmp_path, capsys):
         assert gatscale_main(["probe-lr", str(REPO / "sweeps" / f"{name}.yaml"), "--dry-run",
                               "--runs-dir", str(tmp_path)]) == 0
         out = capsys.readouterr().out
-        assert "budget: at most 8 trials per width" in out and "device-hours" in out
+        assert "budget: at most" in out and "trials per width" in out and "device-hours" in out
         spec = load_spec(REPO / "sweeps" / f"{name}.yaml", runs_dir=tmp_path)
         assert [st.line.width for st in probe_state(spec, probe_config(spec))] == widths
     assert not any(tmp_path.iterdir())  # a dry run creates nothing
