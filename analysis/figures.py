@@ -26,8 +26,8 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from gatscale import powerlaw
-from gatscale.powerlaw import bracket, fit_lr_law
+from gatscale import stats
+from gatscale.stats import bracket, fit_lr_law
 from gatscale.atomic import atomic_write_text
 
 from . import style
@@ -420,8 +420,9 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
 # ---------------------------------------------------------------------------------------------
 # Scaling (c): FID against compute, power-law fit
 
-class PowerLaw(powerlaw.PowerLaw):
-    """FID = a * C^b over the runs (gatscale.powerlaw), with the verdict the figure prints."""
+class PowerLaw(stats.ScalingLaw):
+    """FID = a * C^b over the size ladder (gatscale.stats.fit_scaling_law: every seed, each size's seeds as its
+    replicates), with the verdict the figure prints."""
 
     @property
     def trend(self) -> str | None:
@@ -430,14 +431,32 @@ class PowerLaw(powerlaw.PowerLaw):
         if self.b >= 0:
             return f"no scaling trend: the fitted exponent is {self.b:+.3f} (FID does not fall with compute)"
         if not np.isfinite(lo):
-            return f"no confidence interval with {self.n} points: the exponent {self.b:+.3f} is not established"
+            return f"no confidence interval with {self.runs} runs: the exponent {self.b:+.3f} is not established"
         if hi >= 0:
             return f"no clear scaling trend: the exponent's 95% CI [{lo:+.3f}, {hi:+.3f}] includes 0"
         return None
 
 
-def fit_power_law(c, fid) -> PowerLaw:
-    return powerlaw.fit_power_law(c, fid, PowerLaw)
+def ladder(c, fid, se=None):
+    """Per-run (compute, value[, se]) -> the ladder stats.fit_scaling_law takes: sizes ascending, each with its
+    runs' values and standard errors (None for a size without one)."""
+    c, fid = np.asarray(c, float), np.asarray(fid, float)
+    se = np.full(len(c), np.nan) if se is None else np.asarray(se, float)
+    xs = np.unique(c)
+    ses = [se[c == x] for x in xs]
+    return (list(xs), [list(fid[c == x]) for x in xs],
+            [list(e) if np.isfinite(e).all() else None for e in ses] if np.isfinite(se).any() else None)
+
+
+def fit_power_law(c, fid, se=None) -> PowerLaw:
+    """The seed-aware law over per-run (compute, FID) pairs: runs at one compute are one size's seeds."""
+    x, values, ses = ladder(c, fid, se)
+    return stats.fit_scaling_law(x, values, se=ses, cls=PowerLaw)
+
+
+def backtest_of(c, fid, se=None):
+    """stats.backtest over per-run (compute, FID): the law without the largest compute, against its runs."""
+    return stats.backtest(*ladder(c, fid, se))
 
 
 def _sci(v: float) -> str:
@@ -470,43 +489,65 @@ def fid_vs_compute_data(runs: pd.DataFrame, histories: pd.DataFrame, compute: st
         raise MissingData(f"{stem}: needs {metric} at iteration {step:,} and {why} for runs of at least two "
                           f"compute budgets; found {len(pts)} usable run(s)")
     pts["floor"] = floor_value(pts, histories, metric)
+    pts["se"] = metric_se(pts, histories, metric)
     pts.attrs.update(metric=metric, step=step, compute=compute)
     return pts
 
 
+def metric_se(pts: pd.DataFrame, histories: pd.DataFrame, metric: str) -> np.ndarray:
+    """Each run's `<metric>_se` (the metric's own sampling error, where the run logged it) at its `at_step`; nan
+    where not logged."""
+    h = histories[(histories["metric"] == f"{metric}_se") & histories["run_id"].isin(pts["run_id"])]
+    if h.empty:
+        return np.full(len(pts), np.nan)
+    at = dict(zip(h["run_id"] + "@" + h["step"].astype(int).astype(str), h["value"]))
+    return np.array([at.get(f"{r}@{int(s)}", np.nan) for r, s in zip(pts["run_id"], pts["at_step"])], float)
+
+
 def plot_fid_vs_compute(pts: pd.DataFrame, out_dir=None):
-    """FID against compute (the frame of fid_vs_compute_data), one marker per model (mean over its seeds), with
-    the power law FID = a * C^b fitted over every run and its 95% band."""
+    """FID against compute (the frame of fid_vs_compute_data), per model its seeds, their geometric mean and range,
+    the seed-aware power law FID = a * C^b (gatscale.stats) with its 95% band, and the leave-largest-out backtest."""
     metric, step, compute = pts.attrs["metric"], pts.attrs["step"], pts.attrs["compute"]
     if compute == "train":
         xlabel, stem = f"training compute C to iteration {step:,} (GFLOPs)", "fid_vs_train_compute"
     else:
         xlabel, stem = "generator inference compute C (GFLOPs per image)", "fid_vs_inference_gflops"
-    fit = fit_power_law(pts["c"], pts["value"])
+    se = pts["se"] if "se" in pts else None
+    fit = fit_power_law(pts["c"], pts["value"], se)
     fd = "FD" if metric.startswith("fd_") else "FID"
     fig, axes = style.new_figure(8.4, 3.8)
     ax = axes[0, 0]
-    # one marker per model: the mean over its seeds, error bars = their std; the fit uses every run
-    means = pts.groupby("model", sort=False).agg(c=("c", "mean"), value=("value", "mean"), std=("value", "std"),
-                                                 seeds=("value", "size"), size=("size", "first"),
-                                                 patch=("patch", "first")).reset_index()
-    for p in means.itertuples():
-        seeds = f" (mean of {p.seeds} seeds)" if p.seeds > 1 else ""
-        ax.plot([p.c], [p.value], linestyle="none", marker=style.patch_marker(p.patch), markersize=6,
-                color=style.size_color(p.size), label=f"{p.model}{seeds}")
-        if p.seeds > 1:
-            ax.errorbar([p.c], [p.value], yerr=[p.std], linestyle="none", capsize=3, color=style.size_color(p.size))
+    # per model: every seed (small dots), their geometric mean (the marker) and range (the bar); the fit uses
+    # every run, each model's seeds as its replicates
+    for model, g in pts.groupby("model", sort=False):
+        size, patch, c, v = g["size"].iloc[0], g["patch"].iloc[0], float(g["c"].mean()), g["value"].to_numpy(float)
+        mean, color = float(np.exp(np.log(v).mean())), style.size_color(size)
+        seeds = f" ({len(v)} seeds: mean, range)" if len(v) > 1 else ""
+        ax.plot([c], [mean], linestyle="none", marker=style.patch_marker(patch), markersize=6, color=color,
+                label=f"{model}{seeds}")
+        if len(v) > 1:
+            ax.errorbar([c], [mean], yerr=[[mean - v.min()], [v.max() - mean]], linestyle="none", capsize=3,
+                        color=color)
+            ax.plot([c] * len(v), v, linestyle="none", marker=".", markersize=3, color=color, alpha=0.6,
+                    label="_nolegend_")
+    means = pts.groupby("model", sort=False).agg(c=("c", "mean"), value=("value", lambda v: np.exp(np.log(v).mean())))
+    means = means.reset_index()
     lo, hi = np.log10(pts["c"].min()), np.log10(pts["c"].max())
     cs = np.logspace(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), 100)
     # the fit and its correlation go in the legend (outside the axes), so they never cover a point
     ci = f", 95% CI [{fit.b_ci[0]:.3f}, {fit.b_ci[1]:.3f}]" if np.isfinite(fit.b_ci[0]) else ""
     ax.plot(cs, fit(cs), color="black", linewidth=1,
             label=rf"fit: $\mathrm{{{fd}}} = {_sci(fit.a)}\,C^{{{fit.b:.3f}}}$" + "\n"
-                  + f"exponent {fit.b:.3f}{ci}\nPearson r (log C, log {fd}) = {fit.r:.3f}, n = {fit.n} runs")
-    if fit.n >= 3:
+                  + f"exponent {fit.b:.3f}{ci}\nPearson r (log C, log {fd}) = {fit.r:.3f}, {fit.n} sizes, "
+                    f"{fit.runs} runs")
+    if fit.df >= 1:
         ax.fill_between(cs, *fit.band(cs), color="grey", alpha=0.2, linewidth=0, label="95% confidence band")
+    bt = backtest_of(pts["c"], pts["value"], se)
+    fig.backtest = bt
+    draw_backtest(ax, bt, cs)
     draw_floor(ax, pts["floor"].iloc[0])
-    fig.note = fit.trend or f"{fd} falls with compute: exponent {fit.b:.3f}{ci}"
+    fig.note = (fit.trend or f"{fd} falls with compute: exponent {fit.b:.3f}{ci}") + (
+        f"; {bt.line()}" if bt else "; no backtest: fewer than three runs below the largest size")
     style.log_axis(ax, "x")
     style.log_axis(ax, "y")
     ax.set_xlabel(xlabel)
@@ -522,6 +563,24 @@ def plot_fid_vs_compute(pts: pd.DataFrame, out_dir=None):
     style.annotate_points(ax, means["c"], means["value"], [m.removeprefix("GAT-") for m in means["model"]])
     fig.power_law = fit
     return _finish(fig, pts, out_dir, stem, footnote=False, data=pts)
+
+
+def draw_backtest(ax, bt, cs):
+    """The law fitted without the largest size (dashed, up to it), its 80 % and 95 % prediction intervals there
+    (thick and thin bars beside the point) and, written on the axes, whether the size's runs landed inside."""
+    if bt is None:
+        ax.text(0.02, 0.03, "backtest: needs three runs below the largest size", transform=ax.transAxes, fontsize=7,
+                color="#555555")
+        return
+    off = bt.x * 1.06
+    ax.plot([off, off], [bt.lo95, bt.hi95], color="#1f5fa8", linewidth=1, label="backtest (fit without the largest "
+            "size): 95% prediction interval")
+    ax.plot([off, off], [bt.lo80, bt.hi80], color="#1f5fa8", linewidth=4, alpha=0.6, label="... and 80%")
+    ax.plot([off], [bt.predicted], marker="_", markersize=10, color="#1f5fa8", label="_nolegend_")
+    where = "inside its 80% interval" if bt.inside80 else ("inside the 95%, outside the 80%" if bt.inside95
+                                                             else "OUTSIDE its 95% interval")
+    ax.text(0.02, 0.03, f"backtest: the largest size's {len(bt.values)} run(s) (mean {bt.truth:.3g}) landed {where}",
+            transform=ax.transAxes, fontsize=7, color="#1f5fa8" if bt.inside95 else "#8B0000")
 
 
 def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,
@@ -656,11 +715,12 @@ def plot_lr_probe(table: pd.DataFrame, out_dir=None, runs: pd.DataFrame | None =
     its 95 % band and the paper's slope -1 (Eq. 4) through the points' mean for reference; an unbracketed width as
     an arrow. `runs`: for the stand-in footnote."""
     done = table[np.isfinite(table["lr_max"].astype(float))]
-    if done["width"].nunique() < 2:
+    known = table[table["lo"].notna() | table["hi"].notna()]
+    if done["width"].nunique() < 2 and known["width"].nunique() < 3:
         raise MissingData("lr_probe: needs runs at fixed LRs (optim.width_aware_lr off) that bracket the largest "
                           "stable LR (one finished, one diverged above it) at two or more widths: run "
                           f"`gatscale probe-lr SPEC`; found {len(done)} bracketed width(s)")
-    fit = fit_lr_law(done["width"], done["lr_max"])
+    fit = fit_lr_law(known["width"], known["lo"], known["hi"])
     fig, axes = style.new_figure(7.0, 3.6)
     ax = axes[0, 0]
     for r in done.itertuples():
@@ -671,13 +731,21 @@ def plot_lr_probe(table: pd.DataFrame, out_dir=None, runs: pd.DataFrame | None =
         ax.plot([r.width], [at], marker=mark, linestyle="none", color=style.size_color(r.size),
                 label=f"{r.model}: {'stable up to' if r.lo else 'unstable down to'} {at:.3g}")
     cs = np.geomspace(table["width"].min() / 1.15, table["width"].max() * 1.15, 100)
-    ci = f"\n95% CI {fit.b_lo:.2f} .. {fit.b_hi:.2f}" if np.isfinite(fit.b_lo) else " (no CI: 2 widths)"
-    ax.plot(cs, fit(cs), color="black", linewidth=1, label=f"fit: lr_max ∝ C^b, b = {fit.b:.2f}{ci}")
-    if fit.n >= 3:
-        ax.fill_between(cs, *fit.band(cs), color="grey", alpha=0.2, linewidth=0, label="95% confidence band")
-    anchor_c, anchor_lr = np.exp(np.log(done["width"]).mean()), np.exp(np.log(done["lr_max"]).mean())
+    ci = (f"\n95% CI {fit.b_lo:.2f} .. {fit.b_hi:.2f}, P(b < 0) = {fit.p_negative:.2f}" if np.isfinite(fit.b_lo)
+          else " (no interval: 2 widths)")
+    ax.plot(cs, fit(cs), color="black", linewidth=1, label=f"fit to the brackets: lr_max ∝ C^b, b = {fit.b:.2f}{ci}")
+    # the y-axis follows the data (brackets and the fit), never the band, which is clipped to it
+    seen = np.concatenate([known["lo"].dropna().to_numpy(float), known["hi"].dropna().to_numpy(float), fit(cs)])
+    ylo, yhi = seen.min() / 2, seen.max() * 2
+    if fit.n >= 3 and np.isfinite(fit.b_lo):
+        lo, hi = fit.band(cs)
+        ax.fill_between(cs, np.clip(lo, ylo, yhi), np.clip(hi, ylo, yhi), color="grey", alpha=0.2, linewidth=0,
+                        label="95% band (lines with b in the CI; clipped)")
+    anchor_c = np.exp(np.log(known["width"].astype(float)).mean())
+    anchor_lr = float(fit(anchor_c))
     ax.plot(cs, anchor_lr * anchor_c / cs, color="grey", linestyle="--", linewidth=1,
             label="paper Eq. 4: lr ∝ 1/C (b = -1)")
+    ax.set_ylim(ylo, yhi)
     style.log_axis(ax, "x")
     style.log_axis(ax, "y")
     ax.set_xlabel("width C (hidden size)")

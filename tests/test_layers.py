@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # layer: the modules it holds (a package means all of it). Order as in docs/design.md.
 LAYERS = {
-    "base": ["gatscale.atomic", "gatscale.errors", "gatscale.hub", "gatscale.sizes", "gatscale.powerlaw", "gatscale.stats",
+    "base": ["gatscale.atomic", "gatscale.errors", "gatscale.hub", "gatscale.sizes", "gatscale.stats",
              "gatscale.config"],
     "models": ["gatscale.models", "gatscale.mng", "gatscale.diffaug", "gatscale.losses", "gatscale.flops"],
     "data": ["gatscale.data", "gatscale.vae"],

@@ -90,9 +90,72 @@ def test_bad_values_are_refused():
         stats.compare([1.0, 2.0], [1.0], paired=True)
 
 
-def test_scaling_law_weighs_each_size_once_and_recovers_the_exponent():
+def _ladder(rng, x, b, sd, seeds):
+    return [list(50 * (xi / x[0]) ** b * np.exp(sd * rng.standard_normal(n))) for xi, n in zip(x, seeds)]
+
+
+LADDER = np.array([16, 32, 40, 48], float) ** 2   # the demo's sizes, compute ~ width^2
+
+
+def test_scaling_law_recovers_the_exponent_and_uses_every_seed():
     x = np.array([1.0, 2.0, 4.0, 8.0])
     values = [[100 * xi ** -0.5 * f for f in (0.98, 1.02)] for xi in x[:3]] + [[100 * 8 ** -0.5] * 6]
     law = stats.fit_scaling_law(x, values)
-    assert law.b == pytest.approx(-0.5, abs=1e-3) and law.n == 4
+    assert law.b == pytest.approx(-0.5, abs=1e-3) and law.n == 4 and law.runs == 12 and law.df == 10
     assert law.b_lo < -0.5 < law.b_hi
+    one = stats.fit_scaling_law(x, [[v[0]] for v in values])      # one seed per size: fewer degrees of freedom
+    assert one.df == 2 and (one.b_hi - one.b_lo) > (law.b_hi - law.b_lo)
+
+
+def test_seed_aware_exponent_interval_covers_at_its_level():
+    rng = np.random.default_rng(4)
+    hits = 0
+    for _ in range(500):
+        law = stats.fit_scaling_law(LADDER, _ladder(rng, LADDER, -0.3, rng.uniform(0.1, 0.3), rng.integers(1, 4, 4)))
+        hits += law.b_lo < -0.3 < law.b_hi
+    assert 0.92 <= hits / 500 <= 0.98
+
+
+def test_backtest_80_interval_covers_the_held_out_mean_70_to_90_percent():
+    # the held-out truth: the geometric mean of the largest size's seeds (docs/figures.md)
+    rng = np.random.default_rng(5)
+    c80 = c95 = 0
+    for _ in range(300):
+        bt = stats.backtest(LADDER, _ladder(rng, LADDER, rng.uniform(-0.6, -0.1), rng.uniform(0.1, 0.3),
+                                            rng.integers(1, 4, 4)))
+        c80 += bt.inside80
+        c95 += bt.inside95
+    assert 0.74 <= c80 / 300 <= 0.86 and 0.91 <= c95 / 300 <= 0.99
+
+
+def test_backtest_catches_a_law_that_bends_at_the_largest_size():
+    rng = np.random.default_rng(6)
+    outside = 0
+    for _ in range(200):
+        values = _ladder(rng, LADDER, -0.4, 0.1, [2, 2, 2, 2])
+        values[-1] = [v * 3 for v in values[-1]]          # XL three times worse than the law says
+        outside += not stats.backtest(LADDER, values).inside95
+    assert outside / 200 > 0.8
+
+
+def test_backtest_needs_three_runs_below_the_largest_size():
+    assert stats.backtest([1, 2], [[10.0], [8.0]]) is None
+    assert stats.backtest([1, 2, 4], [[10.0], [8.0], [7.0]]) is None        # two runs below: no residual left
+    assert stats.backtest([1, 2, 4], [[10.0], [8.0, 8.6], [7.0]]) is not None
+
+
+def test_metric_se_lowers_the_weight_of_a_noisy_measurement():
+    x = [1.0, 2.0, 4.0, 8.0]
+    values = [[100.0], [100 * 2 ** -0.5], [100 * 4 ** -0.5], [100 * 8 ** -0.5 * 2]]   # the largest is off the law
+    plain = stats.fit_scaling_law(x, values)
+    noisy = stats.fit_scaling_law(x, values, se=[[0.5], [0.3], [0.2], [60.0]])    # ... and measured poorly
+    assert abs(noisy.b + 0.5) < abs(plain.b + 0.5)
+    assert stats.fit_scaling_law(x, values, se=[None, None, None, None]).b == pytest.approx(plain.b)
+
+
+def test_prediction_interval_widens_with_extrapolation_and_narrows_with_seeds():
+    rng = np.random.default_rng(7)
+    law = stats.fit_scaling_law(LADDER, _ladder(rng, LADDER, -0.3, 0.2, [3, 3, 3, 3]))
+    ratio = lambda x, seeds: np.divide(*law.interval(x, 0.8, seeds)[::-1])
+    assert ratio(LADDER[-1] * 16, 1) > ratio(LADDER[-1], 1) > ratio(LADDER[-1], 4) > ratio(LADDER[-1], math.inf)
+    assert law.quantile(LADDER[-1], 0.5) == pytest.approx(law(LADDER[-1]))

@@ -10,7 +10,7 @@ import yaml
 
 from gatscale.config import ConfigError, StabilityConfig
 from gatscale.sweep import probe_cli
-from gatscale.powerlaw import fit_lr_law
+from gatscale.stats import fit_lr_law
 from gatscale.sweep.probe import (ABOVE, BELOW, BRACKETED, OUT_OF_TRIALS, ProbeConfig, probe_config, probe_state,
                                   search, trials_spec)
 from gatscale.sweep.spec import load_spec
@@ -54,17 +54,54 @@ def test_search_is_a_pure_replay_of_the_verdicts():
         assert search(DEMO, known).next_lr == full.tried[k]
 
 
-def test_fit_recovers_a_known_exponent_with_its_ci():
+def test_censored_fit_recovers_a_known_exponent_with_its_interval():
     c = np.array([16, 32, 64, 128, 256])
-    noise = np.array([1.05, 0.97, 1.02, 0.95, 1.01])
-    law = fit_lr_law(c, 3.0 * c ** -0.8 * noise)
-    assert law.b_lo < -0.8 < law.b_hi and law.b_hi - law.b_lo < 0.3 and law.n == 5
-    assert fit_lr_law(c, 3.0 / c).b == pytest.approx(-1.0)
-    assert law.line().startswith(f"lr_max ∝ C^b: b = {law.b:.2f} (95% CI ") and law.line().endswith("5 widths")
-    two = fit_lr_law([16, 32], [0.2, 0.1])
-    assert two.b == pytest.approx(-1.0) and math.isnan(two.b_lo) and "no CI" in two.line()
+    edge = 3.0 * c ** -0.8 * np.array([1.05, 0.97, 1.02, 0.95, 1.01])
+    law = fit_lr_law(c, edge / 1.12, edge * 1.12)                     # brackets x1.25 around the edges
+    assert law.b_lo < -0.8 < law.b_hi and law.b_hi - law.b_lo < 0.5 and law.n == 5 and law.p_negative > 0.99
+    assert law.line().startswith(f"lr_max ∝ C^b: b = {law.b:.2f} (95% CI ")
+    two = fit_lr_law([16, 32], [0.18, 0.09], [0.22, 0.11])
+    assert two.b == pytest.approx(-1.0, abs=0.15) and math.isnan(two.b_lo) and "no interval" in two.line()
     with pytest.raises(ValueError, match="two or more widths"):
-        fit_lr_law([16, 16], [0.2, 0.1])
+        fit_lr_law([16, 16], [0.2, 0.1], [0.3, 0.2])
+    with pytest.raises(ValueError, match="one side known"):
+        fit_lr_law([16, 32, 64], [0.2, None, 0.1], [0.3, None, 0.2])
+
+
+def test_an_open_bracket_is_one_sided_evidence_not_a_midpoint():
+    c = [16, 32, 64, 128]
+    closed = fit_lr_law(c, [0.18, 0.09, 0.045, 0.0225], [0.22, 0.11, 0.055, 0.0275])
+    # the widest width only known to be unstable down to 0.03: consistent with b = -1, and it cannot pull b up
+    opened = fit_lr_law(c, [0.18, 0.09, 0.045, None], [0.22, 0.11, 0.055, 0.03])
+    assert opened.b_lo < -1 < opened.b_hi and opened.b == pytest.approx(closed.b, abs=0.2)
+    # stable up to 0.001, far below the law: no evidence against it, so the fit stays (its midpoint would not)
+    stable_up = fit_lr_law(c, [0.18, 0.09, 0.045, 0.001], [0.22, 0.11, 0.055, None])   # stable up to 0.001
+    assert stable_up.b == pytest.approx(closed.b, abs=0.2)
+
+
+def stability_oracle_probe(rng, widths, b, seeds, p, law_sd=0.1, seed_sd=0.3):
+    """One simulated probe: per width an edge on lr = 0.1 (C / 32)^b times a log-normal departure; a trial is
+    stable when every seed's own noisy edge lies above its LR; searched as `gatscale probe-lr` does."""
+    lo, hi = [], []
+    for c in widths:
+        edge = math.log(0.1) + b * math.log(c / 32) + law_sd * rng.standard_normal()
+        verdicts = {}
+        while (s := search(p, verdicts)).next_lr is not None:
+            verdicts[s.next_lr] = bool(np.all(math.log(s.next_lr) < edge + seed_sd * rng.standard_normal(seeds)))
+        lo.append(s.lo)
+        hi.append(s.hi)
+    return lo, hi
+
+
+def test_lr_law_interval_covers_the_true_exponent_of_a_stability_oracle():
+    p = ProbeConfig(lr_start=0.16, factor=4, lr_min=1e-4, lr_max=4.0, resolution=1.25, max_trials=8)  # the demo's
+    rng = np.random.default_rng(8)
+    covered = 0
+    for _ in range(200):
+        b = rng.uniform(-1.5, 0.5)
+        law = fit_lr_law((16, 32, 48), *stability_oracle_probe(rng, (16, 32, 48), b, 2, p))
+        covered += law.b_lo <= b <= law.b_hi
+    assert covered / 200 >= 0.9
 
 
 def probe_spec(tmp_path, probe=None, **spec):
@@ -139,7 +176,7 @@ def test_probe_cli_runs_rounds_to_the_fit_and_resumes(tmp_path, monkeypatch, cap
                            max_parallel=None, cluster="auto", ray_address=None, wait=False)
     assert probe_cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "lr_max ∝ C^b: b = -1." in out and "no CI with 2 widths" in out
+    assert "lr_max ∝ C^b: b = -1." in out and "no interval with 2 widths" in out
     result = json.loads((tmp_path / "runs" / "p" / "probe.json").read_text())
     assert [w["outcome"] for w in result["widths"]] == [BRACKETED, BRACKETED]
     for w in result["widths"]:
@@ -198,7 +235,7 @@ def test_shipped_probe_specs_dry_run_with_their_budget(tmp_path, capsys):
         assert gatscale_main(["probe-lr", str(REPO / "sweeps" / f"{name}.yaml"), "--dry-run",
                               "--runs-dir", str(tmp_path)]) == 0
         out = capsys.readouterr().out
-        assert "budget: at most 8 trials per width" in out and "device-hours" in out
+        assert "budget: at most" in out and "trials per width" in out and "device-hours" in out
         spec = load_spec(REPO / "sweeps" / f"{name}.yaml", runs_dir=tmp_path)
         assert [st.line.width for st in probe_state(spec, probe_config(spec))] == widths
     assert not any(tmp_path.iterdir())  # a dry run creates nothing

@@ -17,8 +17,13 @@ replays the ladder and the bisection and names the next LR to try, or how the li
 half-done probe is re-reading the trial folders and calling it again. A trial is stable when every seed
 finished, unstable as soon as one diverged (non-finite values, or a train.stability mode).
 
-The law: log LR_max = a + b log C over the bracketed widths, LR_max = the bracket's geometric midpoint,
-least squares, a 95 % t interval on b (paper Eq. 4 says b = -1).
+A trial is one run per seed of `seeds:` (the spec's, as any sweep): it is stable only if every seed is, so more
+seeds make a verdict that repeats (docs/sweeps.md measures how often one does).
+
+The law: log LR_max = log a + b log C + N(0, s^2), fitted to the brackets themselves (lo < LR_max < hi, one-sided
+for a width stable up to lr_max or unstable down to lr_min) by their interval-censored likelihood, with a profile
+interval on b and P(b < 0) (gatscale/stats.py fit_lr_law; paper Eq. 4 says b = -1). `Search.lr_max`, the
+bracket's geometric midpoint, is only the table's point estimate.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, StabilityConfig, config_hash, from_dict, setting, validate
-from ..powerlaw import bracket
+from ..stats import bracket
 from .plan import STOP_ACTIONS, Planned, plan_run, read_folder
 from .spec import LR_KEYS, Run, Spec, _dedupe_names, _short_float
 

@@ -4,7 +4,9 @@ Measures the largest stable LR per width (gatscale/sweep/probe.py): in rounds, i
 bisection over the finished trials in the study folder, launches the next trial of every width that is not done
 (one run per seed, through the sweep's backends), and repeats until every width is bracketed, out of range or out
 of trials. Re-running the command after a crash continues the search where the folders say it stands. At the end:
-the table (width, LR_max, bracket, trials), the fit lr_max ∝ C^b with a 95 % CI on b, `<study>/probe.json`, and
+the table (width, LR_max, bracket, trials), the fit lr_max ∝ C^b from the brackets (interval-censored
+likelihood, gatscale/stats.py) with a 95 % interval on b and P(b < 0), what a decisive interval would take,
+`<study>/probe.json`, and
 both logged to the probe's parent run in the tracker. `--dry-run`: the next trials and the probe's GPU-hour budget.
 """
 from __future__ import annotations
@@ -15,10 +17,12 @@ import math
 import sys
 import time
 
+import numpy as np
+
 from ..atomic import atomic_write_text
 from ..config import ConfigError
 from ..train.status import EXIT_PREEMPTED
-from ..powerlaw import fit_lr_law
+from ..stats import fit_lr_law
 from .backends import launch, prepare
 from .cli import add_launch_arguments, launch_options, run_table
 from .probe import LineState, probe_config, probe_state
@@ -54,10 +58,37 @@ def format_results(rows: list[dict]) -> str:
 
 
 def fit_of(rows: list[dict]):
-    done = [r for r in rows if r["lr_max"] is not None]
+    """The LR law over every width with a bracket, closed or open on one side (stats.fit_lr_law)."""
+    done = [r for r in rows if r["lo"] is not None or r["hi"] is not None]
     if len({r["width"] for r in done}) < 2:
         return None
-    return fit_lr_law([r["width"] for r in done], [r["lr_max"] for r in done])
+    return fit_lr_law([r["width"] for r in done], [r["lo"] for r in done], [r["hi"] for r in done])
+
+
+def resolving_widths(fit, cap: int = 64) -> int | None:
+    """About how many widths, log-spaced over the probed range, would give an interval on b of half-width < 0.5
+    (enough to tell b = -1 from b = 0) at the spread the fit found: the exact t interval of a regression of k
+    points, t_{k-2} s / sqrt(Sxx); None when even `cap` would not."""
+    from scipy import stats
+    lo, hi = math.log(min(fit.widths)), math.log(max(fit.widths))
+    for k in range(3, cap + 1):
+        lc = np.linspace(lo, hi, k)
+        if stats.t.ppf(0.975, k - 2) * fit.s / math.sqrt(((lc - lc.mean()) ** 2).sum()) < 0.5:
+            return k
+    return None
+
+
+def resolution_line(fit, trials_per_width: float, seeds: int) -> str:
+    """Whether the interval tells b = -1 from b = 0, or what it would take."""
+    if math.isfinite(fit.b_lo + fit.b_hi) and not (fit.b_lo <= -1 and fit.b_hi >= 0):
+        return f"the interval on b tells b = -1 from b = 0 (it excludes {0 if fit.b_hi < 0 else -1})"
+    k = resolving_widths(fit)
+    span = f"C = {min(fit.widths):g} .. {max(fit.widths):g}"
+    need = (f"about {k} widths over {span} ({k * trials_per_width:.0f} trials x {seeds} seed(s) at this probe's "
+            f"{trials_per_width:.1f} trials per width), or widths over a wider range" if k else
+            f"more than 64 widths over {span}: probe a wider range of widths")
+    return (f"the interval on b cannot tell b = -1 from b = 0; at the spread found (s = {fit.s:.2f} in log lr_max) "
+            f"that would take {need}")
 
 
 def print_budget(spec, states: list[LineState], p):
@@ -76,6 +107,14 @@ def print_budget(spec, states: list[LineState], p):
     print(f"budget: at most {p.max_trials} trials per width x {len(states[0].line.runs) if states else 0} seed(s); "
           f"what is left costs at most {total:.4g} device-hours ({', '.join(sorted(how)) or 'nothing left'}; a trial "
           f"judged unstable stops early, so the probe usually costs less)")
+
+
+def fit_record(fit) -> dict | None:
+    """probe.json's `fit`: the law's numbers (the fit keeps its profile as a function, which is not data)."""
+    if fit is None:
+        return None
+    return {k: getattr(fit, k) for k in ("a", "b", "b_lo", "b_hi", "level", "p_negative", "s", "n")} | {
+        "widths": list(fit.widths), "method": "interval-censored likelihood of the brackets, profile interval"}
 
 
 def _finite(x):
@@ -141,12 +180,15 @@ def main(args) -> int:
     print(format_results(rows))
     fit = fit_of(rows)
     print(fit.line() if fit else "lr_max ∝ C^b: needs LR_max (a bracket) at two or more widths")
+    if fit and fit.n >= 3:
+        seeds = len(states[0].line.runs) if states else 1
+        print(resolution_line(fit, sum(r["trials"] for r in rows) / len(rows), seeds))
     narrow = min((r for r in rows if r["lo"] is not None), key=lambda r: r["width"], default=None)
     if narrow is not None:
         print(f"LR cross-check from this probe (docs/sweeps.md): settings: lr: lrN: {{optim.width_aware_lr: false, "
               f"optim.lr: {narrow['lo']:.4g}}}   # {narrow['line']}'s largest stable LR")
     result = {"study": spec.name, "spec": str(spec.path), "probe": dataclasses.asdict(p), "widths": rows,
-              "fit": dataclasses.asdict(fit) if fit else None, "updated": time.time()}
+              "fit": fit_record(fit), "updated": time.time()}
     text = json.dumps(_finite(result), indent=1)
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec.study_dir / RESULT_FILE, text)
