@@ -165,7 +165,7 @@ def test_dry_run_has_no_side_effects(tmp_path, monkeypatch, capsys):
     assert gatscale_main(["sweep", str(spec), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert sorted(os.listdir(tmp_path)) == before  # no runs/, no mlflow.db
-    assert "2 start" in out and "GPU-h" in out and "est." in out
+    assert "2 start" in out and "GPU-h" in out and "assumed MFU" in out
 
 
 def _status(run, state, step=5, **kw):
