@@ -22,7 +22,7 @@ LAYERS = {
     "after_run": ["gatscale.eval.cli", "gatscale.eval.run", "gatscale.eval.analyze"],  # read trained checkpoints
     "sweep": ["gatscale.sweep"],
     "analysis": ["analysis"],
-    "study_commands": ["analysis.cli", "analysis.report", "analysis.notebook"],  # gatscale figures / report
+    "study_commands": ["analysis.cli", "analysis.report", "analysis.notebook", "analysis.predict"],  # figures / report / predict
     "cli": ["gatscale.cli"],
 }
 # layer: the layers it may import (besides itself), as docs/design.md states them.

@@ -165,7 +165,7 @@ def test_dry_run_has_no_side_effects(tmp_path, monkeypatch, capsys):
     assert gatscale_main(["sweep", str(spec), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert sorted(os.listdir(tmp_path)) == before  # no runs/, no mlflow.db
-    assert "2 start" in out and "GPU-h" in out and "est." in out
+    assert "2 start" in out and "GPU-h" in out and "assumed MFU" in out
 
 
 def _status(run, state, step=5, **kw):
@@ -296,3 +296,28 @@ def test_a_folder_of_another_config_is_refused_naming_the_changed_keys_but_not_n
     out = capsys.readouterr()
     assert "Differences (folder -> spec): optim.lr: 0.001 -> 0.002." in out.out + out.err
     assert "tracking.experiment" not in out.out + out.err
+
+
+def test_a_finished_run_records_its_throughput_and_the_estimates_use_it_first(tmp_path):
+    from gatscale.sweep.throughput import estimate, load_table, measured_runs
+    from gatscale.train.trainer import train
+    from train_fixtures import tiny_config
+    spec = load_spec(two_run_spec(tmp_path / "s.yaml"), runs_dir=tmp_path / "runs")
+    run = spec.runs[0]
+    table = load_table()
+    assumed = estimate(run, "cpu", table, measured_runs(spec.study_dir.parent))
+    assert assumed.how.startswith("assumed MFU")
+    cfg = run.config
+    cfg.train.iterations, cfg.tracking.backend = 2, "none"
+    train(cfg, run.run_dir, device="cpu")
+    record = json.loads((run.run_dir / "status.json").read_text())["throughput"]
+    assert record["device"] == "cpu" and record["precision"] == "fp32" and record["images_per_s"] > 0
+    assert record["batch_size"] == cfg.train.batch_size and record["generator"]["hidden_size"] > 0
+    measured = measured_runs(spec.study_dir.parent)
+    est = estimate(run, "cpu", table, measured)
+    assert est.how == "measured (1 run)"
+    assert est.hours == pytest.approx(run.config.train.iterations * run.config.train.batch_size
+                                      / record["images_per_s"] / 3600)
+    assert estimate(spec.runs[1], "cpu", table, measured).how == "measured (1 run)"   # another seed, the same shape
+    spec.runs[1].config.train.batch_size *= 2                                          # another batch: not measured
+    assert estimate(spec.runs[1], "cpu", table, measured).how.startswith("assumed")

@@ -22,7 +22,7 @@ from .plan import plan, read_folder
 from .spec import Spec, load_spec, size_tag
 from .progress import format_table
 from .status import tracker_states
-from .throughput import estimate, load_table
+from .throughput import estimate, load_table, measured_runs
 
 
 def add_arguments(parser):
@@ -58,11 +58,11 @@ def _model(net) -> str:
 
 
 def run_table(spec: Spec, planned, device: str) -> str:
-    table = load_table(spec.throughput)
+    table, measured = load_table(spec.throughput), measured_runs(spec.study_dir.parent)
     rows, hours, labels, devices = [], 0.0, set(), set()
     for p in planned:
         r, cfg = p.run, p.run.config
-        est = estimate(r, device, table)
+        est = estimate(r, device, table, measured)
         if est.hours is not None:
             hours += est.hours
         labels.add(est.how)
@@ -73,12 +73,15 @@ def run_table(spec: Spec, planned, device: str) -> str:
                      f"{effective_lr(cfg, 'generator'):.3g}{' (A)' if cfg.optim.width_aware_lr else ''}",
                      cfg.train.iterations, cfg.train.batch_size, r.gpus or "cpu",
                      f"{run_flops(cfg).g_paper_gflops:.3g}", "" if est.hours is None else f"{est.hours:.3g}",
-                     p.state, p.action + (f": {p.detail}" if p.detail and p.action not in ("refuse", "hold") else "")])
-    headers = ["run", "hash", "G/D", "MNG", "REPA", "lr_G", "iters", "batch", "GPUs", "GFLOPs", "GPU-h", "state", "action"]
+                     "measured" if est.how.startswith("measured") else "assumed", p.state,
+                     p.action + (f": {p.detail}" if p.detail and p.action not in ("refuse", "hold") else "")])
+    headers = ["run", "hash", "G/D", "MNG", "REPA", "lr_G", "iters", "batch", "GPUs", "GFLOPs", "GPU-h", "from", "state",
+               "action"]
     notes = (f"GFLOPs: G forward per image, multiply-accumulates (paper convention). GPU-h: device-hours on "
              f"{', '.join(sorted(devices))}, {', '.join(sorted(labels))} "
              f"({'configs/throughput.yaml' if spec.throughput is None else spec.throughput}); total {hours:.4g} "
-             f"(an estimate unless every row says measured). (A): width-aware LR.")
+             f"(an estimate unless every row says measured: finished runs of the same shape in "
+             f"{spec.study_dir.parent}, or the table). (A): width-aware LR.")
     return format_table(headers, rows) + "\n" + notes
 
 

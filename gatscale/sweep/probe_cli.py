@@ -28,7 +28,7 @@ from .cli import add_launch_arguments, launch_options, run_table
 from .probe import LineState, probe_config, probe_state
 from .spec import load_spec
 from .progress import format_table
-from .throughput import estimate, load_table
+from .throughput import estimate, load_table, measured_runs
 
 RESULT_FILE = "probe.json"
 
@@ -97,10 +97,11 @@ def print_budget(spec, states: list[LineState], p):
     if planned:
         print(run_table(dataclasses.replace(spec, runs=[q.run for q in planned]), planned, spec.device))
     table, total, how = load_table(spec.throughput), 0.0, set()
+    measured = measured_runs(spec.study_dir.parent)
     for st in states:
         if not st.planned:
             continue
-        est = estimate(st.planned[0].run, spec.device, table)
+        est = estimate(st.planned[0].run, spec.device, table, measured)
         left = p.max_trials - len(st.search.tried)
         how.add(est.how)
         total += (est.hours or 0.0) * left * len(st.line.runs)

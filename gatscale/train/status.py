@@ -25,7 +25,10 @@ EXIT_LOCKED = 16  # the run folder's lock is held by a live trainer (16 = EBUSY)
 
 
 def write_status(run_dir: Path, status: str, step: int, iterations: int, reason: str | None = None,
-                 metrics: dict | None = None, checkpoint_step: int = 0, attention: str | None = None):
+                 metrics: dict | None = None, checkpoint_step: int = 0, attention: str | None = None,
+                 throughput: dict | None = None):
+    """throughput: what a finished run measured (trainer.throughput_record), read back by the GPU-hour estimates
+    (sweep/throughput.py)."""
     payload = {
         "status": status, "step": step, "iterations": iterations, "checkpoint_step": checkpoint_step,
         "reason": reason, "metrics": metrics or {}, "updated": time.time(), "job_id": job_id(),
@@ -33,6 +36,8 @@ def write_status(run_dir: Path, status: str, step: int, iterations: int, reason:
     }
     if attention:
         payload["attention"] = attention
+    if throughput:
+        payload["throughput"] = throughput
     atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(payload, indent=1))
 
 

@@ -259,7 +259,7 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     progress = _progress(start_step, iterations, info.is_main)
     last_metrics: dict = {}  # the latest value of each metric, FIDs included (status.json)
     is_log_step = lambda s: s % cfg.train.log_every == 0 or s == iterations  # noqa: E731
-    step, result = start_step, None
+    step, result, t_start = start_step, None, time.perf_counter()
     recipe_logged = False  # the Eval stage's gatscale.eval tag, once per process
     while True:
         # Done? First, so the last step is reported and checkpointed like any other. Divergence (a non-finite
@@ -339,8 +339,10 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
 
     result = result or RunResult("finished", step)
     if info.is_main:
+        measured = throughput_record(cfg, dev, info.world_size, step - start_step, time.perf_counter() - t_start) \
+            if result.status == "finished" and step > start_step else None
         write_status(run_dir, result.status, result.step, iterations, reason=result.reason, metrics=last_metrics,
-                     checkpoint_step=reached.checkpoint)
+                     checkpoint_step=reached.checkpoint, throughput=measured)
         if result.status == "diverged":
             tracker.set_tags({"gatscale.diverged_step": str(result.step), "gatscale.divergence_reason": result.reason})
             log.info("DIVERGED: %s; the last good checkpoint is kept", result.reason)
@@ -413,6 +415,20 @@ def _perf(seconds_per_step: float, cfg: RunConfig, dev: torch.device) -> dict[st
     if dev.type == "cuda":
         perf["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
     return perf
+
+
+def throughput_record(cfg: RunConfig, dev: torch.device, world_size: int, steps: int, seconds: float) -> dict:
+    """What this process measured, for the GPU-hour estimates of later runs (status.json `throughput`): images per
+    second of wall clock over the whole run, evaluation, samples and checkpoints included (what an hour buys),
+    keyed by device, the two networks' shapes, the global batch and the precision."""
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    precision = cfg.train.precision if cfg.train.precision != "auto" else ("bf16" if dev.type == "cuda" else "fp32")
+    shape = lambda net: {k: net.arch()[k] for k in ("depth", "hidden_size", "patch_size") if k in net.arch()}
+    return {"device": name, "devices": world_size, "generator": shape(cfg.model.generator),
+            "discriminator": shape(cfg.model.discriminator), "resolution": cfg.data.resolution,
+            "batch_size": cfg.train.batch_size, "precision": precision,
+            "images_per_s": steps * cfg.train.batch_size / max(seconds, 1e-9), "steps": steps,
+            "fid_every": cfg.eval.fid_every}
 
 
 def _save(run_dir: Path, step: int, st: TrainState, info: DistInfo):
