@@ -101,7 +101,7 @@ def main(args) -> int:
         raise InputError(f"gatscale sweep: {spec.path} has a probe: section: run `gatscale probe-lr {args.spec}`")
     if until:
         from .until_resolved import until_resolved
-        return until_resolved(spec, args)
+        return until_resolved(spec, args, sweep_round)
     return sweep_round(spec, args).code
 
 

@@ -374,20 +374,12 @@ def ladder_finding(group: list[RunSet], metric: str, delta: float, level: float)
     return f
 
 
-def law_finding(spec: Spec, delta: float) -> Finding | None:
-    """A probe's LR law against the paper's b = -1 (Eq. 4), from the probe's own fit (gatscale probe-lr)."""
-    from .probe import probe_config, probe_state
-    from .probe_cli import fit_of, result_rows
-
-    p = probe_config(spec)
-    rows = result_rows(probe_state(spec, p))
+def law_finding(spec: Spec, fit, delta: float, why: str = "") -> Finding:
+    """A probe's LR law against the paper's b = -1 (Eq. 4), from the probe's own fit (`probe_cli.fit_of`, passed in
+    by the caller: None when it has none, `why` says why)."""
     seeds = len({r.config.train.seed for r in spec.runs})
     f = Finding("law", "LR law lr_max ∝ C^b against b = -1", "b", "-1", "lr_max", True, delta, 0.95, "unresolved",
-                n_a=seeds, n_b=seeds, figure="lr_probe")
-    try:
-        fit = fit_of(rows)
-    except ValueError as e:
-        fit, f.note = None, str(e)
+                n_a=seeds, n_b=seeds, figure="lr_probe", note=why)
     if fit is None:
         f.note = f.note or "fewer than two widths bracketed"
         return f
@@ -414,14 +406,15 @@ def law_verdict_text(f: Finding) -> str:
     return f"b = -1 within ±{f.delta:g}"
 
 
-def derive(spec: Spec, runs: list[Run] | None = None, design: Design | None = None) -> list[Finding]:
-    """Every finding of the study (see the module docstring), in the spec's order: pairs, the ladder, declared."""
+def derive(spec: Spec, runs: list[Run] | None = None, design: Design | None = None, law=None,
+           law_why: str = "") -> list[Finding]:
+    """Every finding of the study (see the module docstring), in the spec's order: pairs, the ladder, declared. A
+    probe's study has one, its law (`law`: the probe's fit, from findings_cli.study_findings)."""
     cfg = spec.findings
     design = design if design is not None else read_design(spec)
     level = stats.spent_level(cfg.level, design.looks) if design else cfg.level
     if spec.probe is not None:
-        f = law_finding(spec, cfg.delta if cfg.delta is not None else LAW_DELTA)
-        return [f] if f else []
+        return [law_finding(spec, law, cfg.delta if cfg.delta is not None else LAW_DELTA, law_why)]
     runs = runs if runs is not None else study_runs(spec, design)
     metric = cfg.metric or default_metric(runs)
     lower = lower_is_better(metric)

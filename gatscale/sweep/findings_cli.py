@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from .findings import derive, format_findings, level_note, read_design, to_json
-from .spec import load_spec
+from .findings import Design, Finding, derive, format_findings, level_note, read_design, to_json
+from .spec import Spec, load_spec
 
 
 def add_arguments(parser):
@@ -18,10 +18,22 @@ def add_arguments(parser):
     parser.add_argument("--runs-dir", help="folder holding <study>/<run> (default: the spec's runs_dir, else runs)")
 
 
+def study_findings(spec: Spec) -> tuple[list[Finding], Design | None]:
+    """The findings of a study and its --until-resolved design (None: a fixed design); a probe's from its fit."""
+    design = read_design(spec)
+    if spec.probe is None:
+        return derive(spec, design=design), design
+    from .probe import probe_config, probe_state
+    from .probe_cli import fit_of, result_rows
+    try:
+        return derive(spec, design=design, law=fit_of(result_rows(probe_state(spec, probe_config(spec))))), design
+    except ValueError as e:
+        return derive(spec, design=design, law_why=str(e)), design
+
+
 def main(args) -> int:
     spec = load_spec(args.spec, args.runs_dir)  # a ConfigError is reported by gatscale.cli
-    design = read_design(spec)
-    findings = derive(spec, design=design)
+    findings, design = study_findings(spec)
     print(f"findings of study {spec.name} ({spec.path}):")
     print(format_findings(findings, level_note(findings, design)))
     if args.json:

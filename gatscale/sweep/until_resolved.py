@@ -94,9 +94,8 @@ def study_hours(spec: Spec, runs: list[Run]) -> float:
     return sum(estimate(r, spec.device, table).hours or 0.0 for r in runs)
 
 
-def until_resolved(spec: Spec, args) -> int:
-    from .cli import sweep_round
-
+def until_resolved(spec: Spec, args, sweep_round) -> int:
+    """The rounds; `sweep_round(spec, args, runs)` launches a round (sweep/cli.py's, passed in: cli imports this)."""
     if args.budget is not None and not (args.budget > 0 and math.isfinite(args.budget)):
         raise ConfigError(None, "--budget", args.budget, "must be a positive number of device-hours")
     design = design_for(spec, args.max_seeds)
