@@ -194,3 +194,30 @@ def test_a_budget_stops_the_rounds(tmp_path, monkeypatch, capsys):
     assert gatscale_main(["sweep", str(path), "--until-resolved", "--budget", "1e-12"]) == 0
     assert len(calls) == len(load_spec(path).runs)  # the first round only
     assert "budget" in capsys.readouterr().out
+
+
+def test_the_findings_reach_the_sweeps_parent_run_in_mlflow(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = spec_file(tmp_path)
+    spec = yaml.safe_load(path.read_text())
+    spec["base"]["tracking"] = {"backend": "mlflow", "uri": uri}
+    path.write_text(yaml.safe_dump(spec))
+    monkeypatch.setattr(sweep_cli, "launch", fake_launch(np.random.default_rng(8)))
+    assert gatscale_main(["sweep", str(path), "--until-resolved", "--max-seeds", "2"]) == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("f")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.`gatscale.kind` = 'sweep'")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"findings.txt", "findings.json"}
+
+
+def test_the_forest_plot_draws_every_comparison_with_its_verdict(tmp_path):
+    from analysis.figures import findings_data, plot_findings
+    spec = load_spec(spec_file(tmp_path))
+    for r in spec.runs:
+        finish(r, 20.0 * (1 + 0.02 * r.config.train.seed) if r.config.method.repa else 40.0 * (1 + 0.02 * r.config.train.seed))
+    data = findings_data(derive(spec))
+    assert set(data["verdict"]) >= {"A better"} and len(data) == 3
+    fig = plot_findings(data, out_dir=tmp_path / "fig")
+    assert (tmp_path / "fig" / "findings.png").is_file() and (tmp_path / "fig" / "findings.csv").is_file()
+    assert fig.data is data
