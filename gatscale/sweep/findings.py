@@ -353,7 +353,8 @@ def ladder_finding(group: list[RunSet], metric: str, delta: float, level: float)
             names.append(size_letter(s.config.model.generator.size))
             ns.append(len(got))
     patch = _patch(group[0].config)
-    sizes = "/".join(size_letter(s.config.model.generator.size) for s in group)
+    sizes = "/".join(size_letter(s.config.model.generator.size)
+                     for s in sorted(group, key=lambda s: run_flops(s.config).iteration))
     f = Finding("trend", f"size ladder {sizes} (patch {patch})", f"larger", "smaller", metric,
                 lower_is_better(metric), delta, level, "unresolved", n_a=min(ns, default=0), n_b=min(ns, default=0),
                 runs_a=[r.name for s in group for r in s.runs], figure="fid_vs_train_compute")
