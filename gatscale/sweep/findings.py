@@ -243,10 +243,12 @@ class Finding:
             return f"{self.b} better"
         if self.verdict == "no difference":
             return f"no difference larger than {self.delta_text()}"
-        if self.seeds_needed is None:
-            return "unresolved" + (f": {self.note}" if self.note and self.n_a < 2 else ": more seeds than 100 per side")
-        more = max(1, self.seeds_needed - min(self.n_a, self.n_b))
         unit = "per trial" if self.kind == "law" else "per size" if self.kind == "trend" else "per side"
+        if self.seeds_needed is None:
+            if not math.isfinite(self.lo) and self.note:
+                return f"unresolved: {self.note}"
+            return f"unresolved: more than 100 seeds {unit} at the spread seen"
+        more = max(1, self.seeds_needed - min(self.n_a, self.n_b))
         return f"unresolved: about {more} more seed{'s' * (more > 1)} {unit} would resolve it"
 
     def delta_text(self) -> str:
@@ -371,7 +373,6 @@ def ladder_finding(group: list[RunSet], metric: str, delta: float, level: float)
         half = (law.b_hi - law.b_lo) / 2
         f.seeds_needed = math.ceil(f.n_a * (half / abs(law.b)) ** 2) + 1
         f.seeds_needed = f.seeds_needed if f.seeds_needed <= 100 else None
-    f.note = "larger sizes better = the metric improves with training compute"
     return f
 
 
