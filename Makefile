@@ -16,17 +16,15 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 install: $(STAMP)
 
-# The main job on the embedded default: a tiny CPU sweep on the digits data set, tracked in
-# ./mlflow.db, the per-block LPIPS contribution with and without MNG (LPIPS-style distance on a small network
-# trained on digits; the real LPIPS backbones cannot be downloaded here), the LR probe at the demo's widths (figures/lr_probe/lr_probe.png), and the
-# figures written to ./figures.
-# Then the study on one page (figures, samples, run and ablation tables, spec): figures/report.html.
-DEMO_RUNS := runs/demo
+# The main job on the embedded default: a tiny CPU study on the digits data set, tracked in ./mlflow.db, run until
+# its findings resolve (REPA, patch 2 vs 4, the LR cross-check; docs/demo.md), the LR probe at the demo's widths
+# (figures/lr_probe/lr_probe.png) and its LR-law finding, the figures written to ./figures, then the study on one
+# page (findings, figures, samples, run table, spec): figures/report.html. The printed summary ends with the
+# findings table.
 demo: $(STAMP)
-	$(BIN)/gatscale sweep sweeps/demo.yaml --backend local
-	$(BIN)/gatscale analyze lpips-contribution $(DEMO_RUNS)/B2-mng-repa-lrA-s0 --backbone digits --num-samples 200
-	$(BIN)/gatscale analyze lpips-contribution $(DEMO_RUNS)/B2-nomng-repa-lrA-s0 --backbone digits --num-samples 200
+	$(BIN)/gatscale sweep sweeps/demo.yaml --backend local --until-resolved
 	$(BIN)/gatscale probe-lr sweeps/lr_probe_demo.yaml --max-parallel 3
+	$(BIN)/gatscale findings sweeps/lr_probe_demo.yaml
 	$(BIN)/gatscale figures --spec sweeps/demo.yaml --out figures
 	$(BIN)/gatscale figures --spec sweeps/lr_probe_demo.yaml --out figures/lr_probe
 	$(BIN)/gatscale report sweeps/demo.yaml --figures figures --out figures/report.html

@@ -760,3 +760,47 @@ def plot_lr_probe(table: pd.DataFrame, out_dir=None, runs: pd.DataFrame | None =
 def lr_probe(runs: pd.DataFrame, out_dir=None):
     """The largest stable LR per width: plot_lr_probe(lr_probe_data(runs))."""
     return plot_lr_probe(lr_probe_data(runs), out_dir, runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The study's findings (gatscale/sweep/findings.py): a forest plot of the comparisons' effects
+
+VERDICT_COLORS = {"A better": "#1a7f37", "B better": "#1a7f37", "no difference": "#0969da", "unresolved": "#9a6700"}
+
+
+def findings_data(findings) -> pd.DataFrame:
+    """One row per comparison finding (pairs and declared; trends and laws are exponents, not ratios): its effect
+    as the % change of A against B with the interval, and the verdict."""
+    rows = [{"finding": f.name, "a": f.a, "b": f.b, "metric": f.metric, "effect": f.effect, "lo": f.lo, "hi": f.hi,
+             "change": np.expm1(f.effect), "change_lo": np.expm1(f.lo), "change_hi": np.expm1(f.hi),
+             "n_a": f.n_a, "n_b": f.n_b, "level": f.level, "delta": f.delta, "verdict": f.verdict,
+             "verdict_text": f.verdict_text()}
+            for f in findings if f.kind in ("pair", "declared") and np.isfinite(f.effect)]
+    if not rows:
+        raise MissingData("findings: no comparison has a finished run on both sides; run `gatscale sweep SPEC`")
+    return pd.DataFrame(rows)
+
+
+def plot_findings(data: pd.DataFrame, out_dir=None):
+    """Forest plot: each comparison's log-ratio A/B with its interval, the ±δ band, coloured by verdict."""
+    fig, axes = style.new_figure(7.5, 1.0 + 0.5 * len(data))
+    ax = axes[0, 0]
+    y = np.arange(len(data))[::-1]
+    for yi, row in zip(y, data.itertuples()):
+        color = VERDICT_COLORS.get(row.verdict, "#555")
+        lo, hi = (row.lo, row.hi) if np.isfinite(row.lo) else (row.effect, row.effect)
+        ax.plot([lo, hi], [yi, yi], color=color, lw=2)
+        ax.plot([row.effect], [yi], "o", color=color)
+        ax.annotate(row.verdict_text, (max(hi, row.effect), yi), xytext=(5, 0), textcoords="offset points",
+                    va="center", fontsize=7, color=color)
+    delta = float(data["delta"].max())
+    ends = data[["effect", "lo", "hi"]].to_numpy(float)
+    ends = ends[np.isfinite(ends)]
+    ax.set_xlim(max(-3.0, ends.min() - 0.2), min(3.0, ends.max() + 0.2) + 1.5)  # room for the verdicts; wider: clipped
+    ax.axvspan(-delta, delta, color="#0969da", alpha=0.08, lw=0)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, [f"{r.finding}\n({r.n_a}/{r.n_b} seeds)" for r in data.itertuples()], fontsize=7)
+    ax.set_xlabel(f"log({data['metric'].iloc[0]} of A / B): < 0, A lower  (interval at {data['level'].min():.4g}; "
+                  f"band: ±δ)")
+    ax.set_title("findings: effect of A against B", fontsize=9)
+    return _finish(fig, None, out_dir, "findings", footnote=False, data=data)

@@ -1,7 +1,9 @@
 """`gatscale report SPEC --out report.html`: a study on one self-contained HTML page, from the tracker.
 
-The page holds the run table (status, step, final quality metrics: each Fréchet distance as `value ± se`, its
-bootstrap standard error; precision, recall, the per-class diversity), the ablation table, every PNG that
+The page opens with the study's findings (gatscale/sweep/findings.py: each conclusion with its verdict, colour-coded,
+its effect and interval, and a forest plot of the effects), then the run table (status, step, final quality metrics:
+each Fréchet distance as `value ± se`, its bootstrap standard error; precision, recall, the per-class diversity),
+the ablation table, every PNG that
 `gatscale figures` wrote to the figures folder (whichever exist, e.g. samples.png, lr_probe.png), each run's
 latest sample grid (its `samples/` artifact), the stand-in labels, the spec's text and the git commits.
 Images are embedded as base64 data URIs: the file can be mailed or archived on its own.
@@ -51,6 +53,8 @@ def main(args) -> int:
         print(f"gatscale report: {e}", file=sys.stderr)
         return 1
     print(summary(table))
+    if table.attrs.get("findings"):
+        print(table.attrs["findings"])
     print(f"wrote the study report {Path(out).resolve()}")
     return 0
 
@@ -79,6 +83,8 @@ def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None
     uri = tracking_uri or spec.tracking.uri
     runs, histories = load_experiment(spec.name, uri, cache_dir=cache_dir)
     table = run_table(runs, histories, [r.name for r in spec.runs])
+    findings_html, findings_text, supports = _findings(spec, Path(figures_dir))
+    table.attrs["findings"] = findings_text
     commits = sorted({c for c in runs.get("gatscale.git_commit", pd.Series(dtype=str)).dropna() if c})
     stand_ins = sorted({s for v in runs["stand_in"] if v for s in str(v).split(",")})
     sections = [
@@ -88,9 +94,10 @@ def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None
         f"written {time.strftime('%Y-%m-%d %H:%M:%S %Z')} &middot; report code {_e(_commit(code_version()))} "
         f"&middot; runs trained by {_e(', '.join(c[:12] for c in commits) or 'unknown')}</p>",
         _stand_in_note(stand_ins),
+        "<h2 id='findings'>Findings</h2>", findings_html,
         "<h2>Runs</h2>", table.to_html(index=False, table_id="runs", na_rep="", border=0, escape=True),
         "<h2>Ablation</h2>", _ablation(runs, histories),
-        "<h2>Figures</h2>", _figures(Path(figures_dir)),
+        "<h2>Figures</h2>", _figures(Path(figures_dir), supports),
         "<h2>Latest samples</h2>", _samples(runs, uri),
         "<h2>Spec</h2>", f"<pre>{_e(Path(spec.path).read_text())}</pre>",
     ]
@@ -98,6 +105,44 @@ def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
     atomic_write_text(Path(out), page)
     return Path(out), table
+
+
+# ---------------------------------------------------------------------------------------------
+# The findings (issue 26): the table, the forest plot, and which figure supports which finding
+
+VERDICT_CLASS = {"A better": "resolved", "B better": "resolved", "no difference": "equivalent",
+                 "unresolved": "unresolved"}
+
+
+def _findings(spec, figures_dir: Path) -> tuple[str, str, dict]:
+    """(HTML section, console text, {figure stem: [(finding index, name)]}) of the study's findings."""
+    from gatscale.sweep.findings import format_findings, level_note
+    from gatscale.sweep.findings_cli import study_findings
+
+    from .figures import findings_data, plot_findings
+
+    findings, design = study_findings(spec)
+    note = level_note(findings, design)
+    text = "findings:\n" + format_findings(findings, note)
+    rows = "".join(
+        f"<tr id='finding-{i}' class='{VERDICT_CLASS[f.verdict]}'><td>{_e(f.name)}</td><td>{_e(f.a)} vs {_e(f.b)}</td>"
+        f"<td>{_e(f.effect_text())}</td><td>{f.n_a}/{f.n_b}</td>"
+        f"<td>{'' if f.p_a_better != f.p_a_better else f'{f.p_a_better:.2f}'}</td>"
+        f"<td class='verdict'>{_e(f.verdict_text())}</td></tr>" for i, f in enumerate(findings))
+    table = (f"<table id='findings-table'><tr><th>finding</th><th>A vs B</th><th>effect: A vs B, % change [CI] "
+             f"(trend/law: exponent)</th><th>seeds A/B</th><th>P(A better)</th><th>verdict</th></tr>{rows}</table>"
+             f"<p class='meta'>{_e(note)}</p>")
+    forest = ""
+    try:
+        plot_findings(findings_data(findings), out_dir=figures_dir)
+        forest = _image((figures_dir / "findings.png").read_bytes(), "findings: forest plot of the effects")
+    except MissingData as e:
+        forest = f"<p class='missing'>{_e(e)}</p>"
+    supports: dict = {}
+    for i, f in enumerate(findings):
+        if f.figure:
+            supports.setdefault(f.figure, []).append((i, f.name))
+    return table + forest, text, supports
 
 
 def run_table(runs: pd.DataFrame, histories: pd.DataFrame, spec_runs: list[str]) -> pd.DataFrame:
@@ -139,11 +184,13 @@ def _ablation(runs, histories) -> str:
     return table.map(_fmt).to_html(index=False, table_id="ablation", na_rep="", border=0)
 
 
-def _figures(folder: Path) -> str:
-    pngs = sorted(folder.glob("*.png"))
+def _figures(folder: Path, supports: dict | None = None) -> str:
+    """Every PNG of the folder (but the findings' forest plot, shown above); a figure that supports a finding links
+    to it."""
+    pngs = sorted(p for p in folder.glob("*.png") if p.stem != "findings")
     if not pngs:
         return f"<p class='missing'>no figures in {_e(folder)}: run `gatscale figures --spec SPEC --out {_e(folder)}`</p>"
-    return "\n".join(_image(p.read_bytes(), p.stem) for p in pngs)
+    return "\n".join(_image(p.read_bytes(), p.stem, links=(supports or {}).get(p.stem, [])) for p in pngs)
 
 
 def _samples(runs: pd.DataFrame, uri: str) -> str:
@@ -158,10 +205,11 @@ def _samples(runs: pd.DataFrame, uri: str) -> str:
     return "\n".join(shown) or "<p class='missing'>no run logged a sample grid (artifact samples/*.png)</p>"
 
 
-def _image(data: bytes, caption: str, kind: str = "figure") -> str:
+def _image(data: bytes, caption: str, kind: str = "figure", links=()) -> str:
     src = "data:image/png;base64," + base64.b64encode(data).decode()
-    return (f"<figure class='{kind}'><img src='{src}' alt='{_e(caption)}'><figcaption>{_e(caption)}</figcaption>"
-            f"</figure>")
+    shows = "".join(f"<br>supports <a href='#finding-{i}'>{_e(name)}</a>" for i, name in links)
+    return (f"<figure class='{kind}'><img src='{src}' alt='{_e(caption)}'><figcaption>{_e(caption)}{shows}"
+            f"</figcaption></figure>")
 
 
 def _stand_in_note(stand_ins: list[str]) -> str:
@@ -193,5 +241,8 @@ figcaption { font-size: 0.8em; color: #555; }
 .meta { color: #555; font-size: 0.85em; }
 .stand-in { color: #b00; font-weight: bold; }
 .missing { color: #777; font-style: italic; }
+#findings-table tr.resolved td.verdict { background: #dafbe1; color: #1a7f37; font-weight: bold; }
+#findings-table tr.equivalent td.verdict { background: #ddf4ff; color: #0969da; font-weight: bold; }
+#findings-table tr.unresolved td.verdict { background: #fff8c5; color: #9a6700; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.8em; }
 """

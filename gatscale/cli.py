@@ -20,6 +20,7 @@ COMMANDS = {
     "train": ("gatscale.train.cli", "train one run from a config (resumes if its run folder holds a checkpoint)"),
     "sweep": ("gatscale.sweep.cli", "expand a sweep spec and launch its missing runs (local, submitit, ray)"),
     "probe-lr": ("gatscale.sweep.probe_cli", "measure the largest stable LR per width and fit lr_max ∝ C^b"),
+    "findings": ("gatscale.sweep.findings_cli", "a study's conclusions: effect, interval, seeds and verdict of each"),
     "status": ("gatscale.sweep.status", "show the state of every run of a sweep spec"),
     "eval": ("gatscale.eval.cli", "FID/IS/precision-recall of a run's EMA generator"),
     "analyze": ("gatscale.eval.analyze", "per-block LPIPS contribution and feature PCA of a generator"),

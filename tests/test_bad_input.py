@@ -185,6 +185,20 @@ SPEC_CASES = [  # (spec, the spec key path the message must name)
     (spec_with(max_attempts=0), "max_attempts"), (spec_with(grdi={}), "grdi"), ({"base": tiny_run_dict()}, "name"),
     (spec_with(base_config="missing.yaml"), "missing.yaml"), (spec_with(seeds=[0, 0]), "seeds"),
     (spec_with(grid={"optim.lr": []}), "grid.optim.lr"),
+    # the findings: section (docs/findings.md)
+    (spec_with(findings=[1]), "findings"), (spec_with(findings={"detla": 0.1}), "findings.detla"),
+    (spec_with(findings={"delta": -0.1}), "findings.delta"), (spec_with(findings={"level": 1.5}), "findings.level"),
+    (spec_with(findings={"pairing": "by-seed"}), "findings.pairing"),
+    (spec_with(findings={"max_seeds": 1}), "findings.max_seeds"), (spec_with(findings={"derive": "yes"}), "findings.derive"),
+    (spec_with(findings={"compare": [{"name": "x", "a": {"method.repa": True}}]}), "findings.compare[0].b"),
+    (spec_with(findings={"compare": [{"name": "x", "a": {"method.repa": True}, "b": {"method.rpa": False}}]}),
+     "findings.compare[0].b"),
+    (spec_with(findings={"compare": [{"name": "x", "a": {"method.repa": True}, "b": {"method.repa": False},
+                                      "direction": "up"}]}), "findings.compare[0].direction"),
+    (spec_with(grid={"method.repa": [True, False]}, findings={"compare": [
+        {"name": "x", "a": {"method.repa": True}, "b": {"method.mng": "off"}}]}), "findings.compare[0].b"),
+    (spec_with(grid={"method.repa": [True, False], "method.mng": ["exp", "off"]}, findings={"compare": [
+        {"name": "x", "a": {"method.repa": True}, "b": {"method.repa": False}}]}), "findings.compare[0].a"),
 ]
 
 
@@ -194,6 +208,20 @@ def test_a_bad_spec_value_is_one_line_naming_its_place(workdir, capsys, spec, na
     (workdir / "s.yaml").write_text(yaml.safe_dump(spec))
     err = fails_cleanly(capsys, workdir, [command, "s.yaml"], named)
     assert err.startswith("gatscale: error: s.yaml")
+
+
+@pytest.mark.parametrize("spec, named", [c for c in SPEC_CASES if "findings" in c[1]],
+                         ids=[n for _, n in SPEC_CASES if "findings" in n])
+def test_a_bad_findings_section_is_one_line_for_gatscale_findings_too(workdir, capsys, spec, named):
+    (workdir / "s.yaml").write_text(yaml.safe_dump(spec))
+    assert fails_cleanly(capsys, workdir, ["findings", "s.yaml"], named).startswith("gatscale: error: s.yaml")
+
+
+def test_until_resolved_flags_without_it_and_a_bad_budget(workdir, capsys):
+    (workdir / "s.yaml").write_text(yaml.safe_dump(spec_with()))
+    fails_cleanly(capsys, workdir, ["sweep", "s.yaml", "--max-seeds", "4"], "--max-seeds needs --until-resolved")
+    fails_cleanly(capsys, workdir, ["sweep", "s.yaml", "--until-resolved", "--budget", "-1"], "--budget")
+    fails_cleanly(capsys, workdir, ["sweep", "s.yaml", "--until-resolved", "--max-seeds", "1"], "--max-seeds")
 
 
 def test_a_spec_that_is_a_folder(workdir, capsys):

@@ -28,6 +28,13 @@ from .throughput import estimate, load_table, measured_runs
 def add_arguments(parser):
     parser.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml; docs/sweeps.md)")
     add_launch_arguments(parser, "runs", wait="wait for the jobs to end and report them")
+    parser.add_argument("--until-resolved", action="store_true",
+                        help="rounds: run, evaluate the findings, add the next seed to both sides of every unresolved "
+                             "one, until all are resolved or --max-seeds / --budget is reached (docs/findings.md)")
+    parser.add_argument("--max-seeds", type=int, help="--until-resolved: the most seeds per side (default: the "
+                                                      "spec's findings.max_seeds, else 5)")
+    parser.add_argument("--budget", type=float, metavar="GPU_HOURS",
+                        help="--until-resolved: stop adding seeds once the study's estimated device-hours would pass this")
 
 
 def add_launch_arguments(parser, what: str, wait: str):
@@ -88,9 +95,34 @@ def run_table(spec: Spec, planned, device: str) -> str:
 def main(args) -> int:
     if args.max_parallel is not None and args.max_parallel < 1:
         raise ConfigError(None, "--max-parallel", args.max_parallel, "must be >= 1")
+    until = getattr(args, "until_resolved", False)
+    for flag in ("max_seeds", "budget"):
+        if getattr(args, flag, None) is not None and not until:
+            raise InputError(f"gatscale sweep: --{flag.replace('_', '-')} needs --until-resolved")
     spec = load_spec(args.spec, args.runs_dir, args.profile)  # a ConfigError is reported by gatscale.cli
     if spec.probe is not None:
         raise InputError(f"gatscale sweep: {spec.path} has a probe: section: run `gatscale probe-lr {args.spec}`")
+    if until:
+        from .until_resolved import until_resolved
+        return until_resolved(spec, args, sweep_round)
+    return sweep_round(spec, args).code
+
+
+@dataclasses.dataclass
+class Round:
+    """What one launch of a study's runs did: its exit code, the sweep's parent run, every run's state."""
+    code: int
+    parent: str | None = None
+    tracking: object = None
+    states: list = dataclasses.field(default_factory=list)
+
+
+def sweep_round(spec: Spec, args, runs=None) -> Round:
+    """Plan and launch the study's missing runs (`runs`: the spec's, or those and the seeds --until-resolved added;
+    the sweep's parent run stays the spec's)."""
+    identity = spec.spec_hash
+    if runs is not None:
+        spec = dataclasses.replace(spec, runs=runs)
     folders = [read_folder(r) for r in spec.runs]  # each run folder read once
     active = JobWatcher().active([j for f in folders if (j := f.last_job)])
     planned = plan(spec, tracker_states(spec, read_only=args.dry_run), active, folders)
@@ -102,12 +134,12 @@ def main(args) -> int:
     for p in conflicts:
         print(f"gatscale sweep: {p.detail}", file=sys.stderr)
     if conflicts:
-        return 2
+        return Round(2)
     for p in planned:
         if p.action == "hold":
             print(f"gatscale sweep: {p.run.name} needs attention, not relaunched: {p.detail}", file=sys.stderr)
     if args.dry_run:
-        return 0
+        return Round(0, states=[p.state for p in planned])
     todo = [p for p in planned if p.launch]
     options = launch_options(args, spec)
     blocked = cannot_start(args.backend, [p.run for p in todo], options) if todo else {}
@@ -120,17 +152,17 @@ def main(args) -> int:
         if not todo:
             print(f"gatscale sweep: nothing started: none of the {len(blocked)} run(s) to launch can start here",
                   file=sys.stderr)
-            return 1
+            return Round(1, states=[p.state for p in planned])
     if not todo:
         print("nothing to launch")
-        return 1 if any(p.action in ("give-up", "hold") for p in planned) else 0
+        return Round(1 if any(p.action in ("give-up", "hold") for p in planned) else 0, states=[p.state for p in planned])
 
-    uri, parent = spec.tracking.uri, None
+    uri, parent, tracking = spec.tracking.uri, None, spec.tracking
     if spec.tracking.backend != "none":
         from ..tracking import ensure_store, end_sweep_run, start_sweep_run
         uri = ensure_store(spec.tracking.uri)  # once, before fanning out
         tracking = dataclasses.replace(spec.tracking, uri=uri)
-        parent = start_sweep_run(tracking, spec.name, spec.spec_hash,
+        parent = start_sweep_run(tracking, spec.name, identity,
                                  {"spec": str(spec.path), "runs": len(spec.runs), "backend": args.backend})
     for p in todo:
         prepare(p, spec, parent, uri)
@@ -144,8 +176,9 @@ def main(args) -> int:
         end_sweep_run(tracking, parent, final)
     if interrupted:
         print(f"re-run `gatscale sweep {args.spec}` to resume the stopped runs from their checkpoints")
-        return EXIT_PREEMPTED
-    return 0 if all(s in (*TERMINAL, "submitted", "running", "queued") for s in states) else 1
+        return Round(EXIT_PREEMPTED, parent, tracking, states)
+    return Round(0 if all(s in (*TERMINAL, "submitted", "running", "queued") for s in states) else 1, parent, tracking,
+                 states)
 
 
 def _explain_blocked(blocked: dict[str, str], backend: str):

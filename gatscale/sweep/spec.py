@@ -43,7 +43,7 @@ from ..sizes import GAT_SIZES, MODEL_NAMES, size_letter
 from .profile import ClusterProfile, Resources, load_profile, merge_resources, parse_resources, profile_resources
 
 TOP_KEYS = ("name", "description", "base_config", "base", "settings", "grid", "zip", "seeds", "groups", "per_size",
-            "resources", "runs_dir", "profile", "max_attempts", "device", "throughput", "probe")
+            "resources", "runs_dir", "profile", "max_attempts", "device", "throughput", "probe", "findings")
 GROUP_KEYS = ("grid", "zip", "seeds")
 SIZE_KEYS = ("model.generator.size", "model.discriminator.size")
 LR_KEYS = ("optim.lr", "optim.width_aware_lr")
@@ -81,6 +81,11 @@ class Spec:
     throughput: Path | None
     description: str = ""
     probe: dict | None = None    # the `probe:` section, read by `gatscale probe-lr` (gatscale/sweep/probe.py)
+    findings: "FindingsConfig" = None  # the `findings:` section (defaults when absent), read by sweep/findings.py
+
+    def __post_init__(self):
+        if self.findings is None:
+            self.findings = FindingsConfig()
 
     @property
     def study_dir(self) -> Path:
@@ -292,6 +297,7 @@ class ParsedSpec:
     resources: Resources                         # the spec's `resources`, under every run's
     max_attempts: int
     raw: dict                                    # the file's mapping (profile, runs_dir, device, ...)
+    findings: "FindingsConfig" = None            # the `findings:` section, its sides not yet matched to runs
 
 
 def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str | Path | None = None) -> Spec:
@@ -301,13 +307,14 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
     raw = parsed.raw
     runs_dir = Path(runs_dir if runs_dir is not None else raw.get("runs_dir", "runs")).absolute()  # backends move cwd
     runs = expand(parsed, runs_dir / parsed.name)
+    match_findings(str(parsed.path), parsed.findings, runs)
     cluster = _profile(parsed.path, raw.get("profile"), profile)
     attach_resources(runs, cluster)
     throughput = raw.get("throughput")
     return Spec(path=parsed.path, name=parsed.name, runs_dir=runs_dir, runs=runs, profile=cluster,
                 max_attempts=parsed.max_attempts, device=str(raw.get("device", "H100")),
                 throughput=parsed.path.parent / throughput if throughput else None,
-                description=str(raw.get("description", "")), probe=raw.get("probe"))
+                description=str(raw.get("description", "")), probe=raw.get("probe"), findings=parsed.findings)
 
 
 def parse_spec(path: Path) -> ParsedSpec:
@@ -328,7 +335,9 @@ def parse_spec(path: Path) -> ParsedSpec:
     max_attempts = spec.get("max_attempts", 3)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ConfigError(source, "max_attempts", max_attempts, "expected an integer >= 1 (launches of a failing run)")
-    return ParsedSpec(path, name, base, settings, groups, seeds, per_size, resources, max_attempts, raw=spec)
+    findings = parse_findings(source, spec.get("findings"), settings)
+    return ParsedSpec(path, name, base, settings, groups, seeds, per_size, resources, max_attempts, raw=spec,
+                      findings=findings)
 
 
 def _base_config(path: Path, spec: dict, name: str) -> RunConfig:
@@ -474,3 +483,185 @@ def short_names(names: list[str]) -> list[str]:
     common = [Counter(column).most_common(1)[0][0] for column in zip(*split)]
     short = ["-".join([p[0]] + [v for v, c in zip(p[1:], common[1:]) if v != c]) for p in split]
     return short if len(set(short)) == len(short) else list(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run sets and seeds: what the findings compare (gatscale/sweep/findings.py) and what `--until-resolved` adds to.
+
+def run_set_key(cfg: RunConfig) -> str:
+    """The identity of a run's set: what it trains, but for its seed (the runs of a set are its seeds)."""
+    cfg = copy.deepcopy(cfg)
+    cfg.train.seed = 0
+    return training_hash(cfg)
+
+
+def with_seed(run: Run, seed: int) -> Run:
+    """The same run at another seed: its config, name ('...-s<seed>'), folder and hash follow."""
+    cfg = copy.deepcopy(run.config)
+    cfg.train.seed = seed
+    old = f"-s{run.config.train.seed}"
+    base = run.name.removesuffix(old) if run.name.endswith(old) else run.name
+    name = f"{base}-s{seed}"
+    short = cfg.tracking.run_name
+    cfg.tracking.run_name = (short.removesuffix(old) + f"-s{seed}") if short and short.endswith(old) else name
+    cfg.name, cfg.run_dir, cfg.tracking.aliases = name, str(run.run_dir.parent / name), ""
+    return dataclasses.replace(run, name=name, config=cfg, config_hash=config_hash(cfg), run_dir=run.run_dir.parent / name,
+                               labels={**run.labels, "seed": seed}, aliases=[])
+
+
+# ---------------------------------------------------------------------------------------------
+# The `findings:` section (docs/findings.md): options of the derived findings, and declared ones.
+#
+#   findings:
+#     metric: fd_digits        # default: fid, else fd_digits (whichever the runs logged)
+#     delta: 0.1               # the smallest effect that matters, a log-ratio (0.1: about 10 %)
+#     pairing: unpaired        # unpaired (Welch) | paired (by seed) | auto (paired when both sides share seeds)
+#     max_seeds: 4             # the most seeds per side --until-resolved adds (the looks its intervals allow for)
+#     derive: true             # also every pair of run sets that differ in one factor, and the size ladder
+#     compare:                 # declared findings: two sides, each a selector that picks one run set
+#       - {name: repa, a: {method.repa: true}, b: {method.repa: false}, direction: lower, delta: 0.2}
+
+FINDINGS_KEYS = ("metric", "delta", "level", "pairing", "max_seeds", "derive", "compare")
+COMPARE_KEYS = ("name", "a", "b", "metric", "direction", "delta")
+PAIRINGS = ("unpaired", "paired", "auto")
+DIRECTIONS = ("lower", "higher")
+
+
+@dataclass
+class DeclaredFinding:
+    name: str
+    a: dict                      # flat {config key: value}: the runs of side A
+    b: dict
+    metric: str | None = None    # None: the section's metric
+    direction: str | None = None  # which value is better, 'lower' or 'higher'; None: from the metric's name
+    delta: float | None = None   # None: the section's delta
+    where: str = ""              # its key path in the spec, for errors
+    a_runs: list[str] = field(default_factory=list)  # matched by `match_findings`
+    b_runs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FindingsConfig:
+    metric: str | None = None    # None: fid, else fd_digits, whichever the runs logged
+    delta: float | None = None   # None: 0.1 for a comparison (a log-ratio, ~10 %), 0.25 for a law's exponent
+    level: float = 0.95          # the overall confidence of each finding (split over the looks by --until-resolved)
+    pairing: str = "unpaired"    # docs/findings.md: why unpaired is the default at 2-4 seeds
+    max_seeds: int = 5
+    derive: bool = True
+    compare: list[DeclaredFinding] = field(default_factory=list)
+
+
+def _number(source, where, value, lo, hi, what, integer=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (not integer or isinstance(value, int))
+    if not ok or not (lo <= value <= hi) or value != value:
+        raise ConfigError(source, where, value, f"expected {'an integer' if integer else 'a number'} in "
+                                                f"[{lo:g}, {hi:g}] ({what})")
+    return value
+
+
+def _metric(source, where, value):
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(source, where, value, "expected a metric name as the runs log it, e.g. fd_digits or fid")
+    return value
+
+
+def parse_findings(source: str, value: Any, settings: dict) -> FindingsConfig:
+    """The `findings:` section, every key checked where it sits; the sides are matched to runs after expansion."""
+    if value is None:
+        return FindingsConfig()
+    if not isinstance(value, dict):
+        raise ConfigError(source, "findings", value, f"expected a mapping with keys {', '.join(FINDINGS_KEYS)}")
+    for k in value:
+        if k not in FINDINGS_KEYS:
+            raise ConfigError(source, f"findings.{k}", value[k], f"unknown key; valid keys: {', '.join(FINDINGS_KEYS)}")
+    out = FindingsConfig()
+    out.metric = _metric(source, "findings.metric", value.get("metric"))
+    if "delta" in value:
+        out.delta = float(_number(source, "findings.delta", value["delta"], 0, 5, "a log-ratio; 0.1 is about 10 %"))
+    if "level" in value:
+        out.level = float(_number(source, "findings.level", value["level"], 0.51, 0.999, "e.g. 0.95"))
+    if "pairing" in value:
+        if value["pairing"] not in PAIRINGS:
+            raise ConfigError(source, "findings.pairing", value["pairing"], f"valid: {', '.join(PAIRINGS)}")
+        out.pairing = value["pairing"]
+    if "max_seeds" in value:
+        out.max_seeds = int(_number(source, "findings.max_seeds", value["max_seeds"], 2, 1000,
+                                    "the most seeds per side --until-resolved may add", integer=True))
+    if "derive" in value:
+        if not isinstance(value["derive"], bool):
+            raise ConfigError(source, "findings.derive", value["derive"], "expected true or false")
+        out.derive = value["derive"]
+    compare = value.get("compare") or []
+    if not isinstance(compare, list):
+        raise ConfigError(source, "findings.compare", compare, "expected a list of {name, a, b, metric, direction, "
+                                                               "delta}")
+    names = set()
+    for i, entry in enumerate(compare):
+        where = f"findings.compare[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(source, where, entry, "expected a mapping with keys " + ", ".join(COMPARE_KEYS))
+        for k in entry:
+            if k not in COMPARE_KEYS:
+                raise ConfigError(source, f"{where}.{k}", entry[k], f"unknown key; valid keys: {', '.join(COMPARE_KEYS)}")
+        for k in ("name", "a", "b"):
+            if k not in entry:
+                raise ConfigError(source, f"{where}.{k}", None, "missing: a declared finding needs a name and its two "
+                                                                "sides a and b (each a mapping of config keys)")
+        name = _label(source, f"{where}.name", entry["name"])
+        if name in names:
+            raise ConfigError(source, f"{where}.name", name, "two declared findings have this name")
+        names.add(name)
+        direction = entry.get("direction")
+        if direction is not None and direction not in DIRECTIONS:
+            raise ConfigError(source, f"{where}.direction", direction, "which value is better: lower or higher")
+        delta = entry.get("delta")
+        if delta is not None:
+            delta = float(_number(source, f"{where}.delta", delta, 0, 5, "a log-ratio; 0.1 is about 10 %"))
+        out.compare.append(DeclaredFinding(
+            name=name, a=_selector(source, f"{where}.a", entry["a"], settings),
+            b=_selector(source, f"{where}.b", entry["b"], settings),
+            metric=_metric(source, f"{where}.metric", entry.get("metric")), direction=direction, delta=delta,
+            where=where))
+    return out
+
+
+def _selector(source: str, where: str, value: Any, settings: dict) -> dict:
+    """{config key: value, or a settings axis: a value name} -> flat {config key: value}."""
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(source, where, value, "expected a mapping of config keys (or settings names) to values, "
+                                                "e.g. {method.repa: false}")
+    out = {}
+    for k, v in value.items():
+        if k in settings:
+            if v not in settings[k]:
+                raise ConfigError(source, f"{where}.{k}", v, f"not a value of settings.{k}; valid: "
+                                                             f"{', '.join(map(str, settings[k]))}")
+            out.update(settings[k][v])
+        else:
+            out.update(flat_settings(source, where, {k: v}))
+    return out
+
+
+def _matches(cfg: RunConfig, selector: dict) -> bool:
+    from ..config import flatten, to_dict
+    flat = flatten(to_dict(cfg))
+    return all(flat.get(k) == v for k, v in selector.items())
+
+
+def match_findings(source: str, findings: FindingsConfig | None, runs: list[Run]):
+    """Each declared side picks exactly one run set (its seeds): an error names the side that picks none or several."""
+    for f in (findings.compare if findings else []):
+        for side in ("a", "b"):
+            picked = [r for r in runs if _matches(r.config, getattr(f, side))]
+            sets = {run_set_key(r.config): r for r in picked}
+            if not sets:
+                raise ConfigError(source, f"{f.where}.{side}", getattr(f, side), "matches no run of the spec")
+            if len(sets) > 1:
+                shown = ", ".join(sorted(r.name for r in sets.values())[:4])
+                raise ConfigError(source, f"{f.where}.{side}", getattr(f, side),
+                                  f"matches {len(sets)} run sets ({shown}); add the keys that pick one")
+            setattr(f, f"{side}_runs", [r.name for r in picked])
+        if set(f.a_runs) == set(f.b_runs):
+            raise ConfigError(source, f.where, {"a": f.a, "b": f.b}, "both sides pick the same runs")

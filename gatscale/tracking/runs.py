@@ -63,6 +63,24 @@ def start_sweep_run(cfg, sweep_name: str, spec_hash: str, params: dict) -> str:
     return oldest
 
 
+def log_sweep_artifacts(cfg, sweep_name: str, spec_hash: str, paths) -> str | None:
+    """Log files (e.g. the study's findings table) as artifacts of the sweep's parent run, replacing the earlier
+    ones of the same name; None when the study has no parent run yet (nothing was launched through a sweep)."""
+    from .store import ensure_store
+
+    uri = ensure_store(cfg.uri)
+    client = client_for(uri)
+    exp = experiment_id(client, resolve_uri(uri), cfg.experiment)
+    found = search_runs(client, exp, {"gatscale.kind": "sweep", "gatscale.sweep": sweep_name,
+                                      "gatscale.spec_hash": spec_hash})
+    if not found:
+        return None
+    run_id = found[0].info.run_id
+    for path in paths:
+        client.log_artifact(run_id, str(path))
+    return run_id
+
+
 def end_sweep_run(cfg, run_id: str, status: str = "finished"):
     """Mark the sweep's parent run done (status as in base.STATUSES)."""
     client = client_for(cfg.uri)
