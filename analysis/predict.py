@@ -111,12 +111,16 @@ def add_arguments(parser):
 
 
 def size_run(spec, size: str):
-    """The spec's first run of `size` (its per-size shape), or an error listing the spec's sizes."""
+    """The spec's first run of `size`, or, for a size the study does not train, its base run at that size with the
+    spec's `per_size` shape; an error listing the valid sizes when `size` is not a model size."""
+    from gatscale.sizes import MODEL_NAMES
+    from gatscale.sweep.spec import run_at_size
     for run in spec.runs:
         if run.config.model.generator.size == size:
             return run
-    sizes = sorted({r.config.model.generator.size for r in spec.runs})
-    raise InputError(f"{spec.path}: --size {size!r} is not a size of this study; its sizes: {', '.join(sizes)}")
+    if size not in MODEL_NAMES:
+        raise InputError(f"{spec.path}: --size {size!r} is not a GAT size; valid: {', '.join(MODEL_NAMES)}")
+    return run_at_size(spec.path, size, spec.study_dir)
 
 
 def main(args) -> int:

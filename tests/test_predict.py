@@ -56,6 +56,16 @@ def test_cli_errors_through_the_one_error_path(tmp_path, capsys):
     assert main(["predict", spec, "--size", "GAT-H/2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gatscale: error:") and "--size 'GAT-H/2'" in err and "GAT-XL/2" in err
+    assert "\n" not in err.strip()
     assert main(["predict", spec, "--size", "GAT-XL/2", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("gatscale: error: no law to predict from") and "Traceback" not in err
+
+
+def test_a_size_the_study_does_not_train_takes_its_per_size_shape():
+    from analysis.predict import size_run
+    from gatscale.sweep.spec import load_spec
+    spec = load_spec(REPO / "sweeps" / "demo.yaml")
+    assert "GAT-XL/2" not in {r.model for r in spec.runs}
+    xl = size_run(spec, "GAT-XL/2")
+    assert xl.config.model.generator.hidden_size == 48 and xl.config.model.discriminator.hidden_size == 48

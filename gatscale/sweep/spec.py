@@ -457,6 +457,14 @@ def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resourc
                labels={c.axis: c.label or c.values[c.axis] for c in choices} | {"seed": cfg.train.seed})
 
 
+def run_at_size(spec_path: str | Path, size: str, study_dir: Path) -> Run:
+    """The spec's base run at `size` (G and D), with that size's `per_size` overrides: the shape of a size the
+    study may not train, e.g. the one `gatscale predict` extrapolates to."""
+    parsed = parse_spec(Path(spec_path))
+    choices = [Choice(f"model.{net}.size", None, {f"model.{net}.size": size}) for net in ("generator", "discriminator")]
+    return _expand_one(str(parsed.path), parsed.base, choices, None, parsed.per_size, parsed.resources, study_dir)
+
+
 def _dedupe_names(runs: list[Run]):
     """Two different configs with one readable name both get their hash appended."""
     counts: dict[str, int] = {}
