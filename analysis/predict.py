@@ -123,9 +123,39 @@ def size_run(spec, size: str):
     return run_at_size(spec.path, size, spec.study_dir)
 
 
+def answer(spec, run, pts, size: str, iterations: int | None = None, target: float | None = None,
+           probability: float = 0.8) -> list[str]:
+    """The printed answer of `gatscale predict` (and the report's prediction line): the law, its backtest, the
+    prediction at `size` and its cost. Raises CannotPredict where the data cannot carry it."""
+    from gatscale.sweep.throughput import estimate, load_table, measured_runs, run_cost
+    out: list[str] = []
+    fd, step = pts.attrs["metric"], pts.attrs["step"]
+    one = dataclasses.replace(run, config=copy.deepcopy(run.config))
+    one.config.train.iterations = 1
+    per_iteration = run_cost(one)      # training FLOPs of one iteration (gatscale/flops.py, through the sweep)
+    if target is not None:
+        p = iterations_for(pts, per_iteration, target, probability)
+    else:
+        p = predict_at(pts, per_iteration, iterations or step)
+    law = p.law
+    out.append(f"law over {law.n} sizes, {law.runs} runs at iteration {step:,}: {fd} = {law.a:.4g} C^{law.b:.3f} "
+                  f"(exponent 95 % CI {law.b_lo:.3f} .. {law.b_hi:.3f}), C in training GFLOPs")
+    out.append(p.backtest.line() if p.backtest else "backtest: fewer than three runs below the largest size")
+    iters = f"{p.iterations:,} iterations ({p.compute:.4g} GFLOPs, {p.extrapolation:.3g}x the largest compute)"
+    if p.probability is not None:
+        out.append(f"{size}: {fd} <= {target:g} with probability {p.probability:g} after about {iters}")
+    out.append(f"{size} at {iters}: {fd} {p.value:.4g}, one new run 80 % {p.lo80:.4g} .. {p.hi80:.4g}, "
+               f"95 % {p.lo95:.4g} .. {p.hi95:.4g}")
+    planned = dataclasses.replace(run, config=copy.deepcopy(run.config))
+    planned.config.train.iterations = p.iterations
+    est = estimate(planned, spec.device, load_table(spec.throughput), measured_runs(spec.study_dir.parent))
+    hours = "unknown" if est.hours is None else f"{est.hours:.3g}"
+    out.append(f"cost: {hours} device-hours on {spec.device if run.gpus else 'cpu'} ({est.how})")
+    return out
+
+
 def main(args) -> int:
     from gatscale.sweep.spec import load_spec
-    from gatscale.sweep.throughput import estimate, load_table, measured_runs, run_cost
     from .load import load_experiment
     if args.target is not None and not (args.target > 0 and 0 < args.probability < 1):
         raise InputError(f"--target {args.target:g} --probability {args.probability:g}: the target must be > 0 "
@@ -139,28 +169,8 @@ def main(args) -> int:
         pts = figures.fid_vs_compute_data(runs, histories, "train", metric=args.metric)
     except MissingData as e:
         raise CannotPredict(f"no law to predict from: {e}") from None
-    fd, step = pts.attrs["metric"], pts.attrs["step"]
-    one = dataclasses.replace(run, config=copy.deepcopy(run.config))
-    one.config.train.iterations = 1
-    per_iteration = run_cost(one)      # training FLOPs of one iteration (gatscale/flops.py, through the sweep)
-    if args.target is not None:
-        p = iterations_for(pts, per_iteration, args.target, args.probability)
-    else:
-        p = predict_at(pts, per_iteration, args.iterations or step)
-    law = p.law
-    print(f"law over {law.n} sizes, {law.runs} runs at iteration {step:,}: {fd} = {law.a:.4g} C^{law.b:.3f} "
-          f"(exponent 95 % CI {law.b_lo:.3f} .. {law.b_hi:.3f}), C in training GFLOPs")
-    print(p.backtest.line() if p.backtest else "backtest: fewer than three runs below the largest size")
-    iters = f"{p.iterations:,} iterations ({p.compute:.4g} GFLOPs, {p.extrapolation:.3g}x the largest compute)"
-    if p.probability is not None:
-        print(f"{args.size}: {fd} <= {args.target:g} with probability {p.probability:g} after about {iters}")
-    print(f"{args.size} at {iters}: {fd} {p.value:.4g}, one new run 80 % {p.lo80:.4g} .. {p.hi80:.4g}, "
-          f"95 % {p.lo95:.4g} .. {p.hi95:.4g}")
-    planned = dataclasses.replace(run, config=copy.deepcopy(run.config))
-    planned.config.train.iterations = p.iterations
-    est = estimate(planned, spec.device, load_table(spec.throughput), measured_runs(spec.study_dir.parent))
-    hours = "unknown" if est.hours is None else f"{est.hours:.3g}"
-    print(f"cost: {hours} device-hours on {spec.device if run.gpus else 'cpu'} ({est.how})")
+    for line in answer(spec, run, pts, args.size, args.iterations, args.target, args.probability):
+        print(line)
     return 0
 
 

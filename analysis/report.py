@@ -97,6 +97,7 @@ def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None
         "<h2 id='findings'>Findings</h2>", findings_html,
         "<h2>Runs</h2>", table.to_html(index=False, table_id="runs", na_rep="", border=0, escape=True),
         "<h2>Ablation</h2>", _ablation(runs, histories),
+        "<h2 id='law'>Scaling law, backtest and prediction</h2>", _law(spec, runs, histories),
         "<h2>Figures</h2>", _figures(Path(figures_dir), supports),
         "<h2>Latest samples</h2>", _samples(runs, uri),
         "<h2>Spec</h2>", f"<pre>{_e(Path(spec.path).read_text())}</pre>",
@@ -105,6 +106,28 @@ def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
     atomic_write_text(Path(out), page)
     return Path(out), table
+
+
+def _law(spec, runs, histories) -> str:
+    """The seed-aware FD-vs-compute law, its leave-largest-out backtest and what it predicts for the next size up
+    (analysis/predict.py, as `gatscale predict SPEC --size ...` prints it), or why it cannot."""
+    from gatscale.sizes import GAT_SIZES
+
+    from . import figures
+    from .predict import CannotPredict, answer, size_run
+    trained = {r.config.model.generator.size for r in spec.runs}
+    patch = 2 if any(s.endswith("/2") for s in trained) else int(sorted(trained)[0].split("/")[1])
+    order = list(GAT_SIZES)
+    letters = [s for s in order if f"GAT-{s}/{patch}" in trained]
+    if not letters:
+        return "<p>no size ladder in this study</p>"
+    size = f"GAT-{order[min(order.index(letters[-1]) + 1, len(order) - 1)]}/{patch}"   # the next size up
+    try:
+        pts = figures.fid_vs_compute_data(runs, histories, "train")
+        lines = answer(spec, size_run(spec, size), pts, size)
+    except (MissingData, CannotPredict, ValueError) as e:
+        return f"<p>no prediction: {_e(str(e))}</p>"
+    return "<pre>" + _e("\n".join([f"gatscale predict {spec.path} --size {size}"] + lines)) + "</pre>"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -111,3 +111,10 @@ def test_run_table_and_summary_show_fd_with_its_se_precision_recall_and_diversit
                                 "recall_digits", "diversity_digits"]
     assert lines[2].split()[3:] == ["40", "±", "3", "0.95", "0.9", "0.5", "0.7"]  # (line 1: the rule)
     assert "fd_digits_floor 9 ± 4" in lines[-1] and "diversity_digits_real 0.98" in lines[-1]
+
+
+def test_report_shows_the_law_its_backtest_and_a_prediction_or_why_not(report):
+    out, _ = report
+    section = re.search(r"<h2 id='law'>.*?</h2>\s*(<pre>.*?</pre>|<p>.*?</p>)", out.read_text(), re.S).group(1)
+    assert ("gatscale predict" in section and "backtest" in section and "80 %" in section) \
+        or section.startswith("<p>no prediction: ")
