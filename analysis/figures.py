@@ -791,8 +791,9 @@ def plot_findings(data: pd.DataFrame, out_dir=None):
         lo, hi = (row.lo, row.hi) if np.isfinite(row.lo) else (row.effect, row.effect)
         ax.plot([lo, hi], [yi, yi], color=color, lw=2)
         ax.plot([row.effect], [yi], "o", color=color)
-        ax.annotate(row.verdict_text, (max(hi, row.effect), yi), xytext=(5, 0), textcoords="offset points",
-                    va="center", fontsize=7, color=color)
+        text = row.verdict_text.replace(" would resolve it", "")   # "unresolved: about N more seeds per side"
+        ax.annotate(text, (max(hi, row.effect), yi), xytext=(5, 0), textcoords="offset points", va="center",
+                    fontsize=7, color=color, annotation_clip=False)
     delta = float(data["delta"].max())
     ends = data[["effect", "lo", "hi"]].to_numpy(float)
     ends = ends[np.isfinite(ends)]
