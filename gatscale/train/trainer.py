@@ -260,7 +260,6 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
     last_metrics: dict = {}  # the latest value of each metric, FIDs included (status.json)
     is_log_step = lambda s: s % cfg.train.log_every == 0 or s == iterations  # noqa: E731
     step, result, t_start = start_step, None, time.perf_counter()
-    recipe_logged = False  # the Eval stage's gatscale.eval tag, once per process
     while True:
         # Done? First, so the last step is reported and checkpointed like any other. Divergence (a non-finite
         # watched statistic) and preemption signals are agreed on by all ranks in one small all-reduce, at a
@@ -297,12 +296,8 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
                                  class_names=data.class_names)
 
         # Eval: FID-k of the EMA generator on rank 0, each FD with its standard error `<fd>_se`; how they were
-        # computed (samples, SE method) is the run's tag gatscale.eval.
+        # computed (samples, SE method) is the run's tag gatscale.eval (_start_run).
         if fid_now and (fid := _evaluate(st.G_ema, cfg, tokenizer, dev, info)):
-            if not recipe_logged:
-                from ..eval.fid import in_training_recipe
-                tracker.set_tags({"gatscale.eval": json.dumps(in_training_recipe(cfg))})
-                recipe_logged = True
             tracker.log_metrics(fid, step)
             last_metrics.update(fid)
             log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in fid.items()))
@@ -382,6 +377,9 @@ def _start_run(cfg: RunConfig, run_dir: Path, tracker: Tracker, st: TrainState, 
             "gatscale.status": "running", "gatscale.stand_in": stand_ins, **study_tags(cfg, st.lr_g, st.lr_d)}
     if cfg.tracking.aliases:
         tags["gatscale.aliases"] = cfg.tracking.aliases
+    if cfg.eval.fid_every:
+        from ..eval.fid import in_training_recipe
+        tags["gatscale.eval"] = json.dumps(in_training_recipe(cfg))  # how the in-training evaluations are computed
     tracker.start(run_dir, cfg.name, params, tags)
     reached.tracking = True
     if warnings:
