@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from gatscale.config import ConfigError
+from gatscale.core.config import ConfigError
 from gatscale.sweep.spec import load_spec  # a study command: the spec names the study
 
 from . import figures

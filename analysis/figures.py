@@ -26,9 +26,9 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from gatscale import stats
-from gatscale.stats import bracket, fit_lr_law
-from gatscale.atomic import atomic_write_text
+from gatscale.core import stats
+from gatscale.core.stats import bracket, fit_lr_law
+from gatscale.core.atomic import atomic_write_text
 
 from . import style
 from .load import MissingData
@@ -421,7 +421,7 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
 # Scaling (c): FID against compute, power-law fit
 
 class PowerLaw(stats.ScalingLaw):
-    """FID = a * C^b over the size ladder (gatscale.stats.fit_scaling_law: every seed, each size's seeds as its
+    """FID = a * C^b over the size ladder (gatscale.core.stats.fit_scaling_law: every seed, each size's seeds as its
     replicates), with the verdict the figure prints."""
 
     @property
@@ -506,7 +506,7 @@ def metric_se(pts: pd.DataFrame, histories: pd.DataFrame, metric: str) -> np.nda
 
 def plot_fid_vs_compute(pts: pd.DataFrame, out_dir=None):
     """FID against compute (the frame of fid_vs_compute_data), per model its seeds, their geometric mean and range,
-    the seed-aware power law FID = a * C^b (gatscale.stats) with its 95% band, and the leave-largest-out backtest."""
+    the seed-aware power law FID = a * C^b (gatscale.core.stats) with its 95% band, and the leave-largest-out backtest."""
     metric, step, compute = pts.attrs["metric"], pts.attrs["step"], pts.attrs["compute"]
     if compute == "train":
         xlabel, stem = f"training compute C to iteration {step:,} (GFLOPs)", "fid_vs_train_compute"

@@ -30,9 +30,9 @@ import pandas as pd
 warnings.filterwarnings("ignore", message="IProgress not found")  # mlflow's tqdm.auto in a notebook without ipywidgets
 from mlflow import MlflowClient  # noqa: E402
 
-from gatscale.atomic import atomic_open  # noqa: E402
-from gatscale.config import ConfigError, RunConfig, TrackingConfig, config_from_dict, effective_lr  # noqa: E402
-from gatscale.sizes import GAT_SIZES, parse_model_name, size_letter  # noqa: E402
+from gatscale.core.atomic import atomic_open  # noqa: E402
+from gatscale.core.config import ConfigError, RunConfig, TrackingConfig, config_from_dict, effective_lr  # noqa: E402
+from gatscale.core.sizes import GAT_SIZES, parse_model_name, size_letter  # noqa: E402
 from gatscale.tracking.base import STATUS_OF_MLFLOW  # noqa: E402
 from gatscale.tracking.metrics_log import METRICS_FILE, MetricsLog  # noqa: E402
 from gatscale.tracking.runs import search_runs  # noqa: E402

@@ -2,8 +2,8 @@
 a run would do before it is paid for.
 
 From the finished runs of the study (the FD-vs-training-compute ladder of `gatscale figures`: each size's runs at
-the matched iteration, every seed), the seed-aware law FD = a * C^b (gatscale/stats.py fit_scaling_law) is read at
-the compute C of the asked size trained N iterations (FLOPs per iteration from gatscale/flops.py): the law's value
+the matched iteration, every seed), the seed-aware law FD = a * C^b (gatscale/core/stats.py fit_scaling_law) is read at
+the compute C of the asked size trained N iterations (FLOPs per iteration from gatscale/models/flops.py): the law's value
 and the 80 % / 95 % prediction intervals of one new run. With --target, the iterations (and device-hours: measured
 throughput of finished runs first, else configs/throughput.yaml, sweep/throughput.py) at which one new run reaches
 FD <= target with probability P. Moving along iterations assumes FD follows the same law in training compute as it
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gatscale.errors import EnvironmentProblem, InputError
-from gatscale.stats import Backtest
+from gatscale.core.errors import EnvironmentProblem, InputError
+from gatscale.core.stats import Backtest
 
 from . import figures
 from .load import MissingData
@@ -113,7 +113,7 @@ def add_arguments(parser):
 def size_run(spec, size: str):
     """The spec's first run of `size`, or, for a size the study does not train, its base run at that size with the
     spec's `per_size` shape; an error listing the valid sizes when `size` is not a model size."""
-    from gatscale.sizes import MODEL_NAMES
+    from gatscale.core.sizes import MODEL_NAMES
     from gatscale.sweep.spec import run_at_size
     for run in spec.runs:
         if run.config.model.generator.size == size:
@@ -132,7 +132,7 @@ def answer(spec, run, pts, size: str, iterations: int | None = None, target: flo
     fd, step = pts.attrs["metric"], pts.attrs["step"]
     one = dataclasses.replace(run, config=copy.deepcopy(run.config))
     one.config.train.iterations = 1
-    per_iteration = run_cost(one)      # training FLOPs of one iteration (gatscale/flops.py, through the sweep)
+    per_iteration = run_cost(one)      # training FLOPs of one iteration (gatscale/models/flops.py, through the sweep)
     if target is not None:
         p = iterations_for(pts, per_iteration, target, probability)
     else:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from gatscale.atomic import atomic_write_text
-from gatscale.config import ConfigError
+from gatscale.core.atomic import atomic_write_text
+from gatscale.core.config import ConfigError
 from gatscale.sweep.progress import format_table
 from gatscale.sweep.spec import load_spec  # a study command: the spec names the study and its runs
 
@@ -111,7 +111,7 @@ def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None
 def _law(spec, runs, histories) -> str:
     """The seed-aware FD-vs-compute law, its leave-largest-out backtest and what it predicts for the next size up
     (analysis/predict.py, as `gatscale predict SPEC --size ...` prints it), or why it cannot."""
-    from gatscale.sizes import GAT_SIZES
+    from gatscale.core.sizes import GAT_SIZES
 
     from . import figures
     from .predict import CannotPredict, answer, size_run

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from gatscale.atomic import atomic_open
+from gatscale.core.atomic import atomic_open
 
 # Okabe-Ito colour-blind-safe colours; red is kept free for the divergence marker.
 SIZE_COLORS = {"S": "#0072B2", "B": "#E69F00", "L": "#009E73", "XL": "#CC79A7"}

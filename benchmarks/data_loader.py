@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from gatscale.config import DataConfig
+from gatscale.core.config import DataConfig
 from gatscale.data import build_train_loader
 from gatscale.data.shards import read_index, shard_count, shard_fields, write_index, write_shard
 

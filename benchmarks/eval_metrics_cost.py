@@ -17,7 +17,7 @@ import torch
 from gatscale.eval import fid, frechet
 from gatscale.models import generator_from_config
 from gatscale.sweep.spec import load_spec
-from gatscale.vae import build_tokenizer
+from gatscale.data.vae import build_tokenizer
 
 
 def main():

@@ -20,7 +20,7 @@ from train_step import sync  # benchmarks/train_step.py (this script's folder is
 from gatscale.eval import fid
 from gatscale.eval.samples import generate_images
 from gatscale.models import build_generator
-from gatscale.vae import build_tokenizer
+from gatscale.data.vae import build_tokenizer
 
 
 def random_inception(device):

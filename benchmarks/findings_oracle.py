@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gatscale import stats  # noqa: E402
+from gatscale.core import stats  # noqa: E402
 from gatscale.sweep.findings import Design, judge  # noqa: E402
 
 SEED_SD = 0.13        # pooled log-sd of the demo's seed sets (see the module docstring)

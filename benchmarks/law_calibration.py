@@ -1,4 +1,4 @@
-"""How often the study's law intervals cover the truth, on synthetic studies whose truth is known (gatscale/stats.py).
+"""How often the study's law intervals cover the truth, on synthetic studies whose truth is known (gatscale/core/stats.py).
 
 1. The leave-largest-out backtest: ladders S/B/L/XL (the demo's training compute per iteration, relative), 1-3 seeds
    per size, seed noise log-normal with sd 0.1-0.3 (the demo's seeds of one config), a known power law. The fit
@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from gatscale import stats
+from gatscale.core import stats
 from gatscale.sweep.probe import ProbeConfig, search
 
 DEMO_X = np.array([16, 32, 40, 48], float) ** 2      # training compute per iteration grows ~ C^2 at fixed depth

@@ -19,7 +19,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from gatscale.config import StabilityConfig
+from gatscale.core.config import StabilityConfig
 from gatscale.train.stability import StabilityWatch
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from gatscale.config import TrackingConfig
+from gatscale.core.config import TrackingConfig
 from gatscale.models import build_discriminator, build_generator
 from gatscale.tracking.mlflow_tracker import MlflowTracker
 

@@ -6,7 +6,7 @@
     python benchmarks/train_step.py --config configs/tiny-cpu.yaml --set train.batch_size=64 --threads 1  # a run config
 
 Prints ms per iteration (median of timed iterations after warm-up, CUDA-synchronised), images/s,
-achieved TFLOP/s (FLOPs from gatscale.flops.run_flops: D step with both approximated-penalty passes and
+achieved TFLOP/s (FLOPs from gatscale.models.flops.run_flops: D step with both approximated-penalty passes and
 the REPA encoder, G step) and MFU when the device's peak is known (H100/H200 bf16 dense ~790 TFLOP/s,
 as measured on such a machine) or given with --peak-tflops. Synthetic data of ImageNet-256 shapes
 (SD-VAE latents 4x32x32, uint8 images 3x256x256), or of a sweep run's own config with --spec/--run, or of a run
@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from gatscale.config import RunConfig, replace
-from gatscale.flops import run_flops
+from gatscale.core.config import RunConfig, replace
+from gatscale.models.flops import run_flops
 from gatscale.train.step import build_state, train_step
 
 KNOWN_PEAK_TFLOPS = {"H100": 790.0, "H200": 790.0}  # bf16 dense, measured on such machines
@@ -30,7 +30,7 @@ def benchmark_config(args) -> RunConfig:
     if args.spec:
         return spec_run_config(args.spec, args.run)
     if args.config:
-        from gatscale.config import load_config
+        from gatscale.core.config import load_config
         return load_config(args.config, args.overrides)
     changes = {
         "model.generator.size": args.size, "model.discriminator.size": args.d_size or args.size,

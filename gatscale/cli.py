@@ -2,7 +2,7 @@
 `add_arguments(parser)` and `main(args) -> int`. Modules are imported only when their command runs,
 so `gatscale --help` stays fast.
 
-One error path for every command: an expected failure (gatscale.errors: bad input, a missing file or weights,
+One error path for every command: an expected failure (gatscale.core.errors: bad input, a missing file or weights,
 an unreachable store, a permission, a full disk, a locked run folder) prints `gatscale: error: ...` and exits
 2 (bad input) or 1 (the machine). Only a bug shows a traceback, with a line saying so and where it is saved.
 """
@@ -14,7 +14,7 @@ import tempfile
 import time
 import traceback
 
-from .errors import describe, exit_code
+from gatscale.core.errors import describe, exit_code
 
 COMMANDS = {
     "train": ("gatscale.train.cli", "train one run from a config (resumes if its run folder holds a checkpoint)"),
@@ -22,8 +22,8 @@ COMMANDS = {
     "probe-lr": ("gatscale.sweep.probe_cli", "measure the largest stable LR per width and fit lr_max ∝ C^b"),
     "findings": ("gatscale.sweep.findings_cli", "a study's conclusions: effect, interval, seeds and verdict of each"),
     "status": ("gatscale.sweep.status", "show the state of every run of a sweep spec"),
-    "eval": ("gatscale.eval.cli", "FID/IS/precision-recall of a run's EMA generator"),
-    "analyze": ("gatscale.eval.analyze", "per-block LPIPS contribution and feature PCA of a generator"),
+    "eval": ("gatscale.train.eval_cli", "FID/IS/precision-recall of a run's EMA generator"),
+    "analyze": ("gatscale.train.analyze_cli", "per-block LPIPS contribution and feature PCA of a generator"),
     "figures": ("analysis.cli", "regenerate the paper's figures from the tracker"),
     "predict": ("analysis.predict", "from a study's finished runs: a size's FD with its interval, or the iterations and "
                                     "device-hours to reach a target"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gatscale.config import RunConfig, flatten, to_dict
+from gatscale.core.config import RunConfig, flatten, to_dict
 
 FID_A, FID_B = 3.0e4, -0.456
 STEPS = range(0, 1001, 50)

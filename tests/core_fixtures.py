@@ -1,8 +1,8 @@
 """Tiny G, D and REPA encoder shared by the core tests (random init, CPU, milliseconds per step)."""
 import torch
 
-from gatscale.config import EncoderConfig
-from gatscale.encoders import build_encoder
+from gatscale.core.config import EncoderConfig
+from gatscale.networks.encoders import build_encoder
 from gatscale.models import build_discriminator, build_generator
 
 TINY = dict(depth=4, hidden_size=32, num_heads=2, input_size=8, in_channels=3, num_classes=2)

@@ -1,7 +1,7 @@
 """Helpers for the evaluation tests: a tiny random generator, its run config, a run folder with a checkpoint."""
 import pytest
 
-from gatscale.config import config_from_dict, to_dict
+from gatscale.core.config import config_from_dict, to_dict
 from gatscale.models import generator_from_config
 
 TINY_RUN = {

@@ -216,7 +216,7 @@ def test_a_reachable_run_folder_is_read_instead_of_mlflow_and_a_relogged_step_co
 
 
 def test_a_run_without_logged_lrs_gets_them_from_its_config_by_eq_4():
-    from gatscale.config import config_from_dict, effective_lr, flatten, to_dict
+    from gatscale.core.config import config_from_dict, effective_lr, flatten, to_dict
     cfg = config_from_dict({"model": {"generator": {"size": "GAT-B/2"}, "discriminator": {"size": "GAT-S/2"}},
                             "optim": {"lr": 3e-4, "base_width": 384}})
     row = load._run_row("r", {k: str(v) for k, v in flatten(to_dict(cfg)).items()}, {}, "finished", pd.NaT, "", None)

@@ -260,7 +260,7 @@ def test_a_bug_shows_its_traceback_and_says_it_is_one(workdir, capsys, monkeypat
 
 
 def test_the_tracker_is_never_touched_before_it_started(tmp_path):
-    from gatscale.config import TrackingConfig
+    from gatscale.core.config import TrackingConfig
     from gatscale.tracking.mlflow_tracker import MlflowTracker
     with pytest.raises(RuntimeError, match="set_tags before start"):
         MlflowTracker(TrackingConfig(uri=f"sqlite:///{tmp_path}/m.db")).set_tags({"a": "b"})
@@ -337,7 +337,7 @@ def test_an_unreachable_tracking_server_is_one_line_in_seconds(workdir, capsys):
 
 
 def test_the_hub_check_says_why_it_cannot_download(monkeypatch):
-    from gatscale.hub import PROXY_VARIABLES, hub_unreachable
+    from gatscale.core.hub import PROXY_VARIABLES, hub_unreachable
     for v in PROXY_VARIABLES:
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from gatscale import config
-from gatscale.config import ConfigError, RunConfig, diff, from_dict, read_yaml, replace, set_field, set_path
+from gatscale.core import config
+from gatscale.core.config import ConfigError, RunConfig, diff, from_dict, read_yaml, replace, set_field, set_path
 from gatscale.sweep.profile import ClusterProfile, Resources
 
 

@@ -70,7 +70,7 @@ def test_concurrent_preparation_leaves_one_valid_copy(tmp_path):
 
 
 def test_digits_cache_respects_gatscale_cache(tmp_path, monkeypatch):
-    from gatscale.config import DataConfig
+    from gatscale.core.config import DataConfig
     from gatscale.data import dataset_info, digits_cache_dir
 
     monkeypatch.setenv("GATSCALE_CACHE", str(tmp_path))

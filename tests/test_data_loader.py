@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gatscale.config import ConfigError, DataConfig
+from gatscale.core.config import ConfigError, DataConfig
 from gatscale.data import build_train_loader, dataset_info, iterate_images, load_digits_images
 from gatscale.data.loader import StepBatches
 

@@ -1,9 +1,9 @@
 """The networks trained on the digits set: deterministic, cached, and shaped like what they stand in for."""
 import torch
 
-from gatscale import digits_nets
-from gatscale.config import EncoderConfig
-from gatscale.encoders import build_encoder
+from gatscale.networks import digits_nets
+from gatscale.core.config import EncoderConfig
+from gatscale.networks.encoders import build_encoder
 from gatscale.eval.lpips_contribution import build_lpips
 
 

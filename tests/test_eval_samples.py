@@ -5,7 +5,7 @@ import torch
 
 from eval_fixtures import tiny_generator
 from gatscale.eval.samples import NpzWriter, balanced_labels, generate_images
-from gatscale.vae import build_tokenizer
+from gatscale.data.vae import build_tokenizer
 
 
 @pytest.mark.parametrize("n", [1, 7, 10, 1003])

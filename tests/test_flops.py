@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gatscale.config import RunConfig, replace
-from gatscale.flops import discriminator_flops, generator_flops, run_flops, vit_encoder_flops
+from gatscale.core.config import RunConfig, replace
+from gatscale.models.flops import discriminator_flops, generator_flops, run_flops, vit_encoder_flops
 from gatscale.models import build_discriminator, build_generator, parse_model_name
 
 
@@ -59,11 +59,11 @@ def _tiny_digits_cfg(**changes):
      "encoder.kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}},
 ])
 def test_run_flops_counts_the_configured_repa_encoder_and_projector(encoder):
-    from gatscale.encoders import build_encoder
-    from gatscale.flops import encoder_arch, projector_flops
+    from gatscale.networks.encoders import build_encoder
+    from gatscale.models.flops import encoder_arch, projector_flops
 
     cfg, no_repa = _tiny_digits_cfg(**encoder), _tiny_digits_cfg(**encoder, **{"method.repa": False})
-    from gatscale.digits_nets import build_digits_vit
+    from gatscale.networks.digits_nets import build_digits_vit
 
     with torch.device("meta"):  # the digits encoder's architecture, untrained (on CPU the counter misses SDPA)
         vit = build_digits_vit() if encoder["encoder.name"] == "digits-vit" else build_encoder(cfg.encoder).model
@@ -79,8 +79,8 @@ def test_run_flops_counts_the_configured_repa_encoder_and_projector(encoder):
 
 
 def test_run_flops_refuses_an_encoder_it_cannot_count():
-    from gatscale.flops import encoder_arch
-    from gatscale.config import EncoderConfig
+    from gatscale.models.flops import encoder_arch
+    from gatscale.core.config import EncoderConfig
 
     with pytest.raises(ValueError, match="encoder.name = 'resnet50': cannot count its FLOPs"):
         encoder_arch(EncoderConfig(name="resnet50"))

@@ -1,50 +1,41 @@
 """The layer rules of docs/design.md, checked on the source: data flows spec -> runs -> backend -> trainer ->
-tracker -> analysis, and a lower layer never imports a higher one (not even inside a function)."""
+tracker -> analysis, and a lower layer never imports a higher one (not even inside a function).
+
+A module's layer is its folder (`gatscale/<layer>/...`, `analysis/...`, and `gatscale/cli.py`, the dispatcher);
+which layers each may import is read from the table in docs/design.md, the one place it is written."""
 import ast
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
-
-# layer: the modules it holds (a package means all of it). Order as in docs/design.md.
-LAYERS = {
-    "base": ["gatscale.atomic", "gatscale.errors", "gatscale.hub", "gatscale.sizes", "gatscale.stats",
-             "gatscale.config"],
-    "models": ["gatscale.models", "gatscale.mng", "gatscale.diffaug", "gatscale.losses", "gatscale.flops"],
-    "data": ["gatscale.data", "gatscale.vae"],
-    "networks": ["gatscale.digits_nets", "gatscale.encoders", "gatscale.objective"],
-    "tracker": ["gatscale.tracking"],
-    "eval": ["gatscale.eval"],
-    "trainer": ["gatscale.train"],
-    "after_run": ["gatscale.eval.cli", "gatscale.eval.run", "gatscale.eval.analyze"],  # read trained checkpoints
-    "sweep": ["gatscale.sweep"],
-    "analysis": ["analysis"],
-    "study_commands": ["analysis.cli", "analysis.report", "analysis.notebook", "analysis.predict"],  # figures / report / predict
-    "cli": ["gatscale.cli"],
-}
-# layer: the layers it may import (besides itself), as docs/design.md states them.
-MAY_IMPORT = {
-    "base": set(),
-    "models": {"base"},                                        # tensors only
-    "data": {"base"},
-    "networks": {"base", "models", "data"},                    # the digits encoder is trained on the embedded data
-    "tracker": {"base"},
-    "eval": {"base", "models", "data", "networks", "tracker"},
-    "trainer": {"base", "models", "data", "networks", "tracker", "eval"},
-    "after_run": {"base", "models", "data", "networks", "tracker", "eval", "trainer"},  # trainer: checkpoints
-    "sweep": {"base", "models", "tracker", "trainer"},         # models: FLOPs only; trainer: status and exit codes
-    "analysis": {"base", "tracker"},                           # the tracker and the run folders it names
-    "study_commands": {"base", "tracker", "analysis", "sweep"},  # sweep: the spec names a study and its runs
-    "cli": set(LAYERS) - {"cli"},
-}
+ROOT_MODULES = {"gatscale", "gatscale.cli"}  # the package itself and the dispatcher
 
 
 def layer_of(module: str) -> str:
-    best = max((m for ms in LAYERS.values() for m in ms if module == m or module.startswith(m + ".")), key=len)
-    return next(layer for layer, ms in LAYERS.items() if best in ms)
+    parts = module.split(".")
+    if parts[0] == "analysis":
+        return "analysis"
+    return "cli" if module == "gatscale.cli" else parts[1]
+
+
+def may_import() -> dict[str, set[str]]:
+    """layer -> the layers it may import, from the "may import" column of docs/design.md's layer table."""
+    rules = {}
+    for line in (ROOT / "docs" / "design.md").read_text().splitlines():
+        m = re.match(r"\| `(gatscale/(\w+)/|analysis/|gatscale/cli\.py)` \|[^|]*\| (.*) \|$", line)
+        if not m:
+            continue
+        layer = m.group(2) or ("analysis" if m.group(1) == "analysis/" else "cli")
+        column = re.sub(r"\([^)]*\)", "", m.group(3)).split(";")[0]  # the reasons: in parentheses, after ";"
+        rules[layer] = set() if "nothing" in column else {w.strip() for w in column.split(",")}
+    rules["cli"] = set(rules) - {"cli"}  # "any"
+    return rules
+
+
+MAY_IMPORT = may_import()
 
 
 def source_modules():
@@ -55,9 +46,12 @@ def source_modules():
             yield ".".join(parts[:-1] if is_pkg else parts), is_pkg, path
 
 
+KNOWN = {m for m, _, _ in source_modules()}
+
+
 def imports_of(module: str, is_pkg: bool, path: Path) -> set[str]:
     """Every project module `path` imports, at the top or inside a function."""
-    found, known = set(), {m for m, _, _ in source_modules()}
+    found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
@@ -67,58 +61,63 @@ def imports_of(module: str, is_pkg: bool, path: Path) -> set[str]:
                 package = module.split(".") if is_pkg else module.split(".")[:-1]
                 base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
             named = {f"{base}.{a.name}" for a in node.names}  # `from . import figures` names a module
-            found |= (named & known) or {base}
-    return {m for m in found if m in known and m != module}
+            found |= (named & KNOWN) or {base}
+    return {m for m in found if m in KNOWN and m != module}
 
 
-def test_every_module_belongs_to_a_layer():
-    for module, _, _ in source_modules():
-        if module in ("gatscale", "analysis"):
-            continue
-        assert layer_of(module) in LAYERS
+GRAPH = {m: imports_of(m, p, path) for m, p, path in source_modules()}
+
+
+def test_the_table_names_every_layer_folder():
+    folders = {p.name for p in (ROOT / "gatscale").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert set(MAY_IMPORT) == folders | {"analysis", "cli"}
+    assert all(rules <= set(MAY_IMPORT) for rules in MAY_IMPORT.values()), MAY_IMPORT
+
+
+def test_every_module_lives_in_a_layer_folder():
+    loose = [m for m in KNOWN if m.startswith("gatscale.") and m.count(".") == 1 and m not in ROOT_MODULES
+             and not (ROOT / "gatscale" / m.split(".")[1]).is_dir()]
+    assert not loose, f"modules outside the layer folders: {loose}"
 
 
 def test_no_layer_imports_one_it_may_not():
     broken = []
-    for module, is_pkg, path in source_modules():
+    for module, targets in GRAPH.items():
         if module == "gatscale":
             continue
         layer = layer_of(module)
-        for target in imports_of(module, is_pkg, path):
-            if target == "gatscale":
-                continue
+        for target in targets - {"gatscale"}:
             to = layer_of(target)
             if to != layer and to not in MAY_IMPORT[layer]:
                 broken.append(f"{module} ({layer}) imports {target} ({to})")
     assert not broken, "\n".join(broken)
 
 
-def test_the_import_graph_has_no_cycle():
-    graph = {m: imports_of(m, p, path) for m, p, path in source_modules()}
-    state, stack, cycles = {}, [], []
+def reachable_modules(start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in GRAPH.get(todo.pop(), ()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
 
-    def visit(m):
-        state[m] = "open"
-        stack.append(m)
-        for n in sorted(graph.get(m, ())):
-            if state.get(n) == "open":
-                cycles.append(stack[stack.index(n):] + [n])
-            elif n not in state:
-                visit(n)
-        stack.pop()
-        state[m] = "done"
-    for m in sorted(graph):
-        if m not in state:
-            visit(m)
-    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+def test_the_import_graph_has_no_cycle():
+    assert [m for m in sorted(GRAPH) if m in reachable_modules(m)] == []
+
+
+def test_the_sweep_backends_import_the_planner_never_the_reverse():
+    reached = reachable_modules("gatscale.sweep.plan") | reachable_modules("gatscale.sweep.record")
+    assert not {m for m in reached if m.startswith("gatscale.sweep.backends")}
 
 
 ISOLATED_IMPORT = """
-import importlib, json, pkgutil, sys
+import importlib, json, sys
 layers, may = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 def layer_of(m):
-    best = max((p for ps in layers.values() for p in ps if m == p or m.startswith(p + ".")), key=len, default=None)
-    return next((l for l, ps in layers.items() if best in ps), None)
+    parts = m.split(".")
+    return "analysis" if parts[0] == "analysis" else ("cli" if m == "gatscale.cli" else (parts[1] if len(parts) > 1 else None))
 broken = []
 for layer, modules in layers.items():
     for name in [m for m in sys.modules if m.split(".")[0] in ("gatscale", "analysis")]:
@@ -131,7 +130,7 @@ print(json.dumps(broken))
 """
 
 
-def reachable(layer: str) -> set[str]:
+def reachable_layers(layer: str) -> set[str]:
     """The layers `layer` may load: those it may import, and what they may load."""
     seen, todo = set(), [layer]
     while todo:
@@ -142,9 +141,10 @@ def reachable(layer: str) -> set[str]:
 
 
 def test_each_layer_imported_alone_loads_only_the_layers_it_may_import():
-    import json
-    layers = {layer: [m for m in modules if m != "gatscale.cli"] for layer, modules in LAYERS.items() if layer != "cli"}
-    may = {layer: sorted(reachable(layer)) for layer in layers}
+    layers = {}
+    for module in sorted(KNOWN - ROOT_MODULES):
+        layers.setdefault(layer_of(module), []).append(module)
+    may = {layer: sorted(reachable_layers(layer)) for layer in layers}
     out = subprocess.run([sys.executable, "-c", ISOLATED_IMPORT, json.dumps(layers), json.dumps(may)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

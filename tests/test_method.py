@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from gatscale.config import RunConfig, effective_lr, replace
-from gatscale.diffaug import diff_augment, draw_params, parse_policy
-from gatscale.losses import approx_gradient_penalty, exact_gradient_penalty
-from gatscale.mng import build_schedule, mng_noise_levels
+from gatscale.core.config import RunConfig, effective_lr, replace
+from gatscale.models.diffaug import diff_augment, draw_params, parse_policy
+from gatscale.models.losses import approx_gradient_penalty, exact_gradient_penalty
+from gatscale.models.mng import build_schedule, mng_noise_levels
 from gatscale.models import build_discriminator, build_generator
-from gatscale.objective import GATObjective
+from gatscale.networks.objective import GATObjective
 
 from core_fixtures import tiny_models, toy_batch
 
@@ -194,7 +194,7 @@ def test_one_d_and_g_step_is_deterministic_for_a_seed():
 
 
 def test_repa_loss_is_zero_when_projections_equal_targets():
-    from gatscale.losses import repa_loss
+    from gatscale.models.losses import repa_loss
     cls, patch = torch.randn(3, 8), torch.randn(3, 5, 8)
     assert torch.allclose(repa_loss(cls, patch, 2 * cls, 3 * patch), torch.zeros(3), atol=1e-6)
     assert (repa_loss(cls, patch, -cls, -patch) > 3.9).all()

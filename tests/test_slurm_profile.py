@@ -6,7 +6,7 @@ import pytest
 import submitit
 import yaml
 
-from gatscale.config import ConfigError
+from gatscale.core.config import ConfigError
 from gatscale.sweep.profile import PROFILES_DIR, executor_kwargs, load_profile, submitit_parameters, profile_resources
 
 MINIMAL = {"partition": "gpu", "gpus_per_node": 4, "sizes": {"default": {"gpus": 1, "time_min": 60}}}

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from gatscale.cli import main as gatscale_main
-from gatscale.config import TrackingConfig, load_config
+from gatscale.core.config import TrackingConfig, load_config
 from gatscale.sweep.backends.submitit_backend import job_error
 from gatscale.sweep.profile import PROFILES_DIR
 from gatscale.sweep.spec import load_spec

@@ -1,10 +1,10 @@
-"""gatscale.stats against synthetic oracles whose truth is known (fixed seeds, margins wide enough not to flake)."""
+"""gatscale.core.stats against synthetic oracles whose truth is known (fixed seeds, margins wide enough not to flake)."""
 import math
 
 import numpy as np
 import pytest
 
-from gatscale import stats
+from gatscale.core import stats
 
 
 def _lognormal(rng, median, sd, n):

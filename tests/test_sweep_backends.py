@@ -1,17 +1,14 @@
-"""The backends behind one interface, the scheduler asked in one place (watcher.py), and the sweep package's
-import graph without cycles (fast; no scheduler needed: squeue and sacct are stand-ins)."""
-import ast
+"""The backends behind one interface and the scheduler asked in one place (watcher.py); fast: no scheduler needed,
+squeue and sacct are stand-ins. (The import graph and its cycles: tests/test_layers.py.)"""
 import importlib
 import inspect
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from gatscale.sweep.backends import BACKENDS, watcher
 from gatscale.sweep.backends.watcher import UNKNOWN, JobWatcher
 
-SWEEP = Path(__file__).resolve().parents[1] / "gatscale" / "sweep"
 JOBS = [{"cluster": "slurm", "job_id": "11"}, {"cluster": "slurm", "job_id": "12"}, {"cluster": "slurm", "job_id": "13"}]
 
 
@@ -63,33 +60,3 @@ def test_a_failed_poll_reads_unknown_and_backs_off(scheduler, capsys, monkeypatc
     now[0] += 1
     answers["squeue"] = "11|RUNNING\n"
     assert w.active(JOBS) == {"11": "RUNNING"} and [c[0] for c in calls] == ["squeue", "squeue"]
-
-
-def _imports(path: Path, package: str) -> set[str]:
-    """The gatscale.sweep modules a file imports at module level or in any function."""
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            parts = package.split(".")[:len(package.split(".")) - node.level + 1]
-            target = ".".join(parts + ([node.module] if node.module else []))
-            out |= {target} if target.startswith("gatscale.sweep") else set()
-    return out
-
-
-def test_the_sweep_package_has_no_import_cycle():
-    graph = {}
-    for f in SWEEP.rglob("*.py"):
-        name = ".".join(("gatscale",) + f.relative_to(SWEEP.parent).with_suffix("").parts).removesuffix(".__init__")
-        graph[name] = _imports(f, name if f.name == "__init__.py" else name.rsplit(".", 1)[0])
-
-    def reachable(start):
-        seen, todo = set(), [start]
-        while todo:
-            for dep in graph.get(todo.pop(), ()):
-                if dep not in seen:
-                    seen.add(dep)
-                    todo.append(dep)
-        return seen
-    assert [m for m in graph if m in reachable(m)] == []
-    assert not {m for m in reachable("gatscale.sweep.plan") | reachable("gatscale.sweep.record")
-                if m.startswith("gatscale.sweep.backends")}  # backends import plan and record, never the reverse

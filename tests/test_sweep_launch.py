@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gatscale.cli import main as gatscale_main
-from gatscale.config import TrackingConfig
+from gatscale.core.config import TrackingConfig
 from gatscale.sweep.spec import load_spec
 from gatscale.train.checkpoint import list_checkpoints
 from gatscale.train.status import EXIT_PREEMPTED, read_status, run_in_progress

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from gatscale.config import ConfigError, StabilityConfig
+from gatscale.core.config import ConfigError, StabilityConfig
 from gatscale.sweep import probe_cli
-from gatscale.stats import fit_lr_law
+from gatscale.core.stats import fit_lr_law
 from gatscale.sweep.probe import (ABOVE, BELOW, BRACKETED, OUT_OF_TRIALS, ProbeConfig, probe_config, probe_state,
                                   search, trials_spec)
 from gatscale.sweep.spec import load_spec

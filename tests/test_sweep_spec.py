@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from gatscale.cli import main as gatscale_main
-from gatscale.config import ConfigError, config_hash, effective_lr, load_config
+from gatscale.core.config import ConfigError, config_hash, effective_lr, load_config
 from gatscale.sweep.backends import prepare
 from gatscale.sweep.plan import plan
 from gatscale.sweep.record import RECORD_FILE, note_failure, update_record
@@ -287,7 +287,7 @@ def test_a_bad_throughput_table_is_an_error_naming_the_file(tmp_path, text, key)
 
 
 def test_a_folder_of_another_config_is_refused_naming_the_changed_keys_but_not_name_or_tracking(tmp_path, capsys):
-    from gatscale.config import dump_config, replace
+    from gatscale.core.config import dump_config, replace
     spec = load_spec(two_run_spec(tmp_path / "s.yaml"), runs_dir=tmp_path / "runs")
     run = spec.runs[0]
     run.run_dir.mkdir(parents=True)

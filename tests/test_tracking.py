@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from analysis.load import folder_history
 from gatscale.cli import main as gatscale_main
-from gatscale.config import RunConfig, TrackingConfig, flatten, to_dict
+from gatscale.core.config import RunConfig, TrackingConfig, flatten, to_dict
 from gatscale.tracking import end_sweep_run, ensure_store, find_runs, log_after_run, start_sweep_run
 from gatscale.tracking.base import FolderTracker
 from gatscale.tracking.metrics_log import MetricsLog, rewind

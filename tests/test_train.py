@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from gatscale.config import ConfigError, config_from_dict, load_config
+from gatscale.core.config import ConfigError, config_from_dict, load_config
 from gatscale.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from gatscale.train.status import EXIT_PREEMPTED, read_status
 from gatscale.train.trainer import train
@@ -32,13 +32,13 @@ def test_config_errors_name_file_key_and_value(tmp_path):
     with pytest.raises(ConfigError, match=r"method\.mng = 'expo': must be one of 'exp', 'linear', 'vp', 'off'"):
         load_config(write_config(bad), ["method.mng=expo"])
     with pytest.raises(ConfigError, match=r"train\.batch_size = 8: global batch is not divisible by the world size 3"):
-        from gatscale.config import validate
+        from gatscale.core.config import validate
         validate(tiny_config(), "x.yaml", world_size=3)
 
 
 def test_resolved_config_round_trips(tmp_path):
     cfg = tiny_config()
-    from gatscale.config import config_hash, dump_config
+    from gatscale.core.config import config_hash, dump_config
     dump_config(cfg, tmp_path / "c.yaml")
     again = load_config(tmp_path / "c.yaml")
     assert again == cfg and config_hash(again) == config_hash(cfg)
@@ -179,7 +179,7 @@ def test_resume_refuses_a_different_config(tmp_path):
 
 
 def test_epochs_resolve_to_iterations_without_rewriting_the_config_or_the_sweeps_config_file(tmp_path):
-    from gatscale.config import dump_config
+    from gatscale.core.config import dump_config
     from gatscale.data import dataset_info
     cfg = tiny_config(train={"epochs": 0.05, "iterations": 1000, "checkpoint_every": 1000})
     dump_config(cfg, tmp_path / "config.yaml")
@@ -192,7 +192,7 @@ def test_epochs_resolve_to_iterations_without_rewriting_the_config_or_the_sweeps
 
 
 def test_a_stale_config_file_from_a_start_that_trained_nothing_is_replaced(tmp_path):
-    from gatscale.config import dump_config, load_config
+    from gatscale.core.config import dump_config, load_config
     dump_config(tiny_config(optim={"lr": 1e-3}), tmp_path / "config.yaml")  # e.g. a first try that failed at once
     cfg = tiny_config(train={"iterations": 2})
     train(cfg, tmp_path)
@@ -216,10 +216,10 @@ def test_checkpoint_from_before_the_pos_embed_switch_resumes_and_loads_as_frozen
 
 
 def test_training_decodes_samples_and_fid_with_the_official_train_py_decoder_in_float32(tmp_path, monkeypatch):
-    import gatscale.vae
+    import gatscale.data.vae
     built = []
-    real_build = gatscale.vae.build_tokenizer
-    monkeypatch.setattr(gatscale.vae, "build_tokenizer", lambda kind, source=None, **kw: (
+    real_build = gatscale.data.vae.build_tokenizer
+    monkeypatch.setattr(gatscale.data.vae, "build_tokenizer", lambda kind, source=None, **kw: (
         built.append((source, kw["dtype"])), real_build(kind, source, **kw))[1])
     train(tiny_config(train={"iterations": 1}), tmp_path)
     assert built == [("stabilityai/sd-vae-ft-mse", torch.float32)]  # eval.fid_decoder, eval.precision defaults

@@ -3,7 +3,7 @@ import torch
 
 from data_fixtures import tiny_autoencoder
 from gatscale.data import sample_latents
-from gatscale.vae import build_tokenizer
+from gatscale.data.vae import build_tokenizer
 
 
 def test_pixel_tokenizer_round_trips_images():

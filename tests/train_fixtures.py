@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from gatscale.config import config_from_dict
+from gatscale.core.config import config_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

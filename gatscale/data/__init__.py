@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..config import ConfigError, DataConfig
+from gatscale.core.config import ConfigError, DataConfig
 from .digits import load_digits_images, prepare_digits
 from .loader import StepBatches, batch_loader
 from .shards import ShardSet

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import make_readable
-from ..vae import PixelTokenizer
+from gatscale.core.atomic import make_readable
+from .vae import PixelTokenizer
 from .shards import read_index, shard_count, shard_fields, tokenizer_info, write_index, write_shard
 
 DIGITS_CLASS_NAMES = [str(i) for i in range(10)]

@@ -27,8 +27,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..atomic import atomic_write_text
-from ..vae import build_tokenizer
+from gatscale.core.atomic import atomic_write_text
+from .vae import build_tokenizer
 from .shards import shard_count, shard_done, shard_fields, tokenizer_info, write_index, write_shard
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text, fsync_dir, make_readable
+from gatscale.core.atomic import atomic_write_text, fsync_dir, make_readable
 
 FORMAT = "gatscale-shards/1"
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from ..data import cache_root
-from ..digits_nets import load_cached, train_classifier
+from gatscale.networks.digits_nets import load_cached, train_classifier
 
 DIGITS_EXTRACTOR = "gatscale-digits"
 INPUT_SIZE = 16          # images are resized to 16x16 before the CNN

@@ -2,7 +2,7 @@
 
 Stein et al. 2023 ("Exposing flaws of generative model evaluation metrics and their unfair treatment of diffusion
 models", NeurIPS) find FD in DINOv2 ViT-L/14 feature space tracks human judgement better than Inception's FID.
-The network is built through timm exactly as REPA's encoder (`gatscale.encoders.build_encoder`; `eval.dinov2` is
+The network is built through timm exactly as REPA's encoder (`gatscale.networks.encoders.build_encoder`; `eval.dinov2` is
 an encoder section: name, pretrained, checkpoint, resolution, kwargs): uint8 -> ImageNet mean/std -> bicubic
 resize -> the normed [cls] token (`dim` wide) is the feature. Its default is REPA's ViT-B/14
 (vit_base_patch14_dinov2.lvd142m, whose weights a REPA run already has); Stein et al.'s ViT-L/14 is
@@ -20,9 +20,9 @@ import json
 import torch
 import torch.nn as nn
 
-from gatscale.config import ConfigError, to_dict
-from gatscale.encoders import build_encoder, check_weights_available
-from gatscale.errors import EnvironmentProblem, InputError
+from gatscale.core.config import ConfigError, to_dict
+from gatscale.networks.encoders import build_encoder, check_weights_available
+from gatscale.core.errors import EnvironmentProblem, InputError
 
 STAND_IN_SEED = 0
 _CACHE: dict = {}

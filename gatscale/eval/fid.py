@@ -326,7 +326,7 @@ def real_data_floor(cfg, device="cpu", num_samples: int | None = None, seed: int
     """
     import json
 
-    from gatscale.atomic import atomic_write_text
+    from gatscale.core.atomic import atomic_write_text
     from gatscale.data import open_shards
 
     n = num_samples or cfg.eval.fid_samples

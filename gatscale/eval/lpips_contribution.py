@@ -10,7 +10,7 @@ weights, read from the torch hub cache (never downloaded). `pretrained_backbone=
 randomly initialised backbone (pnet_rand=True, seeded) for tests; its results are labelled
 `<net>-random-stand-in` in the `backbone` field and must not be read as the paper's measurement.
 On digits, net 'digits' is an LPIPS-style distance on a small CNN trained on the digits set
-(`gatscale.digits_nets.DigitsPerceptual`, labelled `digits`): a trained network, not ImageNet's LPIPS.
+(`gatscale.networks.digits_nets.DigitsPerceptual`, labelled `digits`): a trained network, not ImageNet's LPIPS.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def build_lpips(net: str = "alex", pretrained_backbone: bool = True, seed: int =
     if net == "digits":
         if not pretrained_backbone:
             raise ValueError("LPIPS net 'digits' is a trained digits network; --random-backbone applies to alex/vgg")
-        from ..digits_nets import load_digits_perceptual
+        from gatscale.networks.digits_nets import load_digits_perceptual
         return load_digits_perceptual(), "digits"
     import lpips
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_open
+from gatscale.core.atomic import atomic_open
 from ..data import cache_root
 
 MAX_PRC_FEATURES = 10_000

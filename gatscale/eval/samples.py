@@ -16,13 +16,13 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..atomic import atomic_open
+from gatscale.core.atomic import atomic_open
 
 
 def build_eval_tokenizer(cfg, device, decoder: str | None = None):
     """The run's tokenizer decoding with `decoder` (default data.vae_decoder: ft-ema, as the official sampler),
     in float32 unless eval.precision is bf16."""
-    from ..vae import build_tokenizer
+    from gatscale.data.vae import build_tokenizer
 
     dtype = torch.bfloat16 if cfg.eval.precision == "bf16" else torch.float32
     return build_tokenizer(cfg.data.tokenizer, decoder or cfg.data.vae_decoder, scale=cfg.data.scale, device=device,

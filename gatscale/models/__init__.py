@@ -1,12 +1,12 @@
 """The GAT model family, named as the paper writes it ('GAT-S/2' ... 'GAT-XL/8').
 
-Sizes are data: one table of (depth, width, heads) shared by G and D (`gatscale/sizes.py`), crossed
+Sizes are data: one table of (depth, width, heads) shared by G and D (`gatscale/core/sizes.py`), crossed
 with patch sizes 2, 4, 8. `build_generator` / `build_discriminator` take a name and overrides of
 any constructor argument (tiny test configs override depth/hidden_size/num_heads).
 """
 import torch.nn as nn
 
-from ..sizes import GAT_SIZES, MODEL_NAMES, PATCH_SIZES, parse_model_name
+from gatscale.core.sizes import GAT_SIZES, MODEL_NAMES, PATCH_SIZES, parse_model_name
 from .discriminator import Discriminator
 from .generator import Generator
 

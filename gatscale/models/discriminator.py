@@ -10,7 +10,7 @@ import torch.nn as nn
 from timm.layers import PatchEmbed
 from torch.utils.checkpoint import checkpoint
 
-from ..sizes import swiglu_hidden
+from gatscale.core.sizes import swiglu_hidden
 from .layers import Attention, AxialRoPE, EqualLinear, RMSNorm, SwiGLU, add_pos_embed
 
 LAYERSCALE_INIT = 0.1

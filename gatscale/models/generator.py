@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from ..sizes import swiglu_hidden
+from gatscale.core.sizes import swiglu_hidden
 from .layers import (
     Attention, AxialRoPE, EqualLinear, RMSNorm, SwiGLU, add_pos_embed, fourier_features_2d, normalize_2nd_moment,
     unpatchify,

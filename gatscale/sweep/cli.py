@@ -12,9 +12,9 @@ import dataclasses
 import sys
 from collections import Counter, defaultdict
 
-from ..config import ConfigError, effective_lr
-from ..errors import InputError
-from ..flops import run_flops
+from gatscale.core.config import ConfigError, effective_lr
+from gatscale.core.errors import InputError
+from gatscale.models.flops import run_flops
 from ..train.status import EXIT_PREEMPTED, TERMINAL
 from .backends import BACKENDS, Options, cannot_start, launch, note_not_started, prepare
 from .backends.watcher import JobWatcher

@@ -26,11 +26,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import stats
-from ..atomic import atomic_write_text
-from ..config import NON_RESULT_KEYS, _fields_but, effective_lr
-from ..flops import run_flops
-from ..sizes import parse_model_name, size_letter
+from gatscale.core import stats
+from gatscale.core.atomic import atomic_write_text
+from gatscale.core.config import NON_RESULT_KEYS, _fields_but, effective_lr
+from gatscale.models.flops import run_flops
+from gatscale.core.sizes import parse_model_name, size_letter
 from ..tracking.metrics_log import MetricsLog
 from ..train.status import read_status
 from .progress import format_table

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..atomic import atomic_write_text
+from gatscale.core.atomic import atomic_write_text
 from .findings import Design, Finding, derive, format_findings, level_note, read_design, to_json
 from .spec import Spec, load_spec
 

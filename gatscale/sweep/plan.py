@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, RunConfig, config_hash, diff, load_config
+from gatscale.core.config import ConfigError, RunConfig, config_hash, diff, load_config
 from ..train.status import LOCK_FILE, TERMINAL, read_status, run_in_progress
 from .record import failures, last_job, read_record
 from .spec import Run, Spec

@@ -22,7 +22,7 @@ seeds make a verdict that repeats (docs/sweeps.md measures how often one does).
 
 The law: log LR_max = log a + b log C + N(0, s^2), fitted to the brackets themselves (lo < LR_max < hi, one-sided
 for a width stable up to lr_max or unstable down to lr_min) by their interval-censored likelihood, with a profile
-interval on b and P(b < 0) (gatscale/stats.py fit_lr_law; paper Eq. 4 says b = -1). `Search.lr_max`, the
+interval on b and P(b < 0) (gatscale/core/stats.py fit_lr_law; paper Eq. 4 says b = -1). `Search.lr_max`, the
 bracket's geometric midpoint, is only the table's point estimate.
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, StabilityConfig, config_hash, from_dict, setting, validate
-from ..stats import bracket
+from gatscale.core.config import ConfigError, StabilityConfig, config_hash, from_dict, setting, validate
+from gatscale.core.stats import bracket
 from .plan import STOP_ACTIONS, Planned, plan_run, read_folder
 from .spec import LR_KEYS, Run, Spec, _dedupe_names, _short_float
 

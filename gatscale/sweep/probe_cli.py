@@ -5,7 +5,7 @@ bisection over the finished trials in the study folder, launches the next trial 
 (one run per seed, through the sweep's backends), and repeats until every width is bracketed, out of range or out
 of trials. Re-running the command after a crash continues the search where the folders say it stands. At the end:
 the table (width, LR_max, bracket, trials), the fit lr_max ∝ C^b from the brackets (interval-censored
-likelihood, gatscale/stats.py) with a 95 % interval on b and P(b < 0), what a decisive interval would take,
+likelihood, gatscale/core/stats.py) with a 95 % interval on b and P(b < 0), what a decisive interval would take,
 `<study>/probe.json`, and
 both logged to the probe's parent run in the tracker. `--dry-run`: the next trials and the probe's GPU-hour budget.
 """
@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 
-from ..atomic import atomic_write_text
-from ..config import ConfigError
+from gatscale.core.atomic import atomic_write_text
+from gatscale.core.config import ConfigError
 from ..train.status import EXIT_PREEMPTED
-from ..stats import fit_lr_law
+from gatscale.core.stats import fit_lr_law
 from .backends import launch, prepare
 from .cli import add_launch_arguments, launch_options, run_table
 from .probe import LineState, probe_config, probe_state

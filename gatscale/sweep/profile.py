@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gatscale.config import ConfigError, from_dict, read_yaml, setting
-from gatscale.sizes import GAT_SIZES, MODEL_NAMES, size_letter
+from gatscale.core.config import ConfigError, from_dict, read_yaml, setting
+from gatscale.core.sizes import GAT_SIZES, MODEL_NAMES, size_letter
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 

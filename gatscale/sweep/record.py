@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import atomic_write_text
+from gatscale.core.atomic import atomic_write_text
 
 RECORD_FILE = "sweep.json"
 

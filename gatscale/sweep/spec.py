@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (ConfigError, RunConfig, coerce_field, config_hash, field_types, from_dict, read_yaml, set_field,
+from gatscale.core.config import (ConfigError, RunConfig, coerce_field, config_hash, field_types, from_dict, read_yaml, set_field,
                       training_hash, validate)
-from ..sizes import GAT_SIZES, MODEL_NAMES, size_letter
+from gatscale.core.sizes import GAT_SIZES, MODEL_NAMES, size_letter
 from .profile import ClusterProfile, Resources, load_profile, merge_resources, parse_resources, profile_resources
 
 TOP_KEYS = ("name", "description", "base_config", "base", "settings", "grid", "zip", "seeds", "groups", "per_size",
@@ -653,7 +653,7 @@ def _selector(source: str, where: str, value: Any, settings: dict) -> dict:
 
 
 def _matches(cfg: RunConfig, selector: dict) -> bool:
-    from ..config import flatten, to_dict
+    from gatscale.core.config import flatten, to_dict
     flat = flatten(to_dict(cfg))
     return all(flat.get(k) == v for k, v in selector.items())
 

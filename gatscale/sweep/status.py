@@ -12,7 +12,7 @@ import sys
 import time
 from collections import Counter
 
-from ..errors import InputError
+from gatscale.core.errors import InputError
 from ..tracking.store import resolve_uri, sqlite_path
 from ..train.status import TERMINAL
 from .backends.submitit_backend import job_error

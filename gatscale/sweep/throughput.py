@@ -8,7 +8,7 @@ resolution, batch, precision, device count and FID cadence (the median over the 
 
 The table is a small YAML (configs/throughput.yaml): `measured: {device: {model: images/s per GPU}}`,
 `peak_tflops: {device: TFLOP/s}`, `assumed_mfu`. The FLOPs are `run_flops(cfg).iteration` (one D step and
-one G step over the global batch, gatscale/flops.py) times the iterations.
+one G step over the global batch, gatscale/models/flops.py) times the iterations.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import json
 import statistics
 
-from ..config import ConfigError, read_yaml
-from ..flops import run_flops
+from gatscale.core.config import ConfigError, read_yaml
+from gatscale.models.flops import run_flops
 from .spec import Run
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "configs" / "throughput.yaml"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import sys
 
-from ..config import ConfigError
+from gatscale.core.config import ConfigError
 from ..train.status import TERMINAL, read_status
 from .findings import (Design, Finding, derive, format_findings, level_note, read_design, run_sets, study_runs,
                        to_json, write_design)
@@ -144,7 +144,7 @@ def until_resolved(spec: Spec, args, sweep_round) -> int:
 def _log(spec: Spec, findings: list[Finding], design: Design):
     """The findings table as artifacts of the sweep's parent run (findings.txt, findings.json) and a file in the
     study folder."""
-    from ..atomic import atomic_write_text
+    from gatscale.core.atomic import atomic_write_text
 
     text = format_findings(findings, level_note(findings, design))
     spec.study_dir.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..atomic import atomic_write_text
+from gatscale.core.atomic import atomic_write_text
 from .files import file_lock
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from ..atomic import atomic_write_text
+from gatscale.core.atomic import atomic_write_text
 from .files import file_lock
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_open
+from gatscale.core.atomic import atomic_open
 
 CKPT_PATTERN = re.compile(r"ckpt-(\d{7,})\.pt$")
 TMP_PATTERN = re.compile(r"^\.ckpt-\d{7,}\.pt\..+\.tmp$")  # atomic_open's temporary names for a checkpoint
@@ -113,7 +113,7 @@ def state_digest(state: dict) -> str:
 
 
 def _config_hash(config: dict) -> str:
-    from ..config import config_hash
+    from gatscale.core.config import config_hash
     return config_hash(checkpoint_config(config))
 
 
@@ -295,7 +295,7 @@ def checkpoint_config(saved: dict, source: str | None = None):
     """The RunConfig a checkpoint was trained with. A config saved before `model.pos_embed` existed
     means 'frozen' (then gatscale's only mode; the default is now 'trainable', as the released code runs),
     so such a run resumes, and its weights load, as it was trained."""
-    from ..config import config_from_dict
+    from gatscale.core.config import config_from_dict
 
     model = dict(saved.get("model") or {})
     model.setdefault("pos_embed", "frozen")

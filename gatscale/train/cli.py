@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 
-from ..config import ConfigError, load_config
+from gatscale.core.config import ConfigError, load_config
 from .signals import StopFlag
 from .status import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PREEMPTED
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..atomic import atomic_open
+from gatscale.core.atomic import atomic_open
 
 MIN_CELL = 32       # tiny images are upscaled (nearest) to at least this side
 PAD = 2             # pixels between cells

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ..config import StabilityConfig
+from gatscale.core.config import StabilityConfig
 
 FD_METRICS = ("fid", "fd_digits")
 

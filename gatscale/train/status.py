@@ -12,8 +12,8 @@ import os
 import time
 from pathlib import Path
 
-from ..atomic import atomic_write_text
-from ..errors import EnvironmentProblem
+from gatscale.core.atomic import atomic_write_text
+from gatscale.core.errors import EnvironmentProblem
 from ..tracking.labels import job_id
 
 STATUS_FILE = "status.json"

@@ -13,10 +13,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..config import RunConfig, effective_lr
-from ..encoders import build_encoder
+from gatscale.core.config import RunConfig, effective_lr
+from gatscale.networks.encoders import build_encoder
 from ..models import discriminator_from_config, generator_from_config
-from ..objective import GATObjective
+from gatscale.networks.objective import GATObjective
 from .checkpoint import CheckpointIO
 
 

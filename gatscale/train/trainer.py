@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, RunConfig, config_hash, diff, dump_config, flatten, load_config, to_dict, validate
+from gatscale.core.config import ConfigError, RunConfig, config_hash, diff, dump_config, flatten, load_config, to_dict, validate
 from ..data import build_train_loader, dataset_info, sample_latents
 from ..eval.samples import build_eval_tokenizer
-from ..errors import EnvironmentProblem, InputError, exit_code
-from ..flops import run_flops
+from gatscale.core.errors import EnvironmentProblem, InputError, exit_code
+from gatscale.models.flops import run_flops
 from ..models import count_trainable
 from ..tracking import FolderTracker, NullTracker, Tracker
 from ..tracking.labels import study_tags

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...config import dump_config
+from gatscale.core.config import dump_config
 from ...train.status import EXIT_LOCKED, EXIT_PREEMPTED, LOCK_FILE, TERMINAL, read_status, run_in_progress
 from ..plan import Planned
 from ..profile import ClusterProfile

@@ -43,7 +43,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     """`gatscale train CONFIG --run-dir RUN_DIR` as a submitit job (every rank calls it)."""
 
     def __call__(self, config_path: str, run_dir: str) -> dict:
-        from ...config import load_config
+        from gatscale.core.config import load_config
         from ...tracking import build_tracker
         from ...train.status import RunInProgress
         from ...train.trainer import train

@@ -1,6 +1,6 @@
 """The REPA target encoder: DINOv2 through timm (official: torch.hub dinov2_vitb14, no registers), or on
 digits the "digits encoder" (`encoder.name: digits-vit`), a tiny ViT trained on the digits set
-(`gatscale.digits_nets`; not DINOv2, and not the CNN behind fd_digits).
+(`gatscale.networks.digits_nets`; not DINOv2, and not the CNN behind fd_digits).
 
 Preprocessing as the official `preprocess_raw_image` for 'dinov2': uint8 -> /255 -> ImageNet
 mean/std -> bicubic resize to 224 -> forward_features -> normed [cls] and patch tokens (16x16 for
@@ -15,10 +15,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .sizes import DIGITS_ENCODER, DIGITS_VIT
-from .config import ConfigError
-from .errors import EnvironmentProblem
-from .hub import hub_unreachable
+from gatscale.core.sizes import DIGITS_ENCODER, DIGITS_VIT
+from gatscale.core.config import ConfigError
+from gatscale.core.errors import EnvironmentProblem
+from gatscale.core.hub import hub_unreachable
 
 
 class RepaEncoder(nn.Module):

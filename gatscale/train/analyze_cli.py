@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from gatscale.atomic import atomic_write_text
+from gatscale.core.atomic import atomic_write_text
 
-from .run import load_run, log_to_tracker
-from .samples import build_eval_tokenizer
+from .trained_run import load_run, log_to_tracker
+from gatscale.eval.samples import build_eval_tokenizer
 
 
 def add_arguments(parser):
@@ -54,7 +54,7 @@ def write_csv(rows: list[dict], path: Path):
 
 
 def run_lpips_contribution(args, G, run_dir: Path, tokenizer, device) -> Path:
-    from .lpips_contribution import block_contributions, build_lpips, contribution_table
+    from gatscale.eval.lpips_contribution import block_contributions, build_lpips, contribution_table
 
     lpips_model, backbone = build_lpips(args.net, pretrained_backbone=not args.random_backbone, seed=args.seed)
     values = block_contributions(G, tokenizer, lpips_model, args.num_samples, args.batch_size, args.truncation_psi,
@@ -70,8 +70,8 @@ def run_lpips_contribution(args, G, run_dir: Path, tokenizer, device) -> Path:
 
 
 def run_pca(args, G, run_dir: Path, step, tokenizer, device) -> Path:
-    from ..train.sample_grid import save_png
-    from .pca import block_features, pca_grid
+    from .sample_grid import save_png
+    from gatscale.eval.pca import block_features, pca_grid
 
     try:
         blocks = [int(b) for b in args.blocks.split(",") if b.strip()]

@@ -8,7 +8,7 @@ import pickle
 import sys
 from pathlib import Path
 
-from gatscale.errors import InputError
+from gatscale.core.errors import InputError
 
 # what torch.load and load_generator raise for a file that is not a (whole) gatscale checkpoint
 UNREADABLE = (pickle.UnpicklingError, EOFError, KeyError, RuntimeError, ValueError)
@@ -16,7 +16,7 @@ UNREADABLE = (pickle.UnpicklingError, EOFError, KeyError, RuntimeError, ValueErr
 
 def load_run(path, which: str, device):
     """(G, cfg, run_dir, step, checkpoint path) for a run folder (newest readable checkpoint) or a file."""
-    from gatscale.train.checkpoint import CKPT_PATTERN, list_checkpoints, load_generator
+    from .checkpoint import CKPT_PATTERN, list_checkpoints, load_generator
 
     path = Path(path)
     if path.is_dir():

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .diffaug import diff_augment, parse_policy
+from gatscale.models.diffaug import diff_augment, parse_policy
 from .encoders import RepaEncoder
-from .losses import approx_gradient_penalty, relativistic_d_loss, relativistic_g_loss, repa_loss
-from .mng import MNGSchedule, build_schedule
+from gatscale.models.losses import approx_gradient_penalty, relativistic_d_loss, relativistic_g_loss, repa_loss
+from gatscale.models.mng import MNGSchedule, build_schedule
 
 
 @dataclass

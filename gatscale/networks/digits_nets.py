@@ -22,9 +22,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .atomic import atomic_open
-from .data import cache_root
-from .sizes import DIGITS_VIT
+from gatscale.core.atomic import atomic_open
+from gatscale.data import cache_root
+from gatscale.core.sizes import DIGITS_VIT
 
 DIGITS_VIT_VERSION = 1         # bump when the architecture or the recipe changes (new cache file)
 DIGITS_PERCEPTUAL_VERSION = 1
@@ -39,7 +39,7 @@ def train_classifier(build, logits, resolution: int, epochs: int = 10, batch_siz
     Returns (model in eval mode, training accuracy). Deterministic: the model is built and trained under a
     private RNG seeded with `seed`, on one CPU thread (a few seconds, and faster than two on a shared machine).
     """
-    from .data.digits import load_digits_images
+    from gatscale.data.digits import load_digits_images
 
     images, labels = load_digits_images(resolution=resolution)
     images, labels = torch.from_numpy(images), torch.from_numpy(labels)

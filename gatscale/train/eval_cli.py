@@ -30,12 +30,12 @@ import time
 
 import torch
 
-from gatscale.atomic import atomic_write_text
-from gatscale.config import to_dict
+from gatscale.core.atomic import atomic_write_text
+from gatscale.core.config import to_dict
 
-from . import fid, frechet
-from .run import load_run, log_to_tracker
-from .samples import NpzWriter, build_eval_tokenizer, generate_images
+from gatscale.eval import fid, frechet
+from .trained_run import load_run, log_to_tracker
+from gatscale.eval.samples import NpzWriter, build_eval_tokenizer, generate_images
 
 
 def add_arguments(parser):

@@ -20,8 +20,8 @@ from typing import Protocol
 
 import torch
 
-from .config import SD_VAE_SCALE
-from .hub import hub_unreachable
+from gatscale.core.config import SD_VAE_SCALE
+from gatscale.core.hub import hub_unreachable
 
 
 class Tokenizer(Protocol):

@@ -8,7 +8,7 @@ DiT-XL/2's 118.6). Norms, activations and RoPE are not counted.
 import re
 from dataclasses import dataclass
 
-from .sizes import DIGITS_ENCODER, DIGITS_VIT, VIT_SIZES, swiglu_hidden
+from gatscale.core.sizes import DIGITS_ENCODER, DIGITS_VIT, VIT_SIZES, swiglu_hidden
 
 
 def _block_flops(tokens: int, width: int, mlp_ratio: float = 4.0) -> int:

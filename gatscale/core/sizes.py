@@ -42,5 +42,5 @@ def swiglu_hidden(dim: int, mlp_ratio: float = 4.0) -> int:
 # costs the same FLOPs as a 4x GELU MLP.
 VIT_SIZES = {"tiny": (12, 192, 3), "small": (12, 384, 6), "base": (12, 768, 12), "large": (24, 1024, 16),
              "huge": (32, 1280, 16), "giant": (40, 1536, 24)}
-DIGITS_ENCODER = "digits-vit"  # encoder.name of the ViT trained on the digits set (gatscale.digits_nets)
+DIGITS_ENCODER = "digits-vit"  # encoder.name of the ViT trained on the digits set (gatscale.networks.digits_nets)
 DIGITS_VIT = dict(depth=2, width=64, num_heads=4, patch_size=4, resolution=16)
