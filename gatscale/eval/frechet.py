@@ -18,7 +18,6 @@ S_r^1/2 S_g S_r^1/2, which has the spectrum of torch-fidelity's sqrtm(S_g S_r): 
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats
 import torch
 
 SE_RESAMPLES = 100   # bootstrap resamples: the SE itself is then known to about 1/sqrt(2 * 100) = 7 %
@@ -98,6 +97,8 @@ def fd_infinity(features, ref: Reference, seed: int = 0) -> tuple[float, dict]:
         subset = x[torch.randperm(len(x), generator=g)[:c].to(x.device)]
         mu = subset.mean(0)
         fds.append(frechet_distance(mu, torch.cov(subset.T), ref).item())
-    fit = scipy.stats.linregress(1 / np.asarray(counts, float), fds)
+    from scipy import stats  # here, not at the top: ~1 s of import every run that never asks for FD_inf
+
+    fit = stats.linregress(1 / np.asarray(counts, float), fds)
     return float(fit.intercept), {"counts": counts, "fd": [round(v, 6) for v in fds], "slope": float(fit.slope),
                                   "intercept_stderr": float(fit.intercept_stderr)}
