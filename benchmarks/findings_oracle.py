@@ -45,15 +45,20 @@ class Result:
 
 def sequential(rng, effect: float, sd: float, first_look: int = 2, max_seeds: int = 5, delta: float = 0.1,
                pairing: str = "unpaired", rho: float = 0.0, median: float = 25.0) -> Result:
-    """One comparison under the --until-resolved rule: judge at each seed count from first_look to max_seeds, stop
-    at the first resolved verdict. rho: the correlation of seed-matched runs' log values (a shared seed effect)."""
-    design = Design(max_seeds=max_seeds, first_look=first_look)
-    level = stats.spent_level(0.95, design.looks)
+    """One comparison under the --until-resolved rule with log-normal seed noise. rho: the correlation of
+    seed-matched runs' log values (a shared seed effect)."""
     shared = rng.standard_normal(max_seeds)
     own = rng.standard_normal((2, max_seeds))
     noise = sd * (math.sqrt(rho) * shared + math.sqrt(1 - rho) * own)
     a_all = np.exp(math.log(median) + effect + noise[0])
     b_all = np.exp(math.log(median) + noise[1])
+    return rounds(a_all, b_all, first_look, max_seeds, delta, pairing)
+
+
+def rounds(a_all, b_all, first_look: int, max_seeds: int, delta: float = 0.1, pairing: str = "unpaired") -> Result:
+    """Judge the first n values of each side at n = first_look .. max_seeds, every look at the spent level; stop at
+    the first resolved verdict (what --until-resolved does to one comparison)."""
+    level = stats.spent_level(0.95, Design(max_seeds=max_seeds, first_look=first_look).looks)
     n, looks = first_look, 0
     while True:
         f = judge(dict(enumerate(a_all[:n])), dict(enumerate(b_all[:n])), delta=delta, level=level, pairing=pairing)

@@ -37,6 +37,16 @@ def test_a_repa_sized_effect_resolves_with_fewer_runs_than_a_fixed_five_seeds_pe
     assert s["right"] >= 0.95 and s["mean_runs"] <= 8.5  # fixed: 10 runs
 
 
+def test_replication_of_measured_seeds_is_rare_on_one_pool_and_near_certain_on_separated_pools():
+    import findings_replication as replication
+    rng = np.random.default_rng(2)
+    same = np.exp(rng.normal(np.log(30), 0.3, 9))  # both sides drawn from one pool: a re-run resolves rarely
+    null = replication.replicate(rng, same, same.copy(), True, first_look=2, max_seeds=5, studies=400)
+    assert null["same"] + null["reversed"] <= 0.08
+    apart = replication.replicate(rng, same, same * 4, True, first_look=2, max_seeds=5, studies=400)
+    assert apart["expected"] == "A better" and apart["same"] >= 0.9 and apart["reversed"] == 0
+
+
 def test_judge_reads_the_direction_of_the_metric():
     lower = judge({0: 10.0, 1: 11.0, 2: 10.5}, {0: 30.0, 1: 33.0, 2: 31.0}, lower_better=True)
     higher = judge({0: 10.0, 1: 11.0, 2: 10.5}, {0: 30.0, 1: 33.0, 2: 31.0}, lower_better=False)
