@@ -154,7 +154,7 @@ def test_cli_reads_experiment_and_uri_from_a_sweep_spec(store, tmp_path, capsys)
     # Read as `gatscale sweep` reads it: a base_config file, dotted keys in base (the later wins).
     (tmp_path / "base.yaml").write_text("tracking:\n  uri: sqlite:///from-base.db\n")
     spec.write_text("name: other\nbase_config: base.yaml\n")
-    assert cli.read_spec(spec) == ("other", "sqlite:///from-base.db")
+    assert cli.read_spec(spec) == ("other", f"sqlite:///{tmp_path / 'from-base.db'}")  # from the spec's folder
     spec.write_text(f"name: other\nbase_config: base.yaml\nbase:\n  tracking.uri: {uri}\n")
     assert cli.read_spec(spec) == ("other", uri)
     spec.write_text("name: other\nbase:\n  tracking:\n    experiment: elsewhere\n")  # a study is its experiment
