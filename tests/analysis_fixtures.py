@@ -1,7 +1,7 @@
 """A small planted study for the analysis tests: the same runs as pandas frames (what `analysis.load`
 should return) and written into an MLflow store (what the tracker would log), plus a notebook runner.
 
-Planted values: FID = FID_A * C^FID_B with C = training GFLOPs at the step (full-method runs), ablations
+Planted values: FID = FID_A * F^FID_B with F = training GFLOPs at the step (full-method runs), ablations
 worse by a known factor; B2-lrS (GAT-S/2's LR on GAT-B/2) diverges at step DIVERGED_AT.
 """
 from __future__ import annotations

@@ -92,7 +92,7 @@ def snapshot(spec: Spec, watcher: JobWatcher | None = None) -> tuple[str, list]:
     planned = plan(spec, tracked, active, folders)
     if not spec.study_dir.is_dir() and not tracked:
         return (f"study {spec.name}: {len(spec.runs)} runs in {spec.study_dir}: no such folder yet (nothing has run "
-                f"there; `gatscale sweep {spec.path}` starts them, --runs-dir names another runs folder)"), planned
+                f"there; `gatscale {'probe-lr' if spec.probe is not None else 'sweep'} {spec.path}` starts them, --runs-dir names another runs folder)"), planned
     rows = []
     for p in planned:
         s = p.status or {}
