@@ -61,7 +61,7 @@ def figure_names(runs, probe: bool = False) -> tuple[list[str], str | None]:
         return ["lr_probe"], None
     names = [n for n in FIGURES if n != "lr_probe" or len(figures.lr_probe_data(runs))]
     every = runs.get("eval.fid_every")
-    if every is not None and len(runs) and (every.fillna(0) == 0).all():
+    if every is not None and len(runs) and (every == 0).all():  # not logged (nan): not known to be off
         return [n for n in names if n not in FD_FIGURES], (f"skipped the FD figures ({', '.join(FD_FIGURES)}): every "
                                                            f"run of the study has eval.fid_every 0 (FID off)")
     return names, None
