@@ -19,15 +19,15 @@ install: $(STAMP)
 # The main job on the embedded default: a tiny CPU study on the digits data set, tracked in ./mlflow.db, run until
 # its findings resolve (REPA, patch 2 vs 4, the LR cross-check; docs/demo.md), the LR probe at the demo's widths
 # (figures/lr_probe/lr_probe.png) and its LR-law finding, the figures written to ./figures, then the study on one
-# page (findings, figures, samples, run table, spec): figures/report.html. The printed summary ends with the
-# findings table.
+# page (findings, figures drawn from the tracker, the probe's table and law, samples, run table, spec):
+# figures/report.html. The printed summary ends with the findings table.
 demo: $(STAMP)
 	$(BIN)/gatscale sweep sweeps/demo.yaml --backend local --until-resolved
 	$(BIN)/gatscale probe-lr sweeps/lr_probe_demo.yaml --max-parallel 3
 	$(BIN)/gatscale findings sweeps/lr_probe_demo.yaml
 	$(BIN)/gatscale figures --spec sweeps/demo.yaml --out figures
 	$(BIN)/gatscale figures --spec sweeps/lr_probe_demo.yaml --out figures/lr_probe
-	$(BIN)/gatscale report sweeps/demo.yaml --figures figures --out figures/report.html
+	$(BIN)/gatscale report sweeps/demo.yaml --out figures/report.html --probe sweeps/lr_probe_demo.yaml
 
 # JupyterLab (the `notebooks` extra) on the analysis notebooks; they read the study `make demo` wrote.
 notebooks: $(STAMP)

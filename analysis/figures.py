@@ -9,7 +9,7 @@ returns the DataFrame and writes CSV + LaTeX).
     lr_crosscheck         Fig. 5b: losses, gradient norms and FID against iteration, width-aware LR vs not
     lpips_contribution    Fig. 4b: per-block LPIPS contribution of G, with and without MNG
     fid_curves            scaling Fig. (a)/(b): FID against iteration per model size / per patch size
-    fid_vs_compute        scaling Fig. (c): FID against GFLOPs with a fitted power law FID = a * C^b
+    fid_vs_compute        scaling Fig. (c): FID against GFLOPs with a fitted power law FID = a * F^b
     ablation_table        MNG x REPA x width-aware LR -> FID at a matched iteration
     lr_probe              `gatscale probe-lr`: largest stable LR per width, the fit lr_max ∝ C^b against b = -1
     samples_sheet         the final sample grid of each model size side by side (from the run folders)
@@ -19,6 +19,8 @@ as a dashed line: real images score that much with the same number of samples.
 """
 from __future__ import annotations
 
+import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,19 @@ def diverged_step(run, histories: pd.DataFrame):
         return float(run.diverged_step)
     steps = histories.loc[histories["run_id"] == run.run_id, "step"]
     return float(steps.max()) if len(steps) else None
+
+
+def stop_label(run) -> str:
+    """Why a run stopped early, in a few words for a legend, from the reason the trainer recorded (tag
+    gatscale.divergence_reason): 'diverged: non-finite loss/d' or, for a train.stability mode, 'stopped: G loss >
+    10' (the threshold, not the value seen, and no step)."""
+    reason = re.sub(r" at step \d+$", "", str(getattr(run, "divergence_reason", "") or ""))
+    if reason.startswith("unstable: "):
+        reason = re.sub(r" -?[\d.]+(?:e[-+]?\d+)?(?= [<>] )", "", reason.removeprefix("unstable: "))
+        return "stopped: " + re.sub(r" its first value [\d.e+-]+", " its first value", reason)
+    if reason.startswith("non-finite"):
+        return f"diverged: {reason}"
+    return f"{run.status}: {reason}" if reason else str(run.status)
 
 
 def mark_divergence(ax, steps, values, at, x=None):
@@ -212,10 +227,12 @@ def lr_crosscheck_data(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFr
                    for on, wa in zip(sel["on_shared"], sel["width_aware_lr"])]
     stops = [diverged_step(run, histories) for run in sel.itertuples()]
     sel["diverged_step"] = [np.nan if stop is None else stop for stop in stops]
+    sel["stop"] = [stop_label(run) if stop is not None else "" for run, stop in zip(sel.itertuples(), stops)]
     metrics = [m for m, *_ in CROSSCHECK_PANELS] + ([fid] if fid else [])
     h = histories[histories["run_id"].isin(sel["run_id"]) & histories["metric"].isin(metrics)]
     h = h[np.isfinite(h["value"])][["run_id", "metric", "step", "value"]]
-    columns = ["run_id", "name", "model", "size", "lr_g", *SWITCHES, "on_shared", "note", "diverged_step", "stand_in",
+    columns = ["run_id", "name", "model", "size", "lr_g", *SWITCHES, "on_shared", "note", "diverged_step", "stop",
+               "stand_in",
                *[c for c in ("eval.fid_samples",) if c in sel]]
     order = {r: i for i, r in enumerate(sel["run_id"])}
     data = h.merge(sel[columns], on="run_id").sort_values(["run_id", "metric", "step"],
@@ -227,8 +244,8 @@ def lr_crosscheck_data(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFr
 
 
 def plot_lr_crosscheck(data: pd.DataFrame, out_dir=None):
-    """Fig. 5b from lr_crosscheck_data: does the width-aware LR (Eq. 4) matter? Diverged runs end in a red x at
-    their divergence step."""
+    """Fig. 5b from lr_crosscheck_data: does the width-aware LR (Eq. 4) matter? A run that stopped early ends in a red
+    x at its last step; the legend says why it stopped (stop_label), per setting."""
     sel, fid = data.drop_duplicates("run_id"), data.attrs["fid"]
     if fid:
         panels = CROSSCHECK_PANELS + ((fid, style.fid_short_label(fid, sel), style.fid_label(fid, sel), True),)
@@ -236,9 +253,10 @@ def plot_lr_crosscheck(data: pd.DataFrame, out_dir=None):
         panels = CROSSCHECK_PANELS + ((None, "FID", "FID (not logged)", True),)
     fig, axes = style.new_figure(9.0, 5.2, 2, 3)
     axes = axes.ravel()
-    seen, any_diverged = set(), False
+    seen, stopped = set(), {}  # stop label -> the settings that stopped so
     for run in sel.itertuples():
-        label = _once(seen, rf"{run.model}, $\eta_G$ = {run.lr_g:.1e} ({run.note})")
+        setting = rf"{run.model}, $\eta_G$ = {run.lr_g:.1e}"
+        label = _once(seen, f"{setting} ({run.note})")
         stop = run.diverged_step if np.isfinite(run.diverged_step) else None
         for ax, (metric, *_) in zip(axes, panels):
             x, y = series(data, run.run_id, metric) if metric else (np.array([]), np.array([]))
@@ -246,7 +264,7 @@ def plot_lr_crosscheck(data: pd.DataFrame, out_dir=None):
             ax.plot(x, y, color=style.size_color(run.size), linestyle="--" if run.on_shared else "-", label=label,
                     marker="o" if sparse else None, markersize=3)
             if stop is not None and mark_divergence(ax, x, y, stop) is not None:
-                any_diverged = True
+                stopped.setdefault(run.stop, []).append(setting)
     floor = draw_floor(axes[len(panels) - 1], data["floor"].iloc[0] if len(data) else np.nan)
     for i, (ax, (metric, title, ylabel, log)) in enumerate(zip(axes, panels)):
         is_fid = i == len(panels) - 1  # its long, honest name goes on top, the short one on the axis
@@ -260,9 +278,9 @@ def plot_lr_crosscheck(data: pd.DataFrame, out_dir=None):
     legend_ax = axes[-1]
     legend_ax.axis("off")
     handles, labels = axes[0].get_legend_handles_labels()
-    if any_diverged:
+    for stop, settings in stopped.items():
         handles.append(Line2D([], [], **style.DIVERGED))
-        labels.append("diverged (non-finite loss)")
+        labels.append(f"{stop} ({'; '.join(dict.fromkeys(settings))})")
     if floor is not None:
         handles.append(floor)
         labels.append(floor.get_label())
@@ -421,7 +439,7 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
 # Scaling (c): FID against compute, power-law fit
 
 class PowerLaw(stats.ScalingLaw):
-    """FID = a * C^b over the size ladder (gatscale.core.stats.fit_scaling_law: every seed, each size's seeds as its
+    """FID = a * F^b (F: compute) over the size ladder (gatscale.core.stats.fit_scaling_law: every seed, each size's seeds as its
     replicates), with the verdict the figure prints."""
 
     @property
@@ -469,8 +487,8 @@ def fid_vs_compute_data(runs: pd.DataFrame, histories: pd.DataFrame, compute: st
     """One row per full-method run with its FID (`value`) at a matched iteration (`at_step`) and its compute `c`,
     plus the runs' columns and the real-data `floor`; attrs: metric, step, compute.
 
-    compute='train': C = training GFLOPs to that iteration (param flops_per_step, column train_flops);
-    compute='inference': C = the generator's forward GFLOPs per image (param gflops_g).
+    compute='train': c = training GFLOPs to that iteration (param flops_per_step, column train_flops);
+    compute='inference': c = the generator's forward GFLOPs per image (param gflops_g).
     """
     metric = fid_metric(histories, metric)
     sel = main_method(runs[runs["run_id"].isin(histories.loc[histories["metric"] == metric, "run_id"])])
@@ -506,12 +524,13 @@ def metric_se(pts: pd.DataFrame, histories: pd.DataFrame, metric: str) -> np.nda
 
 def plot_fid_vs_compute(pts: pd.DataFrame, out_dir=None):
     """FID against compute (the frame of fid_vs_compute_data), per model its seeds, their geometric mean and range,
-    the seed-aware power law FID = a * C^b (gatscale.core.stats) with its 95% band, and the leave-largest-out backtest."""
+    the seed-aware power law FID = a * F^b (gatscale.core.stats) with its 95% band, and the leave-largest-out backtest.
+    Compute is F on the figure: C is a model's width wherever gatscale names a size ('GAT-B/2 (d=4, C=32)')."""
     metric, step, compute = pts.attrs["metric"], pts.attrs["step"], pts.attrs["compute"]
     if compute == "train":
-        xlabel, stem = f"training compute C to iteration {step:,} (GFLOPs)", "fid_vs_train_compute"
+        xlabel, stem = f"training compute F to iteration {step:,} (GFLOPs)", "fid_vs_train_compute"
     else:
-        xlabel, stem = "generator inference compute C (GFLOPs per image)", "fid_vs_inference_gflops"
+        xlabel, stem = "generator inference compute F (GFLOPs per image)", "fid_vs_inference_gflops"
     se = pts["se"] if "se" in pts else None
     fit = fit_power_law(pts["c"], pts["value"], se)
     fd = "FD" if metric.startswith("fd_") else "FID"
@@ -537,8 +556,8 @@ def plot_fid_vs_compute(pts: pd.DataFrame, out_dir=None):
     # the fit and its correlation go in the legend (outside the axes), so they never cover a point
     ci = f", 95% CI [{fit.b_ci[0]:.3f}, {fit.b_ci[1]:.3f}]" if np.isfinite(fit.b_ci[0]) else ""
     ax.plot(cs, fit(cs), color="black", linewidth=1,
-            label=rf"fit: $\mathrm{{{fd}}} = {_sci(fit.a)}\,C^{{{fit.b:.3f}}}$" + "\n"
-                  + f"exponent {fit.b:.3f}{ci}\nPearson r (log C, log {fd}) = {fit.r:.3f}, {fit.n} sizes, "
+            label=rf"fit: $\mathrm{{{fd}}} = {_sci(fit.a)}\,F^{{{fit.b:.3f}}}$" + "\n"
+                  + f"exponent {fit.b:.3f}{ci}\nPearson r (log F, log {fd}) = {fit.r:.3f}, {fit.n} sizes, "
                     f"{fit.runs} runs")
     if fit.df >= 1:
         ax.fill_between(cs, *fit.band(cs), color="grey", alpha=0.2, linewidth=0, label="95% confidence band")
@@ -555,37 +574,37 @@ def plot_fid_vs_compute(pts: pd.DataFrame, out_dir=None):
     # an absent trend is said in the title, where no reader misses it
     title = f"{style.fid_short_label(metric)} at iteration {step:,} against compute"
     if fit.trend:
-        ax.set_title(f"{title}\n{fit.trend[0].upper() + fit.trend[1:]}", color="#8B0000", fontsize=8)
+        trend = textwrap.fill(fit.trend[0].upper() + fit.trend[1:], 64)  # within the axes' width
+        ax.set_title(f"{title}\n{trend}", color="#8B0000", fontsize=8)
     else:
         ax.set_title(title)
     style.legend_outside(fig, ax, switches_of(pts))
     style.add_footnote(fig, pts)
-    style.annotate_points(ax, means["c"], means["value"], [m.removeprefix("GAT-") for m in means["model"]])
+    style.annotate_points(ax, means["c"], means["value"],  # 'B/2': the legend has the rest ('(d=4, C=32)')
+                          [m.removeprefix("GAT-").split(" (")[0] for m in means["model"]])
     fig.power_law = fit
     return _finish(fig, pts, out_dir, stem, footnote=False, data=pts)
 
 
 def draw_backtest(ax, bt, cs):
     """The law fitted without the largest size (dashed, up to it), its 80 % and 95 % prediction intervals there
-    (thick and thin bars beside the point) and, written on the axes, whether the size's runs landed inside."""
+    (thick and thin bars beside the point) and, in the legend (never over a point or the floor), whether the
+    size's runs landed inside."""
     if bt is None:
-        ax.text(0.02, 0.03, "backtest: needs three runs below the largest size", transform=ax.transAxes, fontsize=7,
-                color="#555555")
+        ax.plot([], [], linestyle="none", label="backtest: needs three runs below the largest size")
         return
     off = bt.x * 1.06
-    ax.plot([off, off], [bt.lo95, bt.hi95], color="#1f5fa8", linewidth=1, label="backtest (fit without the largest "
-            "size): 95% prediction interval")
-    ax.plot([off, off], [bt.lo80, bt.hi80], color="#1f5fa8", linewidth=4, alpha=0.6, label="... and 80%")
-    ax.plot([off], [bt.predicted], marker="_", markersize=10, color="#1f5fa8", label="_nolegend_")
     where = "inside its 80% interval" if bt.inside80 else ("inside the 95%, outside the 80%" if bt.inside95
                                                              else "OUTSIDE its 95% interval")
-    ax.text(0.02, 0.03, f"backtest: the largest size's {len(bt.values)} run(s) (mean {bt.truth:.3g}) landed {where}",
-            transform=ax.transAxes, fontsize=7, color="#1f5fa8" if bt.inside95 else "#8B0000")
+    ax.plot([off, off], [bt.lo95, bt.hi95], color="#1f5fa8", linewidth=1, label="backtest (fit without the largest "
+            f"size): 95% prediction interval;\nits {len(bt.values)} run(s) (mean {bt.truth:.3g}) landed {where}")
+    ax.plot([off, off], [bt.lo80, bt.hi80], color="#1f5fa8", linewidth=4, alpha=0.6, label="... and 80%")
+    ax.plot([off], [bt.predicted], marker="_", markersize=10, color="#1f5fa8", label="_nolegend_")
 
 
 def fid_vs_compute(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,
                    out_dir=None, metric: str | None = None):
-    """FID against compute with FID = a * C^b: plot_fid_vs_compute(fid_vs_compute_data(...))."""
+    """FID against compute with FID = a * F^b: plot_fid_vs_compute(fid_vs_compute_data(...))."""
     return plot_fid_vs_compute(fid_vs_compute_data(runs, histories, compute, step, metric), out_dir)
 
 

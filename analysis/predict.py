@@ -2,8 +2,8 @@
 a run would do before it is paid for.
 
 From the finished runs of the study (the FD-vs-training-compute ladder of `gatscale figures`: each size's runs at
-the matched iteration, every seed), the seed-aware law FD = a * C^b (gatscale/core/stats.py fit_scaling_law) is read at
-the compute C of the asked size trained N iterations (FLOPs per iteration from gatscale/models/flops.py): the law's value
+the matched iteration, every seed), the seed-aware law FD = a * F^b (gatscale/core/stats.py fit_scaling_law) is read at
+the compute F of the asked size trained N iterations (FLOPs per iteration from gatscale/models/flops.py): the law's value
 and the 80 % / 95 % prediction intervals of one new run. With --target, the iterations (and device-hours: measured
 throughput of finished runs first, else configs/throughput.yaml, sweep/throughput.py) at which one new run reaches
 FD <= target with probability P. Moving along iterations assumes FD follows the same law in training compute as it
@@ -138,8 +138,8 @@ def answer(spec, run, pts, size: str, iterations: int | None = None, target: flo
     else:
         p = predict_at(pts, per_iteration, iterations or step)
     law = p.law
-    out.append(f"law over {law.n} sizes, {law.runs} runs at iteration {step:,}: {fd} = {law.a:.4g} C^{law.b:.3f} "
-                  f"(exponent 95 % CI {law.b_lo:.3f} .. {law.b_hi:.3f}), C in training GFLOPs")
+    out.append(f"law over {law.n} sizes, {law.runs} runs at iteration {step:,}: {fd} = {law.a:.4g} F^{law.b:.3f} "
+                  f"(exponent 95 % CI {law.b_lo:.3f} .. {law.b_hi:.3f}), F in training GFLOPs")
     out.append(p.backtest.line() if p.backtest else "backtest: fewer than three runs below the largest size")
     iters = f"{p.iterations:,} iterations ({p.compute:.4g} GFLOPs, {p.extrapolation:.3g}x the largest compute)"
     if p.probability is not None:

@@ -1,12 +1,13 @@
-"""`gatscale report SPEC --out report.html`: a study on one self-contained HTML page, from the tracker.
+"""`gatscale report SPEC --out report.html [--probe PROBE_SPEC]`: a study on one self-contained HTML page, from the
+tracker.
 
 The page opens with the study's findings (gatscale/sweep/findings.py: each conclusion with its verdict, colour-coded,
 its effect and interval, and a forest plot of the effects), then the run table (status, step, final quality metrics:
 each Fréchet distance as `value ± se`, its bootstrap standard error; precision, recall, the per-class diversity),
-the ablation table, every PNG that
-`gatscale figures` wrote to the figures folder (whichever exist, e.g. samples.png, lr_probe.png), each run's
-latest sample grid (its `samples/` artifact), the stand-in labels, the spec's text and the git commits.
-Images are embedded as base64 data URIs: the file can be mailed or archived on its own.
+the ablation table, the law and its prediction, the study's figures (drawn here from the tracker, as `gatscale
+figures` draws them for this spec: never whatever PNGs a folder holds), the LR probe's figure, table and law when
+`--probe` names it, each run's latest sample grid (its `samples/` artifact), the stand-in labels, the spec's text
+and the git commits. Images are embedded as base64 data URIs: the file can be mailed or archived on its own.
 """
 from __future__ import annotations
 
@@ -21,11 +22,10 @@ from pathlib import Path
 import pandas as pd
 
 from gatscale.core.atomic import atomic_write_text
-from gatscale.core.config import ConfigError
 from gatscale.sweep.progress import format_table
-from gatscale.sweep.spec import load_spec  # a study command: the spec names the study and its runs
 
 from .load import DEFAULT_CACHE_DIR, MissingData, _client, load_experiment, no_progress_bar
+from .style import png_bytes
 
 QUALITY_PREFIXES = ("fid", "fd_", "acc_", "is_", "precision", "recall", "diversity_")  # shown as final values
 SUMMARY_METRICS = ("fid", "fd_digits", "fd_dinov2", "acc_digits", "precision", "recall", "precision_digits",
@@ -40,15 +40,16 @@ RUN_COLUMNS = {"name": "run", "status": "status", "model": "model", "mng": "MNG"
 def add_arguments(parser):
     parser.add_argument("spec", help="sweep spec YAML: its name is the experiment, its runs' tracking.uri the store")
     parser.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
-    parser.add_argument("--figures", default="figures", help="folder `gatscale figures` wrote (default: figures)")
+    parser.add_argument("--probe", metavar="PROBE_SPEC", help="the study's LR probe (a spec with a probe: section): "
+                                                              "its figure, table and law on the page")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's)")
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="metric-history cache (default: %(default)s)")
 
 
 def main(args) -> int:
     try:
-        out, table = write_report(args.spec, args.out, args.figures, args.tracking_uri,
-                                  None if args.cache_dir in ("", "none") else args.cache_dir)
+        out, table = write_report(args.spec, args.out, args.tracking_uri,
+                                  None if args.cache_dir in ("", "none") else args.cache_dir, args.probe)
     except MissingData as e:
         print(f"gatscale report: {e}", file=sys.stderr)
         return 1
@@ -71,19 +72,19 @@ def summary(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None = None,
-                 cache_dir=DEFAULT_CACHE_DIR) -> tuple[Path, pd.DataFrame]:
+def write_report(spec_path, out, tracking_uri: str | None = None, cache_dir=DEFAULT_CACHE_DIR,
+                 probe_path=None) -> tuple[Path, pd.DataFrame]:
     """Write the report; returns its path and the run table it shows."""
     from gatscale.tracking.labels import code_version
 
-    try:
-        spec = load_spec(spec_path)
-    except ConfigError as e:
-        raise MissingData(f"sweep spec {e}") from None
+    from .cli import study_spec
+    from .load import load_lpips
+
+    spec = study_spec(spec_path)
     uri = tracking_uri or spec.tracking.uri
     runs, histories = load_experiment(spec.name, uri, cache_dir=cache_dir)
     table = run_table(runs, histories, [r.name for r in spec.runs])
-    findings_html, findings_text, supports = _findings(spec, Path(figures_dir))
+    findings_html, findings_text, supports = _findings(spec)
     table.attrs["findings"] = findings_text
     commits = sorted({c for c in runs.get("gatscale.git_commit", pd.Series(dtype=str)).dropna() if c})
     stand_ins = sorted({s for v in runs["stand_in"] if v for s in str(v).split(",")})
@@ -98,7 +99,8 @@ def write_report(spec_path, out, figures_dir="figures", tracking_uri: str | None
         "<h2>Runs</h2>", table.to_html(index=False, table_id="runs", na_rep="", border=0, escape=True),
         "<h2>Ablation</h2>", _ablation(runs, histories),
         "<h2 id='law'>Scaling law, backtest and prediction</h2>", _law(spec, runs, histories),
-        "<h2>Figures</h2>", _figures(Path(figures_dir), supports),
+        "<h2 id='figures'>Figures</h2>", _figures(spec, runs, histories, load_lpips(runs, uri), supports),
+        *(["<h2 id='probe'>LR probe</h2>", _probe(probe_path, tracking_uri)] if probe_path else []),
         "<h2>Latest samples</h2>", _samples(runs, uri),
         "<h2>Spec</h2>", f"<pre>{_e(Path(spec.path).read_text())}</pre>",
     ]
@@ -137,7 +139,7 @@ VERDICT_CLASS = {"A better": "resolved", "B better": "resolved", "no difference"
                  "unresolved": "unresolved"}
 
 
-def _findings(spec, figures_dir: Path) -> tuple[str, str, dict]:
+def _findings(spec) -> tuple[str, str, dict]:
     """(HTML section, console text, {figure stem: [(finding index, name)]}) of the study's findings."""
     from gatscale.sweep.findings import format_findings, level_note
     from gatscale.sweep.findings_cli import study_findings
@@ -155,10 +157,8 @@ def _findings(spec, figures_dir: Path) -> tuple[str, str, dict]:
     table = (f"<table id='findings-table'><tr><th>finding</th><th>A vs B</th><th>effect: A vs B, % change [CI] "
              f"(trend/law: exponent)</th><th>seeds A/B</th><th>P(A better)</th><th>verdict</th></tr>{rows}</table>"
              f"<p class='meta'>{_e(note)}</p>")
-    forest = ""
     try:
-        plot_findings(findings_data(findings), out_dir=figures_dir)
-        forest = _image((figures_dir / "findings.png").read_bytes(), "findings: forest plot of the effects")
+        forest = _image(png_bytes(plot_findings(findings_data(findings))), "findings: forest plot of the effects")
     except MissingData as e:
         forest = f"<p class='missing'>{_e(e)}</p>"
     supports: dict = {}
@@ -207,13 +207,40 @@ def _ablation(runs, histories) -> str:
     return table.map(_fmt).to_html(index=False, table_id="ablation", na_rep="", border=0)
 
 
-def _figures(folder: Path, supports: dict | None = None) -> str:
-    """Every PNG of the folder (but the findings' forest plot, shown above); a figure that supports a finding links
-    to it."""
-    pngs = sorted(p for p in folder.glob("*.png") if p.stem != "findings")
-    if not pngs:
-        return f"<p class='missing'>no figures in {_e(folder)}: run `gatscale figures --spec SPEC --out {_e(folder)}`</p>"
-    return "\n".join(_image(p.read_bytes(), p.stem, links=(supports or {}).get(p.stem, [])) for p in pngs)
+def _figures(spec, runs, histories, lpips, supports: dict) -> str:
+    """The study's figures, drawn from the tracker's runs as `gatscale figures --spec` draws them (analysis/cli.py
+    figure_names; the ablation is the table above), each with what it found (its note) and a link to the
+    findings it supports; then what could not be drawn, and why."""
+    from .cli import figure_names, regenerate
+
+    names, skipped = figure_names(runs, spec.probe is not None)
+    made, missing = regenerate(runs, histories, lpips, only=[n for n in names if n != "ablation"])
+    shown = [_image(png_bytes(fig), name + (f": {fig.note}" if getattr(fig, "note", None) else ""),
+                    links=supports.get(name, [])) for name, fig in made.items()]
+    shown += [f"<p class='missing'>{_e(name)}: {_e(reason)}</p>" for name, reason in missing.items()]
+    return "\n".join(shown + ([f"<p class='missing'>{_e(skipped)}</p>"] if skipped else []))
+
+
+def _probe(probe_path, tracking_uri: str | None = None) -> str:
+    """The LR probe's figure, its table (per width: largest stable and smallest unstable LR, LR_max) and the law
+    lr_max ∝ C^b with its interval, from the probe's trials in the tracker (analysis/figures.py lr_probe)."""
+    from . import figures
+    from .cli import study_spec
+    from .load import load_runs
+
+    try:
+        probe = study_spec(probe_path)
+        uri = tracking_uri or probe.tracking.uri
+        fig = figures.lr_probe(load_runs(probe.name, uri))
+    except MissingData as e:
+        return f"<p class='missing'>{_e(e)}</p>"
+    table = fig.table.rename(columns={"width": "C", "lo": "largest stable LR", "hi": "smallest unstable LR",
+                                      "lr_max": "LR_max (geometric mean)", "trials": "LRs tried"}).drop(columns="size")
+    return "\n".join([
+        f"<p class='meta'>probe spec {_e(probe.path)} &middot; experiment {_e(probe.name)} at {_e(uri)}</p>",
+        table.map(_fmt).to_html(index=False, table_id="probe", na_rep="", border=0),
+        f"<p id='probe-law'>{_e(fig.lr_law.line())} (paper Eq. 4: b = -1)</p>",
+        _image(png_bytes(fig), "lr_probe: largest stable LR per width")])
 
 
 def _samples(runs: pd.DataFrame, uri: str) -> str:

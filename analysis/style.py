@@ -5,6 +5,7 @@ Figures are built on `matplotlib.figure.Figure` directly (no pyplot state), so t
 """
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 
@@ -79,19 +80,27 @@ def _plain_or_power(v, _=None) -> str:
 
 
 def annotate_points(ax, xs, ys, labels, fontsize: float = 7):
-    """Label scatter points, each on the first side (right/left, above/below) free of other labels and points."""
+    """Label scatter points, each on the first side (right/left, above/below) free of other labels and points, and
+    always inside the axes: a label that would cross an edge is moved back in (never drawn over the legend or cut
+    off at the figure's border)."""
     fig = ax.figure
     fig.draw_without_rendering()  # final layout, so display coordinates are the saved ones
-    px = fig.dpi / 72
+    px, frame = fig.dpi / 72, ax.get_window_extent()
     points = ax.transData.transform(np.column_stack([xs, ys]))
-    placed = [(x - 4 * px, y - 4 * px, x + 4 * px, y + 4 * px) for x, y in points]
-    for (x, y), label in zip(points, labels):
+    marks = [(x - 4 * px, y - 4 * px, x + 4 * px, y + 4 * px) for x, y in points]
+    placed = list(marks)
+    for i, ((x, y), label) in enumerate(zip(points, labels)):
         w, h = 0.62 * fontsize * len(label) * px, fontsize * px
-        options = [(5, 3), (5, -3 - fontsize), (-5 - w / px, 3), (-5 - w / px, -3 - fontsize)]
+
+        def inside(o):  # the offset (points) moved so the label's box lies within the axes
+            dx = min(max(o[0] * px, frame.x0 + 2 * px - x), frame.x1 - 2 * px - w - x)
+            dy = min(max(o[1] * px, frame.y0 + 2 * px - y), frame.y1 - 2 * px - h - y)
+            return dx / px, dy / px
+
         def box(o):
             return (x + o[0] * px, y + o[1] * px, x + o[0] * px + w, y + o[1] * px + h)
-        free = [o for o in options if not any(_overlap(box(o), b) for b in placed
-                                               if b != (x - 4 * px, y - 4 * px, x + 4 * px, y + 4 * px))]
+        options = [inside(o) for o in ((5, 3), (5, -3 - fontsize), (-5 - w / px, 3), (-5 - w / px, -3 - fontsize))]
+        free = [o for o in options if not any(_overlap(box(o), b) for j, b in enumerate(placed) if j != i)]
         dx, dy = (free or options)[0]
         placed.append(box((dx, dy)))
         ax.annotate(label, ax.transData.inverted().transform((x, y)), xytext=(dx, dy), textcoords="offset points",
@@ -158,6 +167,13 @@ def add_footnote(fig: Figure, runs, extra=()) -> str | None:
     fig.get_layout_engine().set(rect=(0, strip, 1, 1 - strip))  # keep a strip free below the axes
     fig.text(0.01, 0.01, text, fontsize=7, color="#8B0000", ha="left", va="bottom")
     return text
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as a PNG in memory (what `save` writes to stem.png), e.g. to embed in a page."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 def save(fig: Figure, out_dir, stem: str) -> list[Path]:

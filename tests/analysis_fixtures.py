@@ -1,7 +1,7 @@
 """A small planted study for the analysis tests: the same runs as pandas frames (what `analysis.load`
 should return) and written into an MLflow store (what the tracker would log), plus a notebook runner.
 
-Planted values: FID = FID_A * C^FID_B with C = training GFLOPs at the step (full-method runs), ablations
+Planted values: FID = FID_A * F^FID_B with F = training GFLOPs at the step (full-method runs), ablations
 worse by a known factor; B2-lrS (GAT-S/2's LR on GAT-B/2) diverges at step DIVERGED_AT.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ FID_A, FID_B = 3.0e4, -0.456
 STEPS = range(0, 1001, 50)
 FID_STEPS = (250, 500, 750, 1000)
 DIVERGED_AT = 350
+DIVERGENCE_REASON = f"non-finite loss/d, grad_norm/d at step {DIVERGED_AT}"  # as the trainer words it
 BATCH, DATASET = 64, 1797
 GFLOPS = {"GAT-S/2": 6.1, "GAT-B/2": 23.0, "GAT-L/2": 80.7, "GAT-S/4": 1.5, "GAT-B/4": 5.6}
 WIDTH = {"S": 384, "B": 768, "L": 1024}
@@ -73,6 +74,7 @@ def study_frames():
                          gflops_g=GFLOPS[model], gflops_d=GFLOPS[model], epochs_per_step=BATCH / DATASET,
                          flops_per_step=flops_per_step(model),
                          diverged_step=float(DIVERGED_AT) if status == "diverged" else np.nan,
+                         divergence_reason=DIVERGENCE_REASON if status == "diverged" else "",
                          stand_in=STAND_IN, **{"eval.fid_samples": 5000}))
         last = DIVERGED_AT if status == "diverged" else max(STEPS)
         for step in [s for s in STEPS if s <= last]:
@@ -123,7 +125,7 @@ def write_study(tracking_uri: str, experiment: str, artifact_dir: Path, runs=STU
         tags = {"gatscale.status": status, "gatscale.name": name, "gatscale.config_hash": f"hash-{name}",
                 "gatscale.stand_in": STAND_IN}
         if status == "diverged":
-            tags.update({"gatscale.diverged_step": str(DIVERGED_AT), "gatscale.divergence_reason": "loss/d is nan"})
+            tags.update({"gatscale.diverged_step": str(DIVERGED_AT), "gatscale.divergence_reason": DIVERGENCE_REASON})
         run_dir = Path(artifact_dir) / "runs" / name  # a run folder with its final sample grid (samples sheet)
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (36, 34), "grey").save(run_dir / "samples" / "final.png")

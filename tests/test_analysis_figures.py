@@ -6,7 +6,7 @@ from matplotlib.colors import to_hex
 
 from analysis import figures, style
 from analysis.load import MissingData
-from analysis_fixtures import (DIVERGED_AT, FID_A, FID_B, FID_STEPS, ABLATION_FACTOR, planted_fid, study_frames,
+from analysis_fixtures import (DIVERGED_AT, DIVERGENCE_REASON, FID_A, FID_B, FID_STEPS, ABLATION_FACTOR, planted_fid, study_frames,
                                train_gflops)
 
 
@@ -53,7 +53,7 @@ def test_fid_vs_compute_draws_the_planted_power_law(study, tmp_path):
         assert py[0] == pytest.approx(planted_fid(model, ("exp", True, True), max(FID_STEPS)))
     assert ax.get_xscale() == ax.get_yscale() == "log"
     assert "training compute" in ax.get_xlabel() and "GFLOPs" in ax.get_xlabel()
-    assert f"{FID_B:.3f}" in fit_line.get_label() and "Pearson r (log C, log FID) = -1.000" in fit_line.get_label()
+    assert f"{FID_B:.3f}" in fit_line.get_label() and "Pearson r (log F, log FID) = -1.000" in fit_line.get_label()
     assert all((tmp_path / f"fid_vs_train_compute.{ext}").stat().st_size > 1000 for ext in ("png", "pdf"))
     table = pd.read_csv(tmp_path / "fid_vs_train_compute.csv")  # the figure's data, beside it
     assert sorted(table["model"]) == sorted(full["model"]) and (table["at_step"] == max(FID_STEPS)).all()
@@ -90,8 +90,28 @@ def test_lr_crosscheck_marks_divergence_at_its_step(study):
         assert marker.get_ydata()[0] == pytest.approx(h.sort_values("step")["value"].iloc[-1])
     labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
     assert labels == [r"GAT-S/2, $\eta_G$ = 4.0e-04 (width-aware LR)", r"GAT-B/2, $\eta_G$ = 2.0e-04 (width-aware LR)",
-                      r"GAT-B/2, $\eta_G$ = 4.0e-04 (GAT-S/2's LR)", "diverged (non-finite loss)"]
+                      r"GAT-B/2, $\eta_G$ = 4.0e-04 (GAT-S/2's LR)",
+                      r"diverged: non-finite loss/d, grad_norm/d (GAT-B/2, $\eta_G$ = 4.0e-04)"]
     assert grad_d.get_yscale() == "log"
+
+
+def test_lr_crosscheck_legend_says_why_each_run_stopped(study):
+    runs, histories, _ = study
+    runs = runs.copy()
+    runs.loc[runs["name"] == "B2-lrS", "divergence_reason"] = "unstable: G loss 46.5 > 10 at step 350"
+    legend = [t.get_text() for t in figures.lr_crosscheck(runs, histories).axes[-1].get_legend().get_texts()]
+    assert legend[-1] == r"stopped: G loss > 10 (GAT-B/2, $\eta_G$ = 4.0e-04)" and "non-finite" not in " ".join(legend)
+
+
+@pytest.mark.parametrize("reason, label", [
+    ("non-finite loss/g at step 12", "diverged: non-finite loss/g"),
+    ("unstable: G loss 25.3 > 20; logit gap |real - fake| 31 > 30 on 2 ticks in a row at step 35",
+     "stopped: G loss > 20; logit gap |real - fake| > 30 on 2 ticks in a row"),
+    ("unstable: fd_digits 40.1 > 1.5 x its first value 20.3 at step 300", "stopped: fd_digits > 1.5 x its first value"),
+    ("", "diverged")])
+def test_stop_label_keeps_the_rule_not_the_values(reason, label):
+    from types import SimpleNamespace
+    assert figures.stop_label(SimpleNamespace(status="diverged", divergence_reason=reason)) == label
 
 
 def test_lr_crosscheck_needs_two_widths(study):
@@ -259,3 +279,44 @@ def test_samples_sheet_puts_each_sizes_final_grid_side_by_side(study, tmp_path):
     assert (tmp_path / "figures" / "samples.png").is_file()
     with pytest.raises(MissingData, match="samples/final.png"):
         figures.samples_sheet(runs.drop(columns="gatscale.run_dir"))
+
+
+def test_compute_is_f_on_the_scaling_figures_and_point_labels_stay_inside_the_axes(study):
+    runs, histories, _ = study
+    for compute in ("train", "inference"):
+        fig = figures.fid_vs_compute(runs, histories, compute=compute)
+        ax = fig.axes[0]
+        fig.draw_without_rendering()
+        assert " F " in ax.get_xlabel() and " C " not in ax.get_xlabel()
+        assert not [line for line in ax.get_lines() if "C^" in line.get_label() or "log C" in line.get_label()]
+        frame, names = ax.get_window_extent(), {m.removeprefix("GAT-") for m in runs["model"]}
+        labels = [t for t in ax.texts if t.get_text() in names]
+        assert len(labels) == fig.data["model"].nunique() == 5  # one per full-method size; L/2 at the right edge
+        for text in labels:
+            box = text.get_window_extent()
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, text
+
+
+def test_point_labels_at_the_edges_are_moved_inside_the_axes():
+    fig, axes = style.new_figure(4, 3)
+    ax = axes[0, 0]
+    ax.plot([0, 5, 10], [10, 5, 0], "o")
+    ax.set_xlim(-0.1, 10.1)
+    ax.set_ylim(-0.1, 10.1)
+    style.annotate_points(ax, [0, 5, 10], [10, 5, 0], ["GAT-S/2 (d=4, C=16)", "B/2", "GAT-XL/2 (d=4, C=48)"])
+    fig.draw_without_rendering()
+    frame = ax.get_window_extent()
+    for text in ax.texts:
+        box = text.get_window_extent()
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, text
+
+
+def test_a_study_that_turns_fid_off_skips_the_fd_figures_in_one_line(study):
+    from analysis.cli import FD_FIGURES, figure_names
+
+    runs, _, _ = study
+    names, skipped = figure_names(runs.assign(**{"eval.fid_every": 0}))
+    assert not set(names) & set(FD_FIGURES) and "lr_crosscheck" in names and "eval.fid_every 0" in skipped
+    names, skipped = figure_names(runs.assign(**{"eval.fid_every": [0] + [100] * (len(runs) - 1)}))
+    assert set(FD_FIGURES) <= set(names) and skipped is None
+    assert figure_names(runs, probe=True) == (["lr_probe"], None)

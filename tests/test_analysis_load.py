@@ -9,7 +9,7 @@ from mlflow.entities import Metric
 
 from analysis import cli, load, load_histories, load_lpips, load_runs
 from analysis.load import MissingData
-from analysis_fixtures import STUDY, study_frames, write_study
+from analysis_fixtures import DIVERGENCE_REASON, STUDY, study_frames, write_study
 
 TYPED = ["name", "status", "model", "size", "patch", "width", "model_d", "width_d", "mng", "repa", "width_aware_lr",
          "lr_g", "lr_d", "seed", "batch_size", "gflops_g", "gflops_d", "epochs_per_step", "flops_per_step",
@@ -38,7 +38,7 @@ def test_load_runs_reads_params_tags_and_nesting(store):
     pd.testing.assert_frame_equal(got, expected[TYPED], check_dtype=False)
     assert set(runs["run_id"]) == {ids[name] for name in expected["name"]}
     assert (runs["parent_run_id"] == ids["parent"]).all()
-    assert runs.loc[runs["name"] == "B2-lrS", "divergence_reason"].item() == "loss/d is nan"
+    assert runs.loc[runs["name"] == "B2-lrS", "divergence_reason"].item() == DIVERGENCE_REASON
     assert runs["method.mng_min_info"].iloc[0] == 0.125 and runs["model.generator.hidden_size"].iloc[0] is None
     everything = load_runs("study", uri)  # the whole experiment: the outsider too, never the sweep's parent run
     assert set(everything["run_id"]) == set(runs["run_id"]) | {ids["outsider"]}
@@ -154,7 +154,7 @@ def test_cli_reads_experiment_and_uri_from_a_sweep_spec(store, tmp_path, capsys)
     # Read as `gatscale sweep` reads it: a base_config file, dotted keys in base (the later wins).
     (tmp_path / "base.yaml").write_text("tracking:\n  uri: sqlite:///from-base.db\n")
     spec.write_text("name: other\nbase_config: base.yaml\n")
-    assert cli.read_spec(spec) == ("other", "sqlite:///from-base.db")
+    assert cli.read_spec(spec) == ("other", f"sqlite:///{tmp_path / 'from-base.db'}")  # from the spec's folder
     spec.write_text(f"name: other\nbase_config: base.yaml\nbase:\n  tracking.uri: {uri}\n")
     assert cli.read_spec(spec) == ("other", uri)
     spec.write_text("name: other\nbase:\n  tracking:\n    experiment: elsewhere\n")  # a study is its experiment
@@ -164,6 +164,16 @@ def test_cli_reads_experiment_and_uri_from_a_sweep_spec(store, tmp_path, capsys)
     assert "sweep spec" in capsys.readouterr().err
     assert cli.main(figures_args(experiment="nope", tracking_uri=uri, cache_dir="none")) == 1
     assert "no MLflow experiment 'nope'" in capsys.readouterr().err
+
+
+def test_figures_for_a_probe_spec_draw_the_probe_figure_only(store, tmp_path, capsys):
+    uri, _, _ = store
+    spec = tmp_path / "probe.yaml"  # the planted study read as a probe's trials: no cross-check, no FD figure
+    spec.write_text(f"name: study\nbase:\n  tracking:\n    uri: {uri}\nprobe: {{lr_start: 1.0e-3}}\n")
+    assert cli.main(figures_args(spec=str(spec), out=str(tmp_path / "f"), cache_dir="none")) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == [out[1]] and out[1].startswith("missing lr_probe: needs runs at fixed LRs")
+    assert not (tmp_path / "f").exists()
 
 
 def test_shrunk_models_are_named_with_their_overrides():

@@ -10,6 +10,7 @@ from train_fixtures import tiny_run_dict
 def plant_repository(root, experiment="nb-study"):
     """root as the repository after `make demo`: sweeps/demo.yaml naming the study and ./mlflow.db holding it."""
     (root / "sweeps").mkdir()
+    (root / "pyproject.toml").write_text("")  # the project root: where the spec's relative store lives
     spec = {"name": experiment, "base": tiny_run_dict(tracking={"backend": "mlflow", "uri": "sqlite:///mlflow.db"})}
     (root / "sweeps" / "demo.yaml").write_text(yaml.safe_dump(spec))
     write_study(f"sqlite:///{root / 'mlflow.db'}", experiment, root / "artifacts")

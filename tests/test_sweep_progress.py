@@ -82,3 +82,26 @@ def test_status_holds_a_run_that_needs_attention_and_says_where_an_interrupted_r
     assert gatscale_main(["sweep", str(spec_path), "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
     err = capsys.readouterr().err
     assert f"{held.name} needs attention, not relaunched: {line}" in err and lost.name not in err
+
+
+def test_status_from_another_folder_finds_the_runs_of_the_spec_project(tmp_path, monkeypatch, capsys):
+    project = tmp_path / "project"
+    (project / "sweeps").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("")
+    spec_path = two_run_spec(project / "sweeps" / "s.yaml")  # runs_dir: the default, runs (of the project)
+    for run in load_spec(spec_path).runs:
+        run.run_dir.mkdir(parents=True)
+        write_status(run.run_dir, "finished", 20, 20)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert gatscale_main(["status", str(spec_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"in {project / 'runs' / 't'}" in out and out.count("20/20") == 2 and "new" not in out
+
+
+def test_status_of_a_study_without_a_folder_says_so_in_one_line(tmp_path, capsys):
+    spec_path = two_run_spec(tmp_path / "s.yaml")
+    assert gatscale_main(["status", str(spec_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [f"study t: 2 runs in {tmp_path / 'runs' / 't'}: no such folder yet (nothing has run "
+                                f"there; `gatscale sweep {spec_path}` starts them, --runs-dir names another runs folder)"]

@@ -145,6 +145,29 @@ def test_shipped_specs_expand(tmp_path):
     assert effective_lr(demo["B2-mng-repa-lrS-s0"].config, "generator") == effective_lr(s, "generator")
 
 
+@pytest.mark.parametrize("cwd", ["project", "elsewhere"])
+def test_runs_dir_and_a_relative_store_resolve_from_the_specs_project_not_the_shell(tmp_path, monkeypatch, cwd):
+    project = tmp_path / "project"
+    (project / "sweeps" / "deep").mkdir(parents=True)
+    (project / ".git").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / cwd)
+    spec = load_spec(two_run_spec(project / "sweeps" / "deep" / "s.yaml", uri="sqlite:///mlflow.db"))
+    assert spec.root == project and spec.study_dir == project / "runs" / "t"
+    assert {r.config.tracking.uri for r in spec.runs} == {f"sqlite:///{project / 'mlflow.db'}"}
+    assert load_spec(project / "sweeps" / "deep" / "s.yaml", runs_dir="mine").runs_dir == tmp_path / cwd / "mine"
+
+
+def test_resolve_uri_takes_relative_stores_from_the_root_and_leaves_the_rest():
+    from gatscale.tracking.store import resolve_uri
+
+    assert resolve_uri("sqlite:///a/m.db?x=1", "/p") == "sqlite:////p/a/m.db?x=1"
+    assert resolve_uri("sqlite:////abs/m.db", "/p") == "sqlite:////abs/m.db"
+    assert resolve_uri("file:mlruns", "/p") == "file:///p/mlruns" and resolve_uri("mlruns", "/p") == "/p/mlruns"
+    assert resolve_uri("http://host:5000", "/p") == "http://host:5000"
+    assert resolve_uri("file:///abs/mlruns", "/p") == "file:///abs/mlruns"
+
+
 def test_runs_that_train_the_same_thing_are_one_run_with_aliases(tmp_path, capsys):
     # width-aware LR at GAT-S/4 (base_width 16 = its width) is 2e-3: lrF is the same training under another name
     settings = {"lr": {"lrA": {"optim.width_aware_lr": True}, "lrF": {"optim.width_aware_lr": False, "optim.lr": 2e-3},

@@ -40,6 +40,7 @@ from typing import Any
 from gatscale.core.config import (ConfigError, RunConfig, coerce_field, config_hash, field_types, from_dict, read_yaml, set_field,
                       training_hash, validate)
 from gatscale.core.sizes import GAT_SIZES, MODEL_NAMES, size_letter
+from gatscale.tracking.store import resolve_uri
 from .profile import ClusterProfile, Resources, load_profile, merge_resources, parse_resources, profile_resources
 
 TOP_KEYS = ("name", "description", "base_config", "base", "settings", "grid", "zip", "seeds", "groups", "per_size",
@@ -82,6 +83,7 @@ class Spec:
     description: str = ""
     probe: dict | None = None    # the `probe:` section, read by `gatscale probe-lr` (gatscale/sweep/probe.py)
     findings: "FindingsConfig" = None  # the `findings:` section (defaults when absent), read by sweep/findings.py
+    root: Path | None = None     # the project root: where runs_dir and a relative tracking.uri start (project_root)
 
     def __post_init__(self):
         if self.findings is None:
@@ -300,13 +302,31 @@ class ParsedSpec:
     findings: "FindingsConfig" = None            # the `findings:` section, its sides not yet matched to runs
 
 
+PROJECT_MARKERS = (".git", "pyproject.toml")
+
+
+def project_root(spec_path: str | Path) -> Path:
+    """The folder a spec's relative `runs_dir` and tracking.uri start from: the nearest folder at or above the spec
+    file holding .git or pyproject.toml (the project the spec belongs to), else the spec's own folder. So
+    `gatscale status /abs/path/sweeps/demo.yaml` finds the runs that `gatscale sweep sweeps/demo.yaml` wrote in
+    the project, wherever either is typed."""
+    folder = Path(spec_path).resolve().parent
+    for candidate in (folder, *folder.parents):
+        if any((candidate / marker).exists() for marker in PROJECT_MARKERS):
+            return candidate
+    return folder
+
+
 def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str | Path | None = None) -> Spec:
     """Read, expand and validate a sweep spec: parse -> expand -> attach resources. `runs_dir`/`profile`
-    override the spec's (command line)."""
+    override the spec's (command line: relative to the working directory). The spec's own runs_dir (default
+    runs) and a relative tracking.uri are taken from its project root (`project_root`), made absolute."""
     parsed = parse_spec(Path(path))
-    raw = parsed.raw
-    runs_dir = Path(runs_dir if runs_dir is not None else raw.get("runs_dir", "runs")).absolute()  # backends move cwd
+    raw, root = parsed.raw, project_root(parsed.path)
+    runs_dir = Path(runs_dir).absolute() if runs_dir is not None else root / str(raw.get("runs_dir", "runs"))
     runs = expand(parsed, runs_dir / parsed.name)
+    for run in runs:  # tracking is no part of a run's hash: the absolute URI changes no run's identity
+        run.config.tracking.uri = resolve_uri(run.config.tracking.uri, root)
     match_findings(str(parsed.path), parsed.findings, runs)
     cluster = _profile(parsed.path, raw.get("profile"), profile)
     attach_resources(runs, cluster)
@@ -314,7 +334,8 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
     return Spec(path=parsed.path, name=parsed.name, runs_dir=runs_dir, runs=runs, profile=cluster,
                 max_attempts=parsed.max_attempts, device=str(raw.get("device", "H100")),
                 throughput=parsed.path.parent / throughput if throughput else None,
-                description=str(raw.get("description", "")), probe=raw.get("probe"), findings=parsed.findings)
+                description=str(raw.get("description", "")), probe=raw.get("probe"), findings=parsed.findings,
+                root=root)
 
 
 def parse_spec(path: Path) -> ParsedSpec:

@@ -80,14 +80,19 @@ def main(args) -> int:
 
 
 def snapshot(spec: Spec, watcher: JobWatcher | None = None) -> tuple[str, list]:
-    """(the printed status of every run, the plan it came from)."""
+    """(the printed status of every run, the plan it came from); one line when the study has no folder yet and the
+    tracker knows none of its runs (rather than every run as `new`)."""
     watcher = watcher or JobWatcher()
     folders = [read_folder(r) for r in spec.runs]
     last = {r.name: f.last_job for r, f in zip(spec.runs, folders)}
     jobs = [j for j in last.values() if j]
     active, scheduler = watcher.active(jobs), watcher.states(jobs)  # one squeue (and one sacct) for all jobs
     errors = {name: e for name, j in last.items() if j and (e := job_error(j))}
-    planned = plan(spec, tracker_states(spec, read_only=True), active, folders)
+    tracked = tracker_states(spec, read_only=True)
+    planned = plan(spec, tracked, active, folders)
+    if not spec.study_dir.is_dir() and not tracked:
+        return (f"study {spec.name}: {len(spec.runs)} runs in {spec.study_dir}: no such folder yet (nothing has run "
+                f"there; `gatscale {'probe-lr' if spec.probe is not None else 'sweep'} {spec.path}` starts them, --runs-dir names another runs folder)"), planned
     rows = []
     for p in planned:
         s = p.status or {}

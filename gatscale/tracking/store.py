@@ -25,14 +25,21 @@ class TrackingError(RuntimeError):
     """The tracking configuration cannot work as given; the message names the key, value and a fix."""
 
 
-def resolve_uri(uri: str) -> str:
-    """Make a local store absolute: `sqlite:///mlflow.db` is relative to the cwd, which backends change."""
+def resolve_uri(uri: str, root: str | Path | None = None) -> str:
+    """Make a local store absolute: a relative SQLite file (`sqlite:///mlflow.db`), `file:` folder or plain folder
+    is taken from `root` (a sweep spec's project root, gatscale/sweep/spec.py `project_root`), else from the cwd,
+    which backends change. A server URI, or an absolute path, is returned as it is."""
+    base = os.path.abspath(root if root is not None else os.getcwd())
     if uri.startswith("sqlite:///"):
         path, _, query = uri[len("sqlite:///"):].partition("?")
         if path and path != ":memory:":
-            uri = "sqlite:///" + os.path.abspath(path) + (f"?{query}" if query else "")
-    elif "://" not in uri and not uri.startswith("file:"):
-        uri = os.path.abspath(uri)  # a plain folder: MLflow's file store
+            uri = "sqlite:///" + os.path.abspath(os.path.join(base, path)) + (f"?{query}" if query else "")
+    elif uri.startswith("file:"):
+        path = uri[len("file:"):]
+        if not path.startswith("//"):  # file:mlruns, file:./mlruns; file:///abs and file://host/... are whole
+            uri = Path(os.path.abspath(os.path.join(base, path))).as_uri()
+    elif "://" not in uri:
+        uri = os.path.abspath(os.path.join(base, uri))  # a plain folder: MLflow's file store
     return uri
 
 
