@@ -236,6 +236,22 @@ def test_two_trainers_never_share_a_run_folder(tmp_path):
     assert read_status(tmp_path) is None and not run_in_progress(tmp_path)
 
 
+def test_the_one_file_lock_blocks_a_second_holder_and_is_released_when_its_holder_is_killed(tmp_path):
+    """gatscale.core.lock.FileLock, behind run.lock, .tracking.lock and mlflow.db.lock."""
+    from gatscale.core.lock import FileLock
+    path = tmp_path / "x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", f"from gatscale.core.lock import FileLock; import time\n"
+                               f"with FileLock({str(path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(BlockingIOError, match=f"locked by pid {holder.pid} on "):
+        FileLock(path, wait_s=0.2).__enter__()
+    holder.kill()
+    holder.wait()
+    with FileLock(path, wait_s=0):  # the kernel released the dead holder's flock
+        assert path.read_text() == f"pid {os.getpid()} on {os.uname().nodename}"
+
+
 def test_two_process_gloo_ddp_stays_in_sync_and_logs_the_mean_over_ranks(tmp_path):
     config = write_config(tmp_path / "c.yaml", train={"iterations": 20, "checkpoint_every": 10})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

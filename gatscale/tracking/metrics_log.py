@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from gatscale.core.atomic import atomic_write_text
-from .files import file_lock
+from gatscale.core.lock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class MetricsLog:
         atomic_write_text(self.state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
 
     def delivery_lock(self):
-        return file_lock(self.run_dir / LOCK_FILE)
+        return FileLock(self.run_dir / LOCK_FILE)
 
     # -- reading -------------------------------------------------------------------------------------
     def size(self) -> int:
