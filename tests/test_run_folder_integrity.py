@@ -130,15 +130,37 @@ def test_unusable_checkpoints_after_one_was_written_are_refused_with_a_line_per_
         [f"ckpt-{s:07d}.pt" for s in (4, 8, 12, 14, 16)]
 
 
-@pytest.mark.parametrize("status", [
-    {"status": "running", "step": 9, "checkpoint_step": 8},  # the checkpoints were deleted
-    {"status": "preempted", "step": 12},  # a status.json from before checkpoint_step: what it reached may be saved
-])
-def test_a_run_with_a_checkpoint_on_record_but_none_left_is_refused(tmp_path, status):
-    (tmp_path / "status.json").write_text(json.dumps({**status, "iterations": 20}))
+def test_a_run_with_a_checkpoint_on_record_but_none_left_is_refused(tmp_path):
+    """The checkpoints were deleted: status.json's checkpoint_step says one was written."""
+    (tmp_path / "status.json").write_text(json.dumps({"status": "preempted", "step": 9, "checkpoint_step": 8,
+                                                      "iterations": 20}))
     with pytest.raises(CheckpointsUnusable, match="no checkpoint there"):
         train(tiny_config(train=EVERY4), tmp_path)
-    assert read_status(tmp_path)["status"] == status["status"] and read_status(tmp_path)["attention"]
+    status = read_status(tmp_path)
+    assert (status["status"], status["step"], status["checkpoint_step"]) == ("preempted", 9, 8) and status["attention"]
+
+
+def test_a_failure_marks_the_last_record_failed_and_keeps_its_checkpoint_step(tmp_path, monkeypatch):
+    class Failing(Recorder):
+        def log_metrics(self, metrics, step):
+            if step == 10:
+                raise RuntimeError("store on fire")
+
+    rec = Failing()
+    with pytest.raises(RuntimeError, match="store on fire"):
+        train(tiny_config(train=EVERY4), tmp_path, tracker=rec)  # logs every 5 steps: the step-10 log fails
+    status = read_status(tmp_path)
+    assert (status["status"], status["checkpoint_step"], status["reason"]) == ("failed", 8, "RuntimeError: store on fire")
+    assert rec.status == "failed" and rec.tags["gatscale.failure"] == "RuntimeError: store on fire"
+
+    import gatscale.train.trainer as trainer  # a failure before the tracker run opens: the tracker is not touched
+    monkeypatch.setattr(trainer, "build_state", lambda *a, **k: (_ for _ in ()).throw(MemoryError("no room")))
+    again = Recorder()
+    with pytest.raises(MemoryError):
+        train(tiny_config(train=EVERY4), tmp_path, tracker=again)
+    status = read_status(tmp_path)
+    assert (status["status"], status["checkpoint_step"], status["reason"]) == ("failed", 8, "MemoryError: no room")
+    assert again.tags == {} and not hasattr(again, "status")
 
 
 def test_a_finished_run_whose_checkpoints_were_deleted_is_not_reopened(tmp_path):
