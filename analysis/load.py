@@ -166,7 +166,7 @@ def _run_row(run_id: str, raw_params: dict, tags: dict, status: str | None, star
 
 
 def run_config(params: dict) -> RunConfig | None:
-    """The RunConfig a run's params flatten (None if they do not make a valid one, e.g. an older gatscale's)."""
+    """The RunConfig a run's params flatten (None if they do not make a valid one, e.g. a run logged by hand)."""
     sections = {f.name for f in RunConfig.__dataclass_fields__.values()}
     nested: dict = {}
     for key, value in params.items():

@@ -119,7 +119,7 @@ def experiment_id(client, uri: str, name: str) -> str:
                 raise
             exp = client.get_experiment_by_name(name)
     if exp.lifecycle_stage != "deleted" and any(exp.tags.get(k) is None for k in EXPERIMENT_KIND):
-        for key, value in EXPERIMENT_KIND.items():  # an experiment made by an older gatscale or by hand
+        for key, value in EXPERIMENT_KIND.items():  # an experiment made by hand (mlflow experiments create)
             client.set_experiment_tag(exp.experiment_id, key, value)
     if exp.lifecycle_stage == "deleted":
         raise TrackingError(

@@ -1,10 +1,12 @@
 """The small status file of a run folder, read by the sweep to decide skip / resume / start.
 
-    status, step, iterations   what the run is doing and the last step it reached
+    status, step, iterations   what the run is doing and the last step it recorded (rewritten at every log step and
+                               checkpoint; a failure marks the last record `failed`)
     checkpoint_step            the step of the last checkpoint completely written (0: none yet); resume decides
                                from this, never from `step` (trainer.py)
     attention                  set while the run cannot go on without a person (its checkpoints are unusable):
                                the one line saying why; the sweep shows it and does not relaunch the run
+    throughput                 what a finished run measured (trainer.throughput_record)
     reason, metrics, updated, job_id, host
 """
 import json

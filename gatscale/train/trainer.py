@@ -507,8 +507,7 @@ def _progress(start: int, total: int, enabled: bool):
     t0 = time.time()
 
     def line(step, metrics):
-        done = step - start
-        eta = (time.time() - t0) / max(done, 1) * (total - step)
+        eta = (time.time() - t0) / max(step - start, 1) * (total - step)
         log.info("step %d/%d %s eta %s", step, total,
                  " ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics), time.strftime("%H:%M:%S", time.gmtime(eta)))
     return line
