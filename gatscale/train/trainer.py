@@ -364,8 +364,8 @@ def _write_config(cfg: RunConfig, path: Path):
 
 
 def _start_run(cfg: RunConfig, run_dir: Path, tracker: Tracker, start: _Start, info: DistInfo):
-    """Rank 0, before the first step: config.yaml, status.json `running`, one log line, then the tracker run with its
-    params (per-step constants among them, logged once) and tags, the config file, and (digits) the real data floor."""
+    """Rank 0, before the first step: config.yaml, status.json `running`, one log line, and last the tracker run with
+    its params (per-step constants among them, logged once) and tags (a failure before it leaves the tracker alone)."""
     st, data, config_file = start.st, start.data, run_dir / "config.yaml"
     _write_config(cfg, config_file)
     write_status(run_dir, "running", start.step, start.iterations, checkpoint_step=start.step)
