@@ -34,7 +34,7 @@ from gatscale.core.atomic import atomic_open  # noqa: E402
 from gatscale.core.config import ConfigError, RunConfig, TrackingConfig, config_from_dict, effective_lr  # noqa: E402
 from gatscale.core.sizes import GAT_SIZES, parse_model_name, size_letter  # noqa: E402
 from gatscale.tracking.base import STATUS_OF_MLFLOW  # noqa: E402
-from gatscale.tracking.metrics_log import METRICS_FILE, MetricsLog  # noqa: E402
+from gatscale.tracking.metrics_log import METRICS_FILE, MetricsLog, metric_histories  # noqa: E402
 from gatscale.tracking.runs import search_runs  # noqa: E402
 from gatscale.tracking.store import sqlite_path  # noqa: E402
 
@@ -166,7 +166,7 @@ def _run_row(run_id: str, raw_params: dict, tags: dict, status: str | None, star
 
 
 def run_config(params: dict) -> RunConfig | None:
-    """The RunConfig a run's params flatten (None if they do not make a valid one, e.g. an older gatscale's)."""
+    """The RunConfig a run's params flatten (None if they do not make a valid one, e.g. a run logged by hand)."""
     sections = {f.name for f in RunConfig.__dataclass_fields__.values()}
     nested: dict = {}
     for key, value in params.items():
@@ -272,14 +272,10 @@ def load_histories(runs: pd.DataFrame, tracking_uri: str = DEFAULT_TRACKING_URI,
 
 
 def folder_history(run_dir: Path, run_id: str) -> pd.DataFrame:
-    """A run folder's metrics.jsonl as (run_id, metric, step, value), the last value logged per (metric, step), without
-    the steps a rewind record supersedes (those a killed attempt logged after the step its successor continued from)."""
-    rows = []
-    for _, r in MetricsLog(run_dir).read(chunk=None):
-        if "rewind" in r:
-            rows = [row for row in rows if row[2] <= r["rewind"]]
-        elif "metrics" in r and "step" in r:
-            rows += [(run_id, name, int(r["step"]), float(v)) for name, v in r["metrics"].items()]
+    """A run folder's metrics.jsonl as (run_id, metric, step, value): its curves as `metric_histories` reads them
+    (the last value logged per (metric, step), without the steps a rewind record supersedes)."""
+    rows = [(run_id, name, step, value) for name, curve in metric_histories(run_dir).items()
+            for step, value in curve.items()]
     return _last_per_step(pd.DataFrame(rows, columns=CACHE_COLUMNS))
 
 

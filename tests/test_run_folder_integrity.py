@@ -7,7 +7,6 @@ import os
 import pathlib
 import shutil
 import signal
-import time
 
 import pytest
 import torch
@@ -77,6 +76,8 @@ def test_an_altered_or_incomplete_checkpoint_fails_validation(reference):
         validate_checkpoint({k: v for k, v in state.items() if k != "opt_g"})
     with pytest.raises(CheckpointInvalid, match="missing keys step, config"):
         validate_checkpoint({"w": torch.ones(2)})
+    with pytest.raises(CheckpointInvalid, match="missing key integrity"):
+        validate_checkpoint({k: v for k, v in state.items() if k != "integrity"})
 
 
 def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
@@ -130,15 +131,37 @@ def test_unusable_checkpoints_after_one_was_written_are_refused_with_a_line_per_
         [f"ckpt-{s:07d}.pt" for s in (4, 8, 12, 14, 16)]
 
 
-@pytest.mark.parametrize("status", [
-    {"status": "running", "step": 9, "checkpoint_step": 8},  # the checkpoints were deleted
-    {"status": "preempted", "step": 12},  # a status.json from before checkpoint_step: what it reached may be saved
-])
-def test_a_run_with_a_checkpoint_on_record_but_none_left_is_refused(tmp_path, status):
-    (tmp_path / "status.json").write_text(json.dumps({**status, "iterations": 20}))
+def test_a_run_with_a_checkpoint_on_record_but_none_left_is_refused(tmp_path):
+    """The checkpoints were deleted: status.json's checkpoint_step says one was written."""
+    (tmp_path / "status.json").write_text(json.dumps({"status": "preempted", "step": 9, "checkpoint_step": 8,
+                                                      "iterations": 20}))
     with pytest.raises(CheckpointsUnusable, match="no checkpoint there"):
         train(tiny_config(train=EVERY4), tmp_path)
-    assert read_status(tmp_path)["status"] == status["status"] and read_status(tmp_path)["attention"]
+    status = read_status(tmp_path)
+    assert (status["status"], status["step"], status["checkpoint_step"]) == ("preempted", 9, 8) and status["attention"]
+
+
+def test_a_failure_marks_the_last_record_failed_and_keeps_its_checkpoint_step(tmp_path, monkeypatch):
+    class Failing(Recorder):
+        def log_metrics(self, metrics, step):
+            if step == 10:
+                raise RuntimeError("store on fire")
+
+    rec = Failing()
+    with pytest.raises(RuntimeError, match="store on fire"):
+        train(tiny_config(train=EVERY4), tmp_path, tracker=rec)  # logs every 5 steps: the step-10 log fails
+    status = read_status(tmp_path)
+    assert (status["status"], status["checkpoint_step"], status["reason"]) == ("failed", 8, "RuntimeError: store on fire")
+    assert rec.status == "failed" and rec.tags["gatscale.failure"] == "RuntimeError: store on fire"
+
+    import gatscale.train.trainer as trainer  # a failure before the tracker run opens: the tracker is not touched
+    monkeypatch.setattr(trainer, "build_state", lambda *a, **k: (_ for _ in ()).throw(MemoryError("no room")))
+    again = Recorder()
+    with pytest.raises(MemoryError):
+        train(tiny_config(train=EVERY4), tmp_path, tracker=again)
+    status = read_status(tmp_path)
+    assert (status["status"], status["checkpoint_step"], status["reason"]) == ("failed", 8, "MemoryError: no room")
+    assert again.tags == {} and not hasattr(again, "status")
 
 
 def test_a_finished_run_whose_checkpoints_were_deleted_is_not_reopened(tmp_path):
@@ -185,20 +208,6 @@ def test_preemption_after_a_fallback_keeps_its_checkpoint_and_stale_temporaries_
     assert train(cfg, tmp_path).status == "finished"
     assert "ckpt-0000006.pt (step 6)" in (tmp_path / "log.txt").read_text()  # resumed from 6, not 0
     assert_bitwise_equal(load_checkpoint(list_checkpoints(tmp_path)[-1]), load_checkpoint(list_checkpoints(reference)[-1]))
-
-
-def test_a_checkpoint_with_rng_states_from_before_per_step_reseeding_resumes_bitwise(reference, tmp_path):
-    """Checkpoints once carried every rank's RNG states (`rng`); the key is ignored, and the run resumes exactly."""
-    (tmp_path / "checkpoints").mkdir()
-    old = {k: v for k, v in load_checkpoint(reference / "checkpoints" / "ckpt-0000008.pt").items() if k != "integrity"}
-    old["rng"] = [{"torch": torch.get_rng_state(), "numpy": torch.zeros(624, dtype=torch.int64), "numpy_pos": 624}]
-    torch.save(ckpt_module.with_integrity(old), tmp_path / "checkpoints" / "ckpt-0000008.pt")
-
-    assert train(tiny_config(train=EVERY4), tmp_path).status == "finished"
-    assert "ckpt-0000008.pt (step 8)" in (tmp_path / "log.txt").read_text()
-    final = load_checkpoint(list_checkpoints(tmp_path)[-1])
-    assert "rng" not in final
-    assert_bitwise_equal(final, load_checkpoint(list_checkpoints(reference)[-1]))
 
 
 # --- signals and disk errors ----------------------------------------------------------------------

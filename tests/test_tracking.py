@@ -22,7 +22,7 @@ from gatscale.cli import main as gatscale_main
 from gatscale.core.config import RunConfig, TrackingConfig, flatten, to_dict
 from gatscale.tracking import end_sweep_run, ensure_store, find_runs, log_after_run, start_sweep_run
 from gatscale.tracking.base import FolderTracker
-from gatscale.tracking.metrics_log import MetricsLog, rewind
+from gatscale.tracking.metrics_log import MetricsLog, metric_histories, rewind
 from gatscale.tracking.labels import code_version, job_id, valid_name
 from gatscale.tracking.mlflow_tracker import MlflowTracker
 
@@ -415,12 +415,23 @@ def test_a_failed_artifact_upload_is_retried_and_does_not_hold_back_the_metrics(
     assert history_steps(sqlite_uri, t.run_id) == [7]
 
 
-def test_a_run_folder_of_an_older_gatscale_keeps_its_buffer_as_metrics_jsonl(tmp_path):
-    (tmp_path / "tracking-buffer.jsonl").write_text('{"t": 1, "step": 4, "metrics": {"loss/d": 0.5}}\n')
-    (tmp_path / "tracking.json").write_text('{"run_id": "abc", "delivered": 10}')
-    log = MetricsLog(tmp_path)
-    assert [r for _, r in log.read()] == [{"t": 1, "step": 4, "metrics": {"loss/d": 0.5}}]
-    assert log.load_state()["delivered"] == 10 and not (tmp_path / "tracking-buffer.jsonl").exists()
+def test_metric_histories_drop_what_a_rewind_supersedes_keep_a_relogged_steps_later_value_and_skip_a_torn_line(
+        tmp_path):
+    """The one reader of metrics.jsonl's curves (analysis.load and the sweep's findings both call it)."""
+    record = MetricsLog(tmp_path)
+    for step, value in [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]:  # an attempt killed after step 4, last checkpoint 2
+        record.append({"step": step, "metrics": {"loss/d": value, "fid": 10 * value}})
+    rewind(tmp_path, 2)
+    record.append({"step": 2, "metrics": {"loss/d": 2.5}})  # re-logged by the resumed attempt
+    record.append({"step": 3, "metrics": {"loss/d": 3.5}})
+    record.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "metrics": {"loss/d": 5')  # a write a kill cut short
+    assert metric_histories(tmp_path) == {"loss/d": {1: 1.0, 2: 2.5, 3: 3.5}, "fid": {1: 10.0, 2: 20.0}}
+    assert metric_histories(tmp_path, ["fid"]) == {"fid": {1: 10.0, 2: 20.0}}
+    assert folder_history(tmp_path, "r").query("metric == 'loss/d'")["value"].tolist() == [1.0, 2.5, 3.5]
+    MetricsLog(tmp_path).append({"step": 4, "metrics": {"loss/d": 4.5}})  # the next writer ends the torn line first
+    assert metric_histories(tmp_path)["loss/d"] == {1: 1.0, 2: 2.5, 3: 3.5, 4: 4.5}
 
 
 def test_backend_none_keeps_the_whole_record_in_the_run_folder(tmp_path):

@@ -199,22 +199,6 @@ def test_a_stale_config_file_from_a_start_that_trained_nothing_is_replaced(tmp_p
     assert load_config(tmp_path / "config.yaml").optim.lr == cfg.optim.lr != 1e-3
 
 
-def test_checkpoint_from_before_the_pos_embed_switch_resumes_and_loads_as_frozen(tmp_path):
-    from gatscale.train.checkpoint import load_generator
-    train(tiny_config(train={"iterations": 10}, model={"pos_embed": "frozen"}), tmp_path)
-    path = list_checkpoints(tmp_path)[-1]
-    state = load_checkpoint(path)
-    del state["config"]["model"]["pos_embed"]  # as written before the key existed
-    del state["integrity"]  # (and before checkpoints carried an integrity record)
-    assert "pos_embed" not in state["generator"] and "pos_embed" not in state["discriminator"]
-    torch.save(state, path)
-    with pytest.raises(ValueError, match="model.pos_embed: 'frozen' -> 'trainable'"):
-        train(tiny_config(train={"iterations": 10}), tmp_path)  # the new default would change the run
-    G, cfg = load_generator(path)
-    assert cfg.model.pos_embed == "frozen" and not any(p is G.pos_embed for p in G.parameters())
-    assert train(tiny_config(train={"iterations": 10}, model={"pos_embed": "frozen"}), tmp_path).status == "finished"
-
-
 def test_training_decodes_samples_and_fid_with_the_official_train_py_decoder_in_float32(tmp_path, monkeypatch):
     import gatscale.data.vae
     built = []
@@ -234,6 +218,22 @@ def test_two_trainers_never_share_a_run_folder(tmp_path):
         with pytest.raises(RunInProgress, match="already being trained by pid"):
             train(tiny_config(train={"iterations": 10}), tmp_path)
     assert read_status(tmp_path) is None and not run_in_progress(tmp_path)
+
+
+def test_the_one_file_lock_blocks_a_second_holder_and_is_released_when_its_holder_is_killed(tmp_path):
+    """gatscale.core.lock.FileLock, behind run.lock, .tracking.lock and mlflow.db.lock."""
+    from gatscale.core.lock import FileLock
+    path = tmp_path / "x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", f"from gatscale.core.lock import FileLock; import time\n"
+                               f"with FileLock({str(path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(BlockingIOError, match=f"locked by pid {holder.pid} on "):
+        FileLock(path, wait_s=0.2).__enter__()
+    holder.kill()
+    holder.wait()
+    with FileLock(path, wait_s=0):  # the kernel released the dead holder's flock
+        assert path.read_text() == f"pid {os.getpid()} on {os.uname().nodename}"
 
 
 def test_two_process_gloo_ddp_stays_in_sync_and_logs_the_mean_over_ranks(tmp_path):

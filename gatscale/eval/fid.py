@@ -313,7 +313,7 @@ def evaluate_generator(G, cfg, tokenizer, device, num_samples: int | None = None
                            metrics or in_training_metrics(cfg.eval), extra, cfg.eval.se_resamples)
 
 
-FLOOR_VERSION = 2  # bump when the floor's metrics change (v2: the SE, precision/recall, diversity)
+FLOOR_VERSION = 2  # bump when the floor's metrics change (a new cache file)
 
 
 def real_data_floor(cfg, device="cpu", num_samples: int | None = None, seed: int = 0) -> dict[str, float]:

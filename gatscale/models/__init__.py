@@ -28,7 +28,7 @@ def count_official(module) -> int:
     """The official code's count of "trainable parameters": all but the sin-cos positional embeddings.
 
     Its modules declare `pos_embed` with requires_grad=False, so a count at construction leaves them out,
-    although its train.py then trains them (REFERENCE.md §10.9). G's x_embedder, whose output the
+    although its train.py then trains them (docs/method.md, positional embeddings). G's x_embedder, whose output the
     official forward multiplies by 0, is never built here. The paper's "602M" for GAT-XL/2 counts both.
     """
     pos_embed = getattr(module, "pos_embed", None)

@@ -65,7 +65,7 @@ def _color(x, p):
 def _rescale(offset, drawn_size, size):
     # Official re-use rule when the size differs (raw images for REPA): offset * drawn // new.
     # Note it divides where a rescale would multiply, so a 32->224 translation becomes 0 or -1 px;
-    # kept as released (REFERENCE.md §6 quirk).
+    # kept as released (docs/method.md, DiffAugment quirks).
     return offset if drawn_size == size else offset * drawn_size // size
 
 

@@ -142,13 +142,10 @@ def add_pos_embed(module: nn.Module, embed_dim: int, grid_size: int, mode: str =
 
     'trainable': an nn.Parameter, what the released code runs. Its modules declare the embedding
     `requires_grad=False`, but `train.py` calls `requires_grad_(True)` on the whole G and D every step and
-    AdamW holds every parameter, so it trains from step 1 (REFERENCE.md §10.9). Here it is a parameter from
-    the start, so DDP all-reduces its gradient like any other (the released code's DDP wrapper was built
-    while it was frozen: its ranks' embeddings drift apart).
-    'frozen': a non-persistent buffer (what the official modules declare; gatscale's only mode before the switch).
-
-    A state dict without the key (checkpoints written when the embedding was a non-persistent buffer) loads
-    into a trainable model with the sin-cos values that buffer held.
+    AdamW holds every parameter, so it trains from step 1 (docs/method.md, positional embeddings). Here it is a
+    parameter from the start, so DDP all-reduces its gradient like any other (the released code's DDP wrapper was
+    built while it was frozen: its ranks' embeddings drift apart).
+    'frozen': a non-persistent buffer (what the official modules declare), which no `requires_grad_` can turn on.
     """
     if mode not in POS_EMBED_MODES:
         raise ValueError(f"pos_embed mode must be one of {', '.join(POS_EMBED_MODES)}, got {mode!r}")
@@ -157,10 +154,6 @@ def add_pos_embed(module: nn.Module, embed_dim: int, grid_size: int, mode: str =
         module.register_buffer("pos_embed", initial, persistent=False)
         return
     module.pos_embed = nn.Parameter(initial)
-
-    def fill_missing(module, state_dict, prefix, *args):
-        state_dict.setdefault(prefix + "pos_embed", sincos_pos_embed_2d(embed_dim, grid_size)[None])
-    module.register_load_state_dict_pre_hook(fill_missing)
 
 
 def fourier_features_2d(embed_dim: int, grid_size: int, seed: int = 0) -> nn.Linear:

@@ -24,14 +24,13 @@ import json
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from gatscale.core import stats
 from gatscale.core.atomic import atomic_write_text
 from gatscale.core.config import NON_RESULT_KEYS, _fields_but, effective_lr
 from gatscale.models.flops import run_flops
 from gatscale.core.sizes import parse_model_name, size_letter
-from ..tracking.metrics_log import MetricsLog
+from ..tracking.metrics_log import metric_histories
 from ..train.status import read_status
 from .progress import format_table
 from .spec import SIZE_KEYS, Run, Spec, run_set_key, with_seed
@@ -120,21 +119,12 @@ class Outcome:
     status: str
 
 
-def metric_history(run_dir: Path, metric: str) -> dict[int, float]:
-    """{step: value} of one metric from the run folder's metrics.jsonl (a re-logged step: the later value)."""
-    out = {}
-    for _, record in MetricsLog(run_dir).read(chunk=None):
-        if metric in record.get("metrics", {}) and "step" in record:
-            out[int(record["step"])] = float(record["metrics"][metric])
-    return out
-
-
 def outcome(run: Run, metric: str, step: int | None = None) -> Outcome:
     """The metric at `step` (None: the last logged) of a finished run; diverged, running and missing runs have none."""
     status = (read_status(run.run_dir) or {}).get("status", "new")
     if status != "finished":
         return Outcome(None, None, status)
-    history = metric_history(run.run_dir, metric)
+    history = metric_histories(run.run_dir, [metric]).get(metric, {})
     if not history:
         return Outcome(None, None, f"no {metric}")
     at = max(history) if step is None else max((s for s in history if s <= step), default=None)

@@ -144,9 +144,9 @@ def plan_run(run: Run, folder: Folder, max_attempts: int, tracked: dict[str, str
 
 def _resumes_from(status: dict) -> str:
     """Where a resume continues: the last checkpoint written, not the last step reached."""
-    saved = status.get("checkpoint_step")
-    if saved is None or saved == status.get("step"):
-        return ""  # a status.json from before the record, or nothing lost
+    saved = status.get("checkpoint_step") or 0
+    if saved == status.get("step"):
+        return ""  # nothing lost
     return f"; resumes from its checkpoint of step {saved}" if saved else "; no checkpoint yet: starts from step 0"
 
 

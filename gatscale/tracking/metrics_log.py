@@ -9,8 +9,9 @@ One JSON object per line, in the order they were logged (by the trainer, then by
 Every tracker writes it on rank 0, also with `tracking.backend: none`; analysis reads it when it can reach the
 folder. A run that continues from an earlier step than it had reached (resumed from its last checkpoint, or from
 step 0 when it was killed before its first) logs again the steps it lost. The trainer appends a rewind record
-first: the metric records above it of steps after s are superseded (analysis drops them, and keeps the last value
-per (metric, step) of the rest), so a curve never joins two attempts' segments. The MLflow mirror (sync.py) cannot
+first: the metric records above it of steps after s are superseded, so a curve never joins two attempts' segments.
+`metric_histories` is the one reader of the curves (analysis and the sweep's findings): it drops the superseded
+records and keeps the last value per (metric, step) of the rest. The MLflow mirror (sync.py) cannot
 delete a logged point: a rewind to step 0 replaces the tracker run (the lost attempt's run is deleted, restorable
 from MLflow's trash, and the records after the rewind go to a new run); after a rewind to s > 0 the store keeps
 both values of a re-logged step, the later one last (a resumed run is bitwise the uninterrupted one).
@@ -33,14 +34,13 @@ import time
 from pathlib import Path
 
 from gatscale.core.atomic import atomic_write_text
-from .files import file_lock
+from gatscale.core.lock import FileLock
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "tracking.json"
 LOCK_FILE = ".tracking.lock"
-OLD_BUFFER_FILE = "tracking-buffer.jsonl"  # what gatscale before metrics.jsonl wrote (delivered offsets unchanged)
 READ_CHUNK = 4 << 20  # bytes read per delivery pass
 
 
@@ -66,9 +66,6 @@ class MetricsLog:
         self._lock = threading.RLock()  # reentrant: finish() may run in a signal handler that interrupted append()
         self._fd, self._appending = None, False
         self.last_step = 0  # of the last metrics logged or delivered (system metrics are logged at it)
-        old = self.run_dir / OLD_BUFFER_FILE
-        if old.exists() and not self.path.exists():
-            old.rename(self.path)  # a run folder of an older gatscale: its offsets, undelivered records, kept
 
     # -- writing -------------------------------------------------------------------------------------
     def append(self, record: dict):
@@ -115,7 +112,7 @@ class MetricsLog:
         atomic_write_text(self.state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
 
     def delivery_lock(self):
-        return file_lock(self.run_dir / LOCK_FILE)
+        return FileLock(self.run_dir / LOCK_FILE)
 
     # -- reading -------------------------------------------------------------------------------------
     def size(self) -> int:
@@ -151,3 +148,21 @@ class MetricsLog:
                 record = {}
             records.append((pos, record))
         return records
+
+
+def metric_histories(run_dir: str | os.PathLike, metrics=None) -> dict[str, dict[int, float]]:
+    """The curves a run folder's metrics.jsonl holds, {metric: {step: value}} in step order, as the run's last
+    attempt sees them: a rewind record drops what was logged before it of steps after its step, and a step logged
+    twice counts once, the later value. metrics: only these names (None: all). A last line still being written (or
+    torn by a kill) is not read; a damaged line is skipped with a warning (`MetricsLog.read`)."""
+    curves: dict[str, dict[int, float]] = {}
+    for _, record in MetricsLog(run_dir).read(chunk=None):
+        if "rewind" in record:
+            for curve in curves.values():
+                for step in [s for s in curve if s > record["rewind"]]:
+                    del curve[step]
+        elif "metrics" in record and "step" in record:
+            for name, value in record["metrics"].items():
+                if metrics is None or name in metrics:
+                    curves.setdefault(name, {})[int(record["step"])] = float(value)
+    return {name: dict(sorted(curve.items())) for name, curve in curves.items()}

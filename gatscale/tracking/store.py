@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from gatscale.core.atomic import atomic_write_text
-from .files import file_lock
+from gatscale.core.lock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def ensure_store(uri: str) -> str:
     if db is not None:
         ready = db.with_name(db.name + ".ready")
         if not _is_ready(db, ready):
-            with file_lock(db.with_name(db.name + ".lock")):
+            with FileLock(db.with_name(db.name + ".lock")):
                 if not _is_ready(db, ready):  # another process may have done it while we waited
                     _create_or_migrate_sqlite(uri, db)
                     atomic_write_text(ready, _mlflow_version())
@@ -126,7 +126,7 @@ def experiment_id(client, uri: str, name: str) -> str:
                 raise
             exp = client.get_experiment_by_name(name)
     if exp.lifecycle_stage != "deleted" and any(exp.tags.get(k) is None for k in EXPERIMENT_KIND):
-        for key, value in EXPERIMENT_KIND.items():  # an experiment made by an older gatscale or by hand
+        for key, value in EXPERIMENT_KIND.items():  # an experiment made by hand (mlflow experiments create)
             client.set_experiment_tag(exp.experiment_id, key, value)
     if exp.lifecycle_stage == "deleted":
         raise TrackingError(

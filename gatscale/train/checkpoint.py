@@ -12,8 +12,7 @@ A file that does not pass is named by a short reason (`why_unusable`: truncated,
 mismatch, missing key), never by torch's own text (whose weights_only advice must not be followed with a file one
 cannot trust).
 
-No RNG state is saved: the trainer reseeds every step from (seed, rank, step). Checkpoints written before that
-carry an `rng` key with every rank's RNG states; they validate and resume, and the key is ignored.
+No RNG state is saved: the trainer reseeds every step from (seed, rank, step).
 """
 import errno
 import hashlib
@@ -63,8 +62,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 class CheckpointIO:
     """The training state a checkpoint holds, named once and used to save and to load alike (edm2's CheckpointIO):
-    the step, the config (a plain dict) and the state dict of each named object. Saved keys it does not name are
-    ignored on load (`rng`, in checkpoints from before per-step reseeding)."""
+    the step, the config (a plain dict) and the state dict of each named object."""
 
     def __init__(self, **objects):
         self.objects = objects  # name -> anything with state_dict() / load_state_dict()
@@ -125,8 +123,7 @@ def with_integrity(state: dict) -> dict:
 
 
 def validate_checkpoint(state, required=TRAINING_STATE):
-    """Raise CheckpointInvalid unless `state` holds `required` and matches its integrity record. A checkpoint
-    written before integrity records existed is checked for its keys only."""
+    """Raise CheckpointInvalid unless `state` holds `required` and matches its integrity record."""
     if not isinstance(state, dict):
         raise CheckpointInvalid(f"not a checkpoint (a {type(state).__name__}, not a dict)")
     missing = [k for k in required if k not in state]
@@ -135,7 +132,7 @@ def validate_checkpoint(state, required=TRAINING_STATE):
                                 f"checkpoint)")
     record = state.get("integrity")
     if record is None:
-        return
+        raise CheckpointInvalid("missing key integrity (not a checkpoint gatscale wrote)")
     if not isinstance(record, dict) or not {"keys", "sha256"} <= set(record):
         raise CheckpointInvalid("not a checkpoint (malformed integrity record)")
     lost = [k for k in record["keys"] if k not in state]
@@ -292,14 +289,9 @@ def load_latest(run_dir: Path, map_location="cpu", required=TRAINING_STATE) -> t
 
 
 def checkpoint_config(saved: dict, source: str | None = None):
-    """The RunConfig a checkpoint was trained with. A config saved before `model.pos_embed` existed
-    means 'frozen' (then gatscale's only mode; the default is now 'trainable', as the released code runs),
-    so such a run resumes, and its weights load, as it was trained."""
+    """The RunConfig a checkpoint was trained with (its `config`, a plain dict)."""
     from gatscale.core.config import config_from_dict
-
-    model = dict(saved.get("model") or {})
-    model.setdefault("pos_embed", "frozen")
-    return config_from_dict({**saved, "model": model}, source=source)
+    return config_from_dict(saved, source=source)
 
 
 def load_generator(path_or_run_dir, which: str = "ema", device="cpu"):

@@ -1,10 +1,12 @@
 """The small status file of a run folder, read by the sweep to decide skip / resume / start.
 
-    status, step, iterations   what the run is doing and the last step it reached
+    status, step, iterations   what the run is doing and the last step it recorded (rewritten at every log step and
+                               checkpoint; a failure marks the last record `failed`)
     checkpoint_step            the step of the last checkpoint completely written (0: none yet); resume decides
                                from this, never from `step` (trainer.py)
     attention                  set while the run cannot go on without a person (its checkpoints are unusable):
                                the one line saying why; the sweep shows it and does not relaunch the run
+    throughput                 what a finished run measured (trainer.throughput_record)
     reason, metrics, updated, job_id, host
 """
 import json
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from gatscale.core.atomic import atomic_write_text
 from gatscale.core.errors import EnvironmentProblem
+from gatscale.core.lock import FileLock
 from ..tracking.labels import job_id
 
 STATUS_FILE = "status.json"
@@ -55,39 +58,16 @@ class RunInProgress(EnvironmentProblem, RuntimeError):
     """Another process holds the run folder's lock (the run is being trained right now)."""
 
 
-class RunLock:
-    """An exclusive flock on run_dir/run.lock, held by the process that trains the run.
-
-    Two trainers can never write one run folder; `run_in_progress` lets a sweep see a live run.
-    (flock is advisory and local-node reliable; on NFS it depends on the server's lock support.)
-    """
+class RunLock(FileLock):
+    """The run folder's lock, held by the process that trains the run: two trainers never write one folder, and
+    `run_in_progress` lets a sweep see a live run. A second trainer waits `wait_s` for it (a sweep's probe holds it
+    for a moment), then raises RunInProgress."""
 
     def __init__(self, run_dir: Path, wait_s: float = 2.0):
-        self.path = Path(run_dir) / LOCK_FILE
-        self.wait_s = wait_s  # rides out a sweep's `run_in_progress` probe, which holds the lock for a moment
-        self.fd = None
+        super().__init__(Path(run_dir) / LOCK_FILE, wait_s)
 
-    def __enter__(self):
-        import fcntl
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.wait_s
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    continue
-                holder = self.path.read_text().strip() or "another process"
-                os.close(self.fd)
-                raise RunInProgress(f"{self.path.parent}: the run is already being trained by {holder}") from None
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())
-        return self
-
-    def __exit__(self, *exc):
-        os.close(self.fd)  # closing releases the flock
+    def busy(self, holder: str) -> Exception:
+        return RunInProgress(f"{self.path.parent}: the run is already being trained by {holder}")
 
 
 def run_in_progress(run_dir: Path) -> bool:
