@@ -22,6 +22,7 @@ import pandas as pd
 
 from gatscale.core.atomic import atomic_write_text
 from gatscale.core.config import ConfigError
+from gatscale.core.errors import InputError
 from gatscale.sweep.progress import format_table
 from gatscale.sweep.spec import load_spec  # a study command: the spec names the study and its runs
 
@@ -49,9 +50,8 @@ def main(args) -> int:
     try:
         out, table = write_report(args.spec, args.out, args.figures, args.tracking_uri,
                                   None if args.cache_dir in ("", "none") else args.cache_dir)
-    except MissingData as e:
-        print(f"gatscale report: {e}", file=sys.stderr)
-        return 1
+    except MissingData as e:  # no such spec, store or experiment: bad input, reported by gatscale.cli
+        raise InputError(str(e)) from None
     print(summary(table))
     if table.attrs.get("findings"):
         print(table.attrs["findings"])

@@ -155,6 +155,27 @@ def test_a_bad_command_line(workdir, capsys, argv, named):
     fails_cleanly(capsys, workdir, argv, named)
 
 
+@pytest.mark.parametrize("argv, named", [
+    (["train", "--run-dir", "nothing-here"], "give a CONFIG.yaml"),
+    (["eval", "nothing-here", "--device", "cpu"], "nothing-here: neither a run folder nor a checkpoint file"),
+    (["eval", "run", "--num-samples", "1"], "--num-samples 1: must be >= 2"),
+    (["analyze", "pca", "nothing-here", "--device", "cpu"], "pca: nothing-here: neither a run folder"),
+    (["extract-latents", "no-images", "dest"], "SRC = 'no-images': folder not found"),
+    (["prepare-digits", "dest", "--shard-size", "0"], "shard_size = 0"),
+    (["probe-lr", "s.yaml", "--max-parallel", "0"], "--max-parallel = 0"),
+    (["probe-lr", "s.yaml"], "s.yaml: probe = None: gatscale probe-lr needs a `probe:` mapping"),
+    (["figures", "--out", "f"], "pass --experiment NAME or --spec SWEEP.yaml"),
+    (["figures", "--spec", "s.yaml", "--out", "f"], "mlflow.db does not exist"),  # a study never run
+    (["report", "s.yaml", "--out", "r.html"], "mlflow.db does not exist"),
+], ids=["train", "eval-path", "eval-option", "analyze", "extract-latents", "prepare-digits", "probe-max-parallel",
+        "probe-spec", "figures-no-study", "figures-study", "report-study"])
+def test_every_command_reports_bad_input_as_one_gatscale_error_line(workdir, capsys, argv, named):
+    (workdir / "s.yaml").write_text(yaml.safe_dump(spec_with(
+        base=tiny_run_dict(tracking={"backend": "mlflow", "uri": f"sqlite:///{workdir}/mlflow.db"}))))
+    err = fails_cleanly(capsys, workdir, argv, named)
+    assert err.startswith("gatscale: error: ") and err.count("\n") == 1, err
+
+
 @pytest.mark.parametrize("content", [b"not a checkpoint at all", None], ids=["garbage", "not-gatscale"])
 def test_eval_of_a_file_that_is_not_a_gatscale_checkpoint(workdir, capsys, content):
     path = workdir / "ckpt-0000010.pt"
@@ -326,6 +347,21 @@ def test_a_local_sweep_says_which_runs_need_gpus_and_starts_no_parent_run(workdi
     assert gatscale_main(["status", "s.yaml"]) == 0
     table = capsys.readouterr().out
     assert table.count("not started (needs 1 GPU)") == 2 and "never started training" not in table
+
+
+def test_run_folders_of_another_config_stop_the_sweep_in_one_line_before_anything_is_written(workdir, capsys):
+    from gatscale.sweep.record import update_record
+    from gatscale.sweep.spec import load_spec
+    base = tiny_run_dict(tracking={"backend": "mlflow", "uri": f"sqlite:///{workdir}/mlflow.db"})
+    (workdir / "s.yaml").write_text(yaml.safe_dump({"name": "t", "base": base, "seeds": [0, 1, 2]}))
+    runs = load_spec(workdir / "s.yaml").runs
+    for run in runs[:2]:
+        update_record(run.run_dir, config_hash="0123456789")
+    for argv in (["sweep", "s.yaml"], ["sweep", "s.yaml", "--dry-run"], ["sweep", "s.yaml", "--until-resolved"]):
+        err = fails_cleanly(capsys, workdir, argv, f"2 run folders hold another config under their run's name "
+                                                   f"({runs[0].name}, {runs[1].name}); nothing was launched")
+        assert err.startswith("gatscale: error: ") and err.count("\n") == 1 and "0123456789" in err
+    assert not (workdir / "mlflow.db").exists() and not runs[2].run_dir.exists()
 
 
 def test_an_unreachable_tracking_server_is_one_line_in_seconds(workdir, capsys):
