@@ -137,6 +137,14 @@ def test_an_lr_axis_is_refused(tmp_path):
         probe_state(spec, probe_config(spec))
 
 
+def test_a_trial_is_its_spec_run_with_the_lr_part_of_its_name_replaced(tmp_path):
+    spec = load_spec(probe_spec(tmp_path, settings={"ema": {"s1": {"optim.ema_decay": 0.9}}}, grid={"ema": ["s1"]}))
+    for st in probe_state(spec, probe_config(spec)):
+        assert st.line.key == f"{st.line.runs[0].name_parts['size']}-mng-repa-s1"  # a label that reads like a seed
+        for run, trial in zip(st.line.runs, st.trials[0.04]):
+            assert trial.name_parts == {**run.name_parts, "lr": "lr4e-2"} and trial.name == run.name.replace("lrA", "lr4e-2")
+
+
 def finish(run, status):
     run.run_dir.mkdir(parents=True, exist_ok=True)
     write_status(run.run_dir, status, 5, 20)

@@ -11,7 +11,7 @@ from gatscale.core.config import ConfigError, config_hash, effective_lr, load_co
 from gatscale.sweep.backends import prepare
 from gatscale.sweep.plan import plan
 from gatscale.sweep.record import RECORD_FILE, note_failure, update_record
-from gatscale.sweep.spec import load_spec
+from gatscale.sweep.spec import load_spec, with_seed
 from gatscale.train.status import write_status
 from sweep_fixtures import REPO, tiny_run_dict, two_run_spec, write_spec
 
@@ -129,6 +129,23 @@ def test_two_axes_setting_one_key_are_rejected(tmp_path):
 def test_colliding_names_get_the_hash(tmp_path):
     spec = load_spec(write_spec(tmp_path / "s.yaml", grid={"optim.lr": [1e-3, 2e-3]}))  # both width-aware: 'lrA'
     assert sorted(r.name for r in spec.runs) == sorted(f"S4-mng-repa-lrA-s0-{r.config_hash[:6]}" for r in spec.runs)
+
+
+def test_a_run_name_is_its_parts_and_another_seed_changes_only_its_seed_part(tmp_path):
+    """The parts by role (size, mng, repa, lr, other axes, seed, and the hash of a name two configs share) are kept
+    with the run, so nothing splits names on '-'; a seed copy of a shared name gets its own config's hash."""
+    spec = load_spec(write_spec(tmp_path / "s.yaml", settings={**LR_SETTINGS, "lr-x": {"s0": {"optim.ema_decay": 0.9}}},
+                                groups=[{"grid": {"optim.lr": [1e-3, 2e-3]}},
+                                        {"grid": {"lr": ["lrS"], "lr-x": ["s0"], "method.augment": ["color,cutout"]}}]))
+    for run in spec.runs:
+        assert "-".join(run.name_parts.values()) == run.name and run.name_parts["seed"] == "s0"
+        copy = with_seed(run, 3)
+        assert {k: v for k, v in copy.name_parts.items() if v != run.name_parts[k]} == (
+            {"seed": "s3", "hash": copy.config_hash[:6]} if "hash" in run.name_parts else {"seed": "s3"})
+        assert copy.name == "-".join(copy.name_parts.values())
+    named = next(r for r in spec.runs if "hash" not in r.name_parts)
+    assert named.name_parts == {"size": "S4", "mng": "mng", "repa": "repa", "lr": "lrS", "lr-x": "s0",
+                                "method.augment": "augmentcolor,cutout", "seed": "s0"}
 
 
 def test_shipped_specs_expand(tmp_path):

@@ -596,5 +596,5 @@ __all__ = [
     "ConfigError", "RunConfig", "ModelConfig", "NetConfig", "MethodConfig", "EncoderConfig", "OptimConfig",
     "DataConfig", "TrainConfig", "StabilityConfig", "EvalConfig", "TrackingConfig", "setting", "load_config",
     "from_dict", "config_from_dict", "read_yaml", "set_path", "set_field", "validate", "to_dict", "dump_config",
-    "flatten", "diff", "config_hash", "training_hash", "width_aware_lr", "effective_lr", "replace",
+    "flatten", "diff", "config_hash", "training_hash", "LR_RULE_KEYS", "width_aware_lr", "effective_lr", "replace",
 ]

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gatscale.core.config import (ConfigError, RunConfig, coerce_field, config_hash, field_types, from_dict, read_yaml, set_field,
-                      training_hash, validate)
+from gatscale.core.config import (LR_RULE_KEYS, ConfigError, RunConfig, coerce_field, config_hash, field_types, from_dict,
+                                  read_yaml, set_field, training_hash, validate)
 from gatscale.core.sizes import GAT_SIZES, MODEL_NAMES, size_letter
 from .profile import ClusterProfile, Resources, load_profile, merge_resources, parse_resources, profile_resources
 
@@ -46,8 +46,8 @@ TOP_KEYS = ("name", "description", "base_config", "base", "settings", "grid", "z
             "resources", "runs_dir", "profile", "max_attempts", "device", "throughput", "probe", "findings")
 GROUP_KEYS = ("grid", "zip", "seeds")
 SIZE_KEYS = ("model.generator.size", "model.discriminator.size")
-LR_KEYS = ("optim.lr", "optim.width_aware_lr")
-SWITCH_KEYS = ("method.mng", "method.repa", *LR_KEYS)  # already spelled out in every run name
+LR_TAG_KEYS = ("optim.width_aware_lr", "optim.lr")  # what `lr_tag` writes (an axis on optim.base_width gets a part)
+SWITCH_KEYS = ("method.mng", "method.repa", *LR_TAG_KEYS)  # already spelled out in every run name
 MNG_TAGS = {"exp": "mng", "linear": "mnglin", "vp": "mngvp", "off": "nomng"}
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
@@ -62,6 +62,7 @@ class Run:
     model: str                   # generator size name, e.g. 'GAT-B/2' (resource class, throughput key)
     resources: Resources     # GPUs, nodes, wall time: the profile's size row under the spec's overrides
     labels: dict = field(default_factory=dict)  # axis -> this run's value (its name if named), and the seed
+    name_parts: dict = field(default_factory=dict)  # the name by role (run_name_parts): the name is them joined by '-'
     aliases: list[str] = field(default_factory=list)  # the spec's other names for this same training
 
     @property
@@ -236,24 +237,38 @@ def size_tag(name: str) -> str:
     return name.removeprefix("GAT-").replace("/", "")
 
 
-def run_name(cfg: RunConfig, choices: list[Choice]) -> str:
-    """'B2-mng-repa-lrS-s0': G size+patch (and D's when it differs), MNG, REPA, LR rule, other axes, seed."""
+def run_name_parts(cfg: RunConfig, choices: list[Choice]) -> dict[str, str]:
+    """'B2-mng-repa-lrS-s0' by role: {"size": "B2", "mng": "mng", "repa": "repa", "lr": "lrS", <axis>: <its part>,
+    ..., "seed": "s0"}: G size+patch (and D's when it differs), MNG, REPA, the LR rule (the name of a setting that
+    sets it, else `lr_tag`), the other axes, the seed. A run's name is its parts joined by '-' (`join_name`)."""
     g, d = cfg.model.generator.size, cfg.model.discriminator.size
-    parts = [size_tag(g) + ("" if d == g else f"-D{size_tag(d)}"), MNG_TAGS[cfg.method.mng],
-             "repa" if cfg.method.repa else "norepa"]
-    lr = next((c.label for c in choices if c.label and set(c.values) & set(LR_KEYS)), None)
-    parts.append(lr or ("lrA" if cfg.optim.width_aware_lr else "lr" + _short_float(cfg.optim.lr)))
+    parts = {"size": size_tag(g) + ("" if d == g else f"-D{size_tag(d)}"), "mng": MNG_TAGS[cfg.method.mng],
+             "repa": "repa" if cfg.method.repa else "norepa"}
+    sets_lr = [c for c in choices if c.label and set(c.values) & set(LR_RULE_KEYS)]
+    parts["lr"] = sets_lr[0].label if sets_lr else lr_tag(cfg)
+    others = {}
     for c in choices:
         if c.label and not set(c.values) <= set(SWITCH_KEYS + SIZE_KEYS):
-            if not set(c.values) & set(LR_KEYS):
-                parts.append(c.label)
+            if c not in sets_lr:
+                others[c.axis] = c.label
         elif c.label is None and c.axis not in SWITCH_KEYS + SIZE_KEYS + ("train.seed",):
-            parts.append(f"{c.axis.rsplit('.', 1)[-1]}{c.values[c.axis]}")
-    parts.append(f"s{cfg.train.seed}")
-    return "-".join(str(p).replace("/", "_") for p in parts)
+            others[c.axis] = f"{c.axis.rsplit('.', 1)[-1]}{c.values[c.axis]}"
+    parts.update({axis if axis not in parts else f"{axis}#": part for axis, part in others.items()})  # an axis 'lr'
+    parts["seed"] = f"s{cfg.train.seed}"
+    return {role: str(p).replace("/", "_") for role, p in parts.items()}
 
 
-def _short_float(x: float) -> str:
+def join_name(parts: dict[str, str]) -> str:
+    return "-".join(parts.values())
+
+
+def lr_tag(cfg: RunConfig) -> str:
+    """The run name's LR part when no named setting gives one: 'lrA' (width-aware, paper Eq. 4) or the fixed LR
+    to 4 significant digits ('lr4e-4')."""
+    return "lrA" if cfg.optim.width_aware_lr else "lr" + short_float(cfg.optim.lr)
+
+
+def short_float(x: float) -> str:
     mantissa, exp = f"{x:.3e}".split("e")
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
 
@@ -451,10 +466,12 @@ def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resourc
     for key, value in {**size_values, **values}.items():
         set_field(cfg, key, value, where)
     validate(cfg, where)
-    name = run_name(cfg, choices)
+    parts = run_name_parts(cfg, choices)
+    name = join_name(parts)
     return Run(name=name, config=cfg, config_hash=config_hash(cfg), run_dir=study_dir / name,
                model=cfg.model.generator.size, resources=merge_resources(common_resources, *size_rows),
-               labels={c.axis: c.label or c.values[c.axis] for c in choices} | {"seed": cfg.train.seed})
+               labels={c.axis: c.label or c.values[c.axis] for c in choices} | {"seed": cfg.train.seed},
+               name_parts=parts)
 
 
 def run_at_size(spec_path: str | Path, size: str, study_dir: Path) -> Run:
@@ -472,7 +489,8 @@ def _dedupe_names(runs: list[Run]):
         counts[r.name] = counts.get(r.name, 0) + 1
     for r in runs:
         if counts[r.name] > 1:
-            r.name = f"{r.name}-{r.config_hash[:6]}"
+            r.name_parts = {**r.name_parts, "hash": r.config_hash[:6]}
+            r.name = join_name(r.name_parts)
             r.run_dir = r.run_dir.parent / r.name
     for r, short in zip(runs, short_names([r.name for r in runs])):
         r.config.name = r.name
@@ -508,13 +526,15 @@ def with_seed(run: Run, seed: int) -> Run:
     cfg = copy.deepcopy(run.config)
     cfg.train.seed = seed
     old = f"-s{run.config.train.seed}"
-    base = run.name.removesuffix(old) if run.name.endswith(old) else run.name
-    name = f"{base}-s{seed}"
+    parts = {**run.name_parts, "seed": f"s{seed}"}
+    if "hash" in parts:  # a name shared by two configs (_dedupe_names): this config's hash
+        parts["hash"] = config_hash(cfg)[:6]
+    name = join_name(parts)
     short = cfg.tracking.run_name
     cfg.tracking.run_name = (short.removesuffix(old) + f"-s{seed}") if short and short.endswith(old) else name
     cfg.name, cfg.run_dir, cfg.tracking.aliases = name, str(run.run_dir.parent / name), ""
     return dataclasses.replace(run, name=name, config=cfg, config_hash=config_hash(cfg), run_dir=run.run_dir.parent / name,
-                               labels={**run.labels, "seed": seed}, aliases=[])
+                               labels={**run.labels, "seed": seed}, aliases=[], name_parts=parts)
 
 
 # ---------------------------------------------------------------------------------------------
