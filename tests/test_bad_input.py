@@ -238,6 +238,47 @@ def test_a_bad_findings_section_is_one_line_for_gatscale_findings_too(workdir, c
     assert fails_cleanly(capsys, workdir, ["findings", "s.yaml"], named).startswith("gatscale: error: s.yaml")
 
 
+@pytest.mark.parametrize("argv, named", [
+    (["sweep", "s.yaml", "--set", "method.repa=false"], "--set: method.repa = False: conflicts with the spec: s.yaml "
+                                                         "sets this key per run (the axis method.repa)"),
+    (["sweep", "s.yaml", "--set", "lr=fast"], "--set: lr = 'fast': unknown key"),
+    (["sweep", "s.yaml", "--set", "train.batch_size=8"], "--set: train.batch_size = 8: conflicts with the spec: s.yaml "
+                                                          "sets this key per run (per_size.S)"),
+    (["sweep", "s.yaml", "--set", "train.seed=3"], "--set: train.seed = 3: conflicts with the spec: s.yaml sets this key "
+                                                    "per run (seeds)"),
+    (["sweep", "s.yaml", "--set", "train.iterations=0"], "--set: train.iterations = 0: must be"),
+    (["sweep", "s.yaml", "--set", "tracking.experiment=x"], "--set: tracking.experiment = 'x': a study is one MLflow "
+                                                             "experiment"),
+    (["probe-lr", "s.yaml", "--set", "method.repa=false"], "--set: method.repa = False: conflicts with the spec"),
+    (["status", "s.yaml", "--set", "method.repa=false"], "--set: method.repa = False: conflicts with the spec"),
+], ids=["axis", "unknown", "per-size", "seeds", "value", "experiment", "probe", "status"])
+def test_a_sweep_set_is_checked_and_may_not_change_what_the_spec_sets_per_run(workdir, capsys, argv, named):
+    (workdir / "s.yaml").write_text(yaml.safe_dump(spec_with(
+        grid={"method.repa": [True, False]}, seeds=[0, 1], per_size={"S": {"train.batch_size": 4}},
+        probe={"lr_start": 1e-3})))
+    assert fails_cleanly(capsys, workdir, argv, named).startswith("gatscale: error: --set: ")
+
+
+@pytest.mark.parametrize("where, argv, hint", [
+    ("config", ["train", "c.yaml"], "c.yaml: method.mng = False: must be one of 'exp', 'linear', 'vp', 'off', got False "
+                                    "(YAML reads off/no/yes/on as booleans: quote it, 'off')"),
+    ("spec", ["sweep", "s.yaml"], "s.yaml: base.method.mng = False: must be one of 'exp', 'linear', 'vp', 'off', got "
+                                  "False (YAML reads off/no/yes/on as booleans: quote it, 'off')"),
+    ("train --set", ["train", "ok.yaml", "--set", "method.mng=off"],
+     "--set: method.mng = False: must be one of 'exp', 'linear', 'vp', 'off', got False (YAML reads off/no/yes/on as "
+     "booleans: quote it, --set \"method.mng='off'\")"),
+    ("sweep --set", ["sweep", "ok.yaml", "--set", "method.mng=off"], "quote it, --set \"method.mng='off'\""),
+    ("string", ["train", "ok.yaml", "--set", "encoder.name=no"],
+     "--set: encoder.name = False: expected a string, got False (YAML reads off/no/yes/on as booleans: quote it)"),
+], ids=["config", "spec", "train-set", "sweep-set", "string"])
+def test_a_yaml_boolean_where_a_word_was_meant_says_to_quote_it(workdir, capsys, where, argv, hint):
+    (workdir / "c.yaml").write_text(yaml.safe_dump(tiny_run_dict()) + "method:\n  mng: off\n")  # as one writes it
+    (workdir / "s.yaml").write_text(yaml.safe_dump(spec_with(base={**tiny_run_dict(), "method": {"mng": "MNG"}}))
+                                    .replace("mng: MNG", "mng: off"))
+    (workdir / "ok.yaml").write_text(yaml.safe_dump(spec_with() if "sweep" in argv else tiny_run_dict()))
+    assert fails_cleanly(capsys, workdir, argv, hint).count("\n") == 1
+
+
 def test_until_resolved_flags_without_it_and_a_bad_budget(workdir, capsys):
     (workdir / "s.yaml").write_text(yaml.safe_dump(spec_with()))
     fails_cleanly(capsys, workdir, ["sweep", "s.yaml", "--max-seeds", "4"], "--max-seeds needs --until-resolved")

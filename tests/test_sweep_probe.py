@@ -180,7 +180,7 @@ def test_probe_cli_runs_rounds_to_the_fit_and_resumes(tmp_path, monkeypatch, cap
         return [SimpleNamespace(state="finished") for _ in runs]
     monkeypatch.setattr(sweep_launch, "launch", fake_launch)
     spec_path = probe_spec(tmp_path)
-    args = SimpleNamespace(spec=str(spec_path), runs_dir=None, profile=None, dry_run=False, backend="local",
+    args = SimpleNamespace(spec=str(spec_path), runs_dir=None, profile=None, overrides=[], dry_run=False, backend="local",
                            max_parallel=None, cluster="auto", ray_address=None, wait=False)
     assert probe_cli.main(args) == 0
     out = capsys.readouterr().out

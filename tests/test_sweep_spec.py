@@ -148,6 +148,20 @@ def test_a_run_name_is_its_parts_and_another_seed_changes_only_its_seed_part(tmp
                                 "method.augment": "augmentcolor,cutout", "seed": "s0"}
 
 
+def test_a_sweep_set_overrides_the_base_of_every_run(tmp_path, capsys):
+    path = write_spec(tmp_path / "s.yaml", grid={"method.repa": [True, False]})
+    plain = load_spec(path, runs_dir=tmp_path / "runs")
+    spec = load_spec(path, runs_dir=tmp_path / "runs", overrides=["train.batch_size=4", "optim={lr: 1.0e-3}"])
+    assert [r.name for r in spec.runs] == [r.name for r in plain.runs] and spec.spec_hash != plain.spec_hash
+    for run, before in zip(spec.runs, plain.runs):
+        assert (run.config.train.batch_size, run.config.optim.lr, run.config.optim.base_width) == (4, 1e-3, 16)
+        assert run.config_hash != before.config_hash
+    assert gatscale_main(["sweep", str(path), "--dry-run", "--runs-dir", str(tmp_path / "runs"),
+                          "--set", "train.batch_size=4"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("S4-")]
+    assert len(rows) == 2 and all(row[-7] == "4" for row in rows)  # the batch column (then GPUs ... action)
+
+
 def test_shipped_specs_expand(tmp_path):
     counts = {"demo": 10, "lr_crosscheck": 4, "scaling": 4, "ablation": 8}  # lr_crosscheck: 6 names, 2 aliases
     for name, n in counts.items():

@@ -17,7 +17,7 @@ from gatscale.core.errors import InputError
 from gatscale.models.flops import run_flops
 from ..train.status import EXIT_PREEMPTED, TERMINAL
 from .backends.watcher import JobWatcher
-from .launch import Launcher, add_launch_arguments, check_launch_arguments, launch_options, refuse_conflicts
+from .launch import Launcher, add_launch_arguments, check_launch_arguments, refuse_conflicts
 from .plan import plan, read_folder
 from .spec import Spec, load_spec, size_tag
 from .progress import format_table
@@ -76,7 +76,7 @@ def main(args) -> int:
     for flag in ("max_seeds", "budget"):
         if getattr(args, flag, None) is not None and not until:
             raise InputError(f"--{flag.replace('_', '-')} needs --until-resolved")
-    spec = load_spec(args.spec, args.runs_dir, args.profile)  # a ConfigError is reported by gatscale.cli
+    spec = load_spec(args.spec, args.runs_dir, args.profile, args.overrides)  # a ConfigError is reported by gatscale.cli
     if spec.probe is not None:
         raise InputError(f"{spec.path} has a probe: section: run `gatscale probe-lr {args.spec}`")
     if until:
@@ -88,7 +88,7 @@ def main(args) -> int:
 def sweep_round(spec: Spec, args, runs=None) -> int:
     """Plan and launch the study's missing runs; the command's exit code. `runs`: the spec's, or those and the seeds
     --until-resolved added (the sweep's parent run stays the spec's)."""
-    launcher = Launcher(spec, args.backend, launch_options(args, spec), {}, "gatscale sweep")
+    launcher = Launcher(spec, args, {}, "gatscale sweep")
     if runs is not None:
         spec = dataclasses.replace(spec, runs=runs)
     folders = [read_folder(r) for r in spec.runs]  # each run folder read once

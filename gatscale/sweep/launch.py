@@ -19,7 +19,7 @@ from gatscale.core.config import ConfigError
 from gatscale.core.errors import InputError
 from .backends import BACKENDS, Options, Outcome, cannot_start, launch, note_not_started, prepare
 from .plan import Planned
-from .spec import Spec
+from .spec import Spec, add_set_argument
 
 
 def add_launch_arguments(parser, what: str, wait: str):
@@ -30,6 +30,7 @@ def add_launch_arguments(parser, what: str, wait: str):
     parser.add_argument("--max-parallel", type=int, help=f"{what} at once (local, ray; default: CPUs, or GPUs)")
     parser.add_argument("--profile", help="cluster profile YAML or name in slurm/profiles (default: the spec's profile)")
     parser.add_argument("--runs-dir", help="folder holding <study>/<run> (default: the spec's runs_dir, else runs)")
+    add_set_argument(parser)
     parser.add_argument("--cluster", choices=["auto", "slurm", "local", "debug"], default="auto",
                         help="submitit executor (default auto: SLURM when sbatch exists, else local)")
     parser.add_argument("--wait", action="store_true", help=f"submitit: {wait}")
@@ -63,11 +64,13 @@ def refuse_conflicts(planned: list[Planned]):
 
 class Launcher:
     """The launches of one study under one parent run in the tracker. `params`: logged on the parent run when it is
-    created (e.g. {"kind": "probe-lr"}); `prog` prefixes the notes printed on stderr ('gatscale sweep')."""
+    created (e.g. {"kind": "probe-lr"}), with the command line's --set; `prog` prefixes the notes printed on stderr
+    ('gatscale sweep')."""
 
-    def __init__(self, spec: Spec, backend: str, options: Options, params: dict, prog: str):
-        self.spec, self.backend, self.options, self.prog = spec, backend, options, prog
-        self.params = {"spec": str(spec.path), "runs": len(spec.runs), "backend": backend, **params}
+    def __init__(self, spec: Spec, args, params: dict, prog: str):
+        self.spec, self.backend, self.options, self.prog = spec, args.backend, launch_options(args, spec), prog
+        self.params = {"spec": str(spec.path), "runs": len(spec.runs), "backend": args.backend, **params,
+                       **({"set": " ".join(args.overrides)} if args.overrides else {})}
         self.identity = spec.spec_hash           # the study's, whichever runs a launch gets
         self.tracking, self.parent = spec.tracking, None
 

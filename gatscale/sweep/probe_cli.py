@@ -22,7 +22,7 @@ from gatscale.core.atomic import atomic_write_text
 from ..train.status import EXIT_PREEMPTED
 from gatscale.core.stats import fit_lr_law
 from .cli import run_table
-from .launch import Launcher, add_launch_arguments, check_launch_arguments, launch_options, refuse_conflicts
+from .launch import Launcher, add_launch_arguments, check_launch_arguments, refuse_conflicts
 from .probe import LineState, probe_config, probe_state
 from .spec import load_spec
 from .progress import format_table
@@ -127,7 +127,7 @@ def _finite(x):
 
 def main(args) -> int:
     check_launch_arguments(args)
-    spec = load_spec(args.spec, args.runs_dir, args.profile)  # a ConfigError is reported by gatscale.cli
+    spec = load_spec(args.spec, args.runs_dir, args.profile, args.overrides)  # a ConfigError is reported by gatscale.cli
     p = probe_config(spec)
     states = probe_state(spec, p)
     print(f"probe {spec.name} ({spec.path}): {len(states)} widths in {spec.study_dir}; ladder from {p.lr_start:g} "
@@ -139,7 +139,7 @@ def main(args) -> int:
         refuse_conflicts([q for st in states for q in st.planned])
         return 0
 
-    launcher = Launcher(spec, args.backend, launch_options(args, spec), {"kind": "probe-lr"}, "gatscale probe-lr")
+    launcher = Launcher(spec, args, {"kind": "probe-lr"}, "gatscale probe-lr")
     stopped, rounds, t0 = "", 0, time.time()
     while True:
         planned = [q for st in states for q in st.planned]

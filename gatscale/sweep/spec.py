@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gatscale.core.config import (LR_RULE_KEYS, ConfigError, RunConfig, coerce_field, config_hash, field_types, from_dict,
-                                  read_yaml, set_field, training_hash, validate)
+from gatscale.core.config import (LR_RULE_KEYS, ConfigError, RunConfig, check_override, coerce_field, config_hash,
+                                  field_types, from_dict, read_yaml, set_field, training_hash, validate)
 from gatscale.core.sizes import GAT_SIZES, MODEL_NAMES, size_letter
 from .profile import ClusterProfile, Resources, load_profile, merge_resources, parse_resources, profile_resources
 
@@ -312,13 +312,23 @@ class ParsedSpec:
     resources: Resources                         # the spec's `resources`, under every run's
     max_attempts: int
     raw: dict                                    # the file's mapping (profile, runs_dir, device, ...)
+    overrides: dict = field(default_factory=dict)  # `--set` on the command line: flat {key: value} over the base
     findings: "FindingsConfig" = None            # the `findings:` section, its sides not yet matched to runs
 
 
-def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str | Path | None = None) -> Spec:
+def add_set_argument(parser):
+    """`--set KEY.PATH=VALUE` of the commands that read a spec (`load_spec`'s overrides): `gatscale sweep` and
+    `probe-lr`, and `status` and `findings`, which need the same --set to name the same runs."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a value of the spec's base for every run, as `gatscale train --set` does, e.g. "
+                             "--set train.iterations=200 (repeatable; a key an axis or per_size sets is an error)")
+
+
+def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str | Path | None = None,
+              overrides: list[str] | None = None) -> Spec:
     """Read, expand and validate a sweep spec: parse -> expand -> attach resources. `runs_dir`/`profile`
-    override the spec's (command line)."""
-    parsed = parse_spec(Path(path))
+    override the spec's (command line), as do `overrides` (`--set key.path=value`) its base."""
+    parsed = parse_spec(Path(path), overrides)
     raw = parsed.raw
     runs_dir = Path(runs_dir if runs_dir is not None else raw.get("runs_dir", "runs")).absolute()  # backends move cwd
     runs = expand(parsed, runs_dir / parsed.name)
@@ -332,8 +342,9 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
                 description=str(raw.get("description", "")), probe=raw.get("probe"), findings=parsed.findings)
 
 
-def parse_spec(path: Path) -> ParsedSpec:
-    """The spec file's keys, checked: errors name the file, the key path and the value."""
+def parse_spec(path: Path, overrides: list[str] | None = None) -> ParsedSpec:
+    """The spec file's keys, checked: errors name the file, the key path and the value; `overrides`: `--set
+    key.path=value` over its base, parsed as `gatscale train` parses them (errors name --set)."""
     source = str(path)
     spec = read_yaml(path, "spec", source)
     for k in spec:
@@ -343,7 +354,8 @@ def parse_spec(path: Path) -> ParsedSpec:
     if not isinstance(name, str) or not LABEL.match(name):
         raise ConfigError(source, "name", name, "the study needs a name (letters, digits, . _ + = -): "
                                                 "its MLflow experiment and its folder under runs_dir")
-    base, settings = _base_config(path, spec, name), _settings(source, spec.get("settings") or {})
+    sets = {k: v for item in overrides or [] for k, v in flat_settings("--set", "--set", check_override(item)).items()}
+    base, settings = _base_config(path, spec, name, sets), _settings(source, spec.get("settings") or {})
     groups = _groups(source, spec)
     seeds, per_size = _seeds(source, "seeds", spec.get("seeds")), _per_size(source, spec.get("per_size"))
     resources = _resources(source, "resources", spec.get("resources"))
@@ -352,11 +364,12 @@ def parse_spec(path: Path) -> ParsedSpec:
         raise ConfigError(source, "max_attempts", max_attempts, "expected an integer >= 1 (launches of a failing run)")
     findings = parse_findings(source, spec.get("findings"), settings)
     return ParsedSpec(path, name, base, settings, groups, seeds, per_size, resources, max_attempts, raw=spec,
-                      findings=findings)
+                      findings=findings, overrides=sets)
 
 
-def _base_config(path: Path, spec: dict, name: str) -> RunConfig:
-    """The base_config file, then the base overrides; each expanded run is validated whole later."""
+def _base_config(path: Path, spec: dict, name: str, sets: dict) -> RunConfig:
+    """The base_config file, then the base overrides, then the command line's `--set` (`sets`); each expanded run is
+    validated whole later."""
     source = str(path)
     base = RunConfig()
     if spec.get("base_config") is not None:
@@ -366,7 +379,10 @@ def _base_config(path: Path, spec: dict, name: str) -> RunConfig:
     if overrides.get("tracking.experiment", name) != name:
         raise ConfigError(source, "base.tracking.experiment", overrides["tracking.experiment"],
                           f"a study is one MLflow experiment named after the study ({name!r}): remove this key")
-    for key, value in overrides.items():
+    if sets.get("tracking.experiment", name) != name:
+        raise ConfigError("--set", "tracking.experiment", sets["tracking.experiment"],
+                          f"a study is one MLflow experiment named after the study ({name!r}): remove this --set")
+    for key, value in {**overrides, **sets}.items():
         set_field(base, key, value, source)
     base.tracking.experiment = name
     return base
@@ -405,7 +421,8 @@ def expand(parsed: ParsedSpec, study_dir: Path) -> list[Run]:
         seeds = _seeds(source, f"{where}seeds", group.get("seeds")) or parsed.seeds or [None]
         for choices in _combinations(source, where, group, parsed.settings):
             for seed in seeds:
-                run = _expand_one(source, parsed.base, choices, seed, parsed.per_size, parsed.resources, study_dir)
+                run = _expand_one(source, parsed.base, choices, seed, parsed.per_size, parsed.resources, study_dir,
+                                  parsed.overrides)
                 same = seen.setdefault(training_hash(run.config), run)
                 if same is run:
                     runs.append(run)
@@ -436,7 +453,9 @@ def attach_resources(runs: list[Run], cluster: ClusterProfile | None):
         run.resources = merge_resources(profile_resources(cluster, run.model), run.resources)
 
 
-def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resources, study_dir) -> Run:
+def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resources, study_dir, sets=None) -> Run:
+    """One run: the base (with `sets`, the command line's --set) under its axes' values, its seed and its size's
+    per_size overrides; a key set in two of these places is an error naming both."""
     values: dict[str, Any] = {}
     owner: dict[str, str] = {}
     for c in choices:
@@ -462,6 +481,11 @@ def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resourc
             raise ConfigError(source, f"per_size.{letter}.{key}", value,
                               f"the run ({label}) gets this key from the axis {owner.get(key, 'seeds')} too; "
                               f"set it in one place")
+    for key, value in (sets or {}).items():
+        if key in values or key in size_values:
+            by = f"per_size.{letter}" if key in size_values else f"the axis {owner[key]}" if key in owner else "seeds"
+            raise ConfigError("--set", key, value, f"conflicts with the spec: {source} sets this key per run ({by}); "
+                                                   f"--set changes only the base that every run shares: edit the spec")
     cfg, where = copy.deepcopy(base), f"{source} (run {label})"
     for key, value in {**size_values, **values}.items():
         set_field(cfg, key, value, where)
