@@ -167,8 +167,9 @@ def test_a_bad_command_line(workdir, capsys, argv, named):
     (["figures", "--out", "f"], "pass --experiment NAME or --spec SWEEP.yaml"),
     (["figures", "--spec", "s.yaml", "--out", "f"], "mlflow.db does not exist"),  # a study never run
     (["report", "s.yaml", "--out", "r.html"], "mlflow.db does not exist"),
+    (["sync", "nothing-here"], "nothing-here/tracking.json: not found"),
 ], ids=["train", "eval-path", "eval-option", "analyze", "extract-latents", "prepare-digits", "probe-max-parallel",
-        "probe-spec", "figures-no-study", "figures-study", "report-study"])
+        "probe-spec", "figures-no-study", "figures-study", "report-study", "sync"])
 def test_every_command_reports_bad_input_as_one_gatscale_error_line(workdir, capsys, argv, named):
     (workdir / "s.yaml").write_text(yaml.safe_dump(spec_with(
         base=tiny_run_dict(tracking={"backend": "mlflow", "uri": f"sqlite:///{workdir}/mlflow.db"}))))
