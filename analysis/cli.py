@@ -2,9 +2,9 @@
 folders alone); say why the others are not."""
 from __future__ import annotations
 
-import sys
 
 from gatscale.core.config import ConfigError
+from gatscale.core.errors import InputError
 from gatscale.sweep.spec import load_spec  # a study command: the spec names the study
 
 from . import figures
@@ -98,9 +98,8 @@ def main(args) -> int:
         try:
             runs = load_run_folders(args.run_dirs)
             histories, lpips = load_histories(runs), load_lpips(runs)
-        except MissingData as e:
-            print(f"gatscale figures: {e}", file=sys.stderr)
-            return 1
+        except MissingData as e:  # the folders named hold no runs: bad input, reported by gatscale.cli
+            raise InputError(str(e)) from None
         print(f"{len(runs)} runs from their run folders")
         return _write(runs, histories, lpips, args)
     try:
@@ -109,14 +108,12 @@ def main(args) -> int:
         experiment = args.experiment or experiment
         uri = args.tracking_uri or uri or DEFAULT_TRACKING_URI
         if not experiment:
-            print("gatscale figures: pass --experiment NAME or --spec SWEEP.yaml", file=sys.stderr)
-            return 2
+            raise InputError("pass --experiment NAME or --spec SWEEP.yaml")
         cache = None if args.cache_dir in ("", "none") else args.cache_dir
         runs, histories = load_experiment(experiment, uri, args.parent_run_id, cache_dir=cache, refresh=args.refresh)
         lpips = load_lpips(runs, uri)
-    except MissingData as e:
-        print(f"gatscale figures: {e}", file=sys.stderr)
-        return 1
+    except MissingData as e:  # no such spec, store or experiment: bad input, reported by gatscale.cli
+        raise InputError(str(e)) from None
     print(f"{len(runs)} runs of experiment {experiment!r} at {uri}"
           + (f" (sweep {args.parent_run_id})" if args.parent_run_id else ""))
     return _write(runs, histories, lpips, args, probe=spec is not None and spec.probe is not None)

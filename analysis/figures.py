@@ -31,11 +31,11 @@ from matplotlib.ticker import MaxNLocator
 from gatscale.core import stats
 from gatscale.core.stats import bracket, fit_lr_law
 from gatscale.core.atomic import atomic_write_text
+from gatscale.tracking.metrics_log import FD_METRICS
 
 from . import style
 from .load import MissingData
 
-FID_METRICS = ("fid", "fd_digits")
 SWITCHES = ["mng", "repa", "width_aware_lr"]
 
 
@@ -49,10 +49,10 @@ def fid_metric(histories: pd.DataFrame, metric: str | None = None) -> str:
             logged = sorted(m for m in histories["metric"].unique() if m.startswith(("fid", "fd_")))
             raise MissingData(f"no metric {metric!r} logged; Frechet-distance metrics logged: {', '.join(logged) or 'none'}")
         return metric
-    counts = {m: histories.loc[histories["metric"] == m, "run_id"].nunique() for m in FID_METRICS}
+    counts = {m: histories.loc[histories["metric"] == m, "run_id"].nunique() for m in FD_METRICS}
     if not any(counts.values()):
         raise MissingData("no FID logged (metric 'fid' or 'fd_digits'): train with eval.fid_every > 0")
-    return max(FID_METRICS, key=counts.get)
+    return max(FD_METRICS, key=counts.get)
 
 
 def series(histories: pd.DataFrame, run_id: str, metric: str, x: str = "step"):
@@ -260,7 +260,7 @@ def plot_lr_crosscheck(data: pd.DataFrame, out_dir=None):
         stop = run.diverged_step if np.isfinite(run.diverged_step) else None
         for ax, (metric, *_) in zip(axes, panels):
             x, y = series(data, run.run_id, metric) if metric else (np.array([]), np.array([]))
-            sparse = metric in FID_METRICS  # evaluated every fid_every steps: show the points
+            sparse = metric in FD_METRICS  # evaluated every fid_every steps: show the points
             ax.plot(x, y, color=style.size_color(run.size), linestyle="--" if run.on_shared else "-", label=label,
                     marker="o" if sparse else None, markersize=3)
             if stop is not None and mark_divergence(ax, x, y, stop) is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import html
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from gatscale.core.atomic import atomic_write_text
+from gatscale.core.errors import InputError
 from gatscale.sweep.progress import format_table
 
 from .load import DEFAULT_CACHE_DIR, MissingData, _client, load_experiment, no_progress_bar
@@ -50,9 +50,8 @@ def main(args) -> int:
     try:
         out, table = write_report(args.spec, args.out, args.tracking_uri,
                                   None if args.cache_dir in ("", "none") else args.cache_dir, args.probe)
-    except MissingData as e:
-        print(f"gatscale report: {e}", file=sys.stderr)
-        return 1
+    except MissingData as e:  # no such spec, store or experiment: bad input, reported by gatscale.cli
+        raise InputError(str(e)) from None
     print(summary(table))
     if table.attrs.get("findings"):
         print(table.attrs["findings"])

@@ -5,16 +5,21 @@ so `gatscale --help` stays fast.
 One error path for every command: an expected failure (gatscale.core.errors: bad input, a missing file or weights,
 an unreachable store, a permission, a full disk, a locked run folder) prints `gatscale: error: ...` and exits
 2 (bad input) or 1 (the machine). Only a bug shows a traceback, with a line saying so and where it is saved.
+A reader that closed our stdout (`gatscale status SPEC | head -1`) ends the command quietly with 141 (128 + SIGPIPE),
+as a tool killed by SIGPIPE does.
 """
 import argparse
 import importlib
 import os
+import select
 import sys
 import tempfile
 import time
 import traceback
 
 from gatscale.core.errors import describe, exit_code
+
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE: what a shell shows for a command whose reader went away
 
 COMMANDS = {
     "train": ("gatscale.train.cli", "train one run from a config (resumes if its run folder holds a checkpoint)"),
@@ -36,6 +41,19 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        try:
+            return _dispatch(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit (argparse's help included): a closed pipe is caught below
+    except BrokenPipeError as e:
+        if not _stdout_closed():
+            return _report(e, argv)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush goes nowhere
+        return EXIT_STDOUT_CLOSED
+
+
+def _dispatch(argv: list[str]) -> int:
     width = max(map(len, COMMANDS))
     top = argparse.ArgumentParser(
         prog="gatscale", description="Scaling studies of transformer GANs (GAT).",
@@ -53,15 +71,32 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv[1:])
     try:
         return module.main(args) or 0
+    except BrokenPipeError:
+        raise  # main's: a reader that went away is no error
     except KeyboardInterrupt:
         print("gatscale: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the one place that turns failures into messages and exit codes
-        code = exit_code(e)
-        if code is None:
-            return _report_bug(e, argv)
-        print(f"gatscale: error: {describe(e)}", file=sys.stderr)
-        return code
+        return _report(e, argv)
+
+
+def _report(e: Exception, argv: list[str]) -> int:
+    code = exit_code(e)
+    if code is None:
+        return _report_bug(e, argv)
+    print(f"gatscale: error: {describe(e)}", file=sys.stderr)
+    return code
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (Linux and macOS poll it as an error), not some other pipe
+    of ours that broke."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True  # no poll here (or no stdout fd): as before this check, take it for stdout
 
 
 def _report_bug(e: Exception, argv: list[str]) -> int:

@@ -6,7 +6,7 @@ from matplotlib.colors import to_hex
 
 from analysis import figures, style
 from analysis.load import MissingData
-from analysis_fixtures import (DIVERGED_AT, DIVERGENCE_REASON, FID_A, FID_B, FID_STEPS, ABLATION_FACTOR, planted_fid, study_frames,
+from analysis_fixtures import (DIVERGED_AT, FID_A, FID_B, FID_STEPS, ABLATION_FACTOR, planted_fid, study_frames,
                                train_gflops)
 
 

@@ -9,6 +9,7 @@ from mlflow.entities import Metric
 
 from analysis import cli, load, load_histories, load_lpips, load_runs
 from analysis.load import MissingData
+from gatscale.cli import main as gatscale_main
 from analysis_fixtures import DIVERGENCE_REASON, STUDY, study_frames, write_study
 
 TYPED = ["name", "status", "model", "size", "patch", "width", "model_d", "width_d", "mng", "repa", "width_aware_lr",
@@ -158,12 +159,14 @@ def test_cli_reads_experiment_and_uri_from_a_sweep_spec(store, tmp_path, capsys)
     spec.write_text(f"name: other\nbase_config: base.yaml\nbase:\n  tracking.uri: {uri}\n")
     assert cli.read_spec(spec) == ("other", uri)
     spec.write_text("name: other\nbase:\n  tracking:\n    experiment: elsewhere\n")  # a study is its experiment
-    assert cli.main(figures_args(spec=str(spec))) == 1
-    assert "base.tracking.experiment = 'elsewhere'" in capsys.readouterr().err
-    assert cli.main(figures_args(spec=str(tmp_path / "absent.yaml"))) == 1
-    assert "sweep spec" in capsys.readouterr().err
-    assert cli.main(figures_args(experiment="nope", tracking_uri=uri, cache_dir="none")) == 1
-    assert "no MLflow experiment 'nope'" in capsys.readouterr().err
+    for argv, says in ([["--spec", str(spec)], "base.tracking.experiment = 'elsewhere'"],
+                       [["--spec", str(tmp_path / "absent.yaml")], "sweep spec"],
+                       [["--experiment", "nope", "--tracking-uri", uri, "--cache-dir", "none"], "no MLflow experiment 'nope'"],
+                       [["--experiment", "nope", "--tracking-uri", f"sqlite:///{tmp_path}/absent.db"], "does not exist"],
+                       [["--run-dirs", str(tmp_path)], "no metrics.jsonl"], [[], "pass --experiment NAME"]):
+        assert gatscale_main(["figures", *argv, "--out", str(tmp_path / "f")]) == 2, argv  # bad input (README)
+        err = capsys.readouterr().err
+        assert err.startswith("gatscale: error: ") and says in err and err.count("\n") == 1, err
 
 
 def test_figures_for_a_probe_spec_draw_the_probe_figure_only(store, tmp_path, capsys):

@@ -155,6 +155,28 @@ def test_a_bad_command_line(workdir, capsys, argv, named):
     fails_cleanly(capsys, workdir, argv, named)
 
 
+@pytest.mark.parametrize("argv, named", [
+    (["train", "--run-dir", "nothing-here"], "give a CONFIG.yaml"),
+    (["eval", "nothing-here", "--device", "cpu"], "nothing-here: neither a run folder nor a checkpoint file"),
+    (["eval", "run", "--num-samples", "1"], "--num-samples 1: must be >= 2"),
+    (["analyze", "pca", "nothing-here", "--device", "cpu"], "pca: nothing-here: neither a run folder"),
+    (["extract-latents", "no-images", "dest"], "SRC = 'no-images': folder not found"),
+    (["prepare-digits", "dest", "--shard-size", "0"], "shard_size = 0"),
+    (["probe-lr", "s.yaml", "--max-parallel", "0"], "--max-parallel = 0"),
+    (["probe-lr", "s.yaml"], "s.yaml: probe = None: gatscale probe-lr needs a `probe:` mapping"),
+    (["figures", "--out", "f"], "pass --experiment NAME or --spec SWEEP.yaml"),
+    (["figures", "--spec", "s.yaml", "--out", "f"], "mlflow.db does not exist"),  # a study never run
+    (["report", "s.yaml", "--out", "r.html"], "mlflow.db does not exist"),
+    (["sync", "nothing-here"], "nothing-here/tracking.json: not found"),
+], ids=["train", "eval-path", "eval-option", "analyze", "extract-latents", "prepare-digits", "probe-max-parallel",
+        "probe-spec", "figures-no-study", "figures-study", "report-study", "sync"])
+def test_every_command_reports_bad_input_as_one_gatscale_error_line(workdir, capsys, argv, named):
+    (workdir / "s.yaml").write_text(yaml.safe_dump(spec_with(
+        base=tiny_run_dict(tracking={"backend": "mlflow", "uri": f"sqlite:///{workdir}/mlflow.db"}))))
+    err = fails_cleanly(capsys, workdir, argv, named)
+    assert err.startswith("gatscale: error: ") and err.count("\n") == 1, err
+
+
 @pytest.mark.parametrize("content", [b"not a checkpoint at all", None], ids=["garbage", "not-gatscale"])
 def test_eval_of_a_file_that_is_not_a_gatscale_checkpoint(workdir, capsys, content):
     path = workdir / "ckpt-0000010.pt"
@@ -215,6 +237,47 @@ def test_a_bad_spec_value_is_one_line_naming_its_place(workdir, capsys, spec, na
 def test_a_bad_findings_section_is_one_line_for_gatscale_findings_too(workdir, capsys, spec, named):
     (workdir / "s.yaml").write_text(yaml.safe_dump(spec))
     assert fails_cleanly(capsys, workdir, ["findings", "s.yaml"], named).startswith("gatscale: error: s.yaml")
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["sweep", "s.yaml", "--set", "method.repa=false"], "--set: method.repa = False: conflicts with the spec: s.yaml "
+                                                         "sets this key per run (the axis method.repa)"),
+    (["sweep", "s.yaml", "--set", "lr=fast"], "--set: lr = 'fast': unknown key"),
+    (["sweep", "s.yaml", "--set", "train.batch_size=8"], "--set: train.batch_size = 8: conflicts with the spec: s.yaml "
+                                                          "sets this key per run (per_size.S)"),
+    (["sweep", "s.yaml", "--set", "train.seed=3"], "--set: train.seed = 3: conflicts with the spec: s.yaml sets this key "
+                                                    "per run (seeds)"),
+    (["sweep", "s.yaml", "--set", "train.iterations=0"], "--set: train.iterations = 0: must be"),
+    (["sweep", "s.yaml", "--set", "tracking.experiment=x"], "--set: tracking.experiment = 'x': a study is one MLflow "
+                                                             "experiment"),
+    (["probe-lr", "s.yaml", "--set", "method.repa=false"], "--set: method.repa = False: conflicts with the spec"),
+    (["status", "s.yaml", "--set", "method.repa=false"], "--set: method.repa = False: conflicts with the spec"),
+], ids=["axis", "unknown", "per-size", "seeds", "value", "experiment", "probe", "status"])
+def test_a_sweep_set_is_checked_and_may_not_change_what_the_spec_sets_per_run(workdir, capsys, argv, named):
+    (workdir / "s.yaml").write_text(yaml.safe_dump(spec_with(
+        grid={"method.repa": [True, False]}, seeds=[0, 1], per_size={"S": {"train.batch_size": 4}},
+        probe={"lr_start": 1e-3})))
+    assert fails_cleanly(capsys, workdir, argv, named).startswith("gatscale: error: --set: ")
+
+
+@pytest.mark.parametrize("where, argv, hint", [
+    ("config", ["train", "c.yaml"], "c.yaml: method.mng = False: must be one of 'exp', 'linear', 'vp', 'off', got False "
+                                    "(YAML reads off/no/yes/on as booleans: quote it, 'off')"),
+    ("spec", ["sweep", "s.yaml"], "s.yaml: base.method.mng = False: must be one of 'exp', 'linear', 'vp', 'off', got "
+                                  "False (YAML reads off/no/yes/on as booleans: quote it, 'off')"),
+    ("train --set", ["train", "ok.yaml", "--set", "method.mng=off"],
+     "--set: method.mng = False: must be one of 'exp', 'linear', 'vp', 'off', got False (YAML reads off/no/yes/on as "
+     "booleans: quote it, --set \"method.mng='off'\")"),
+    ("sweep --set", ["sweep", "ok.yaml", "--set", "method.mng=off"], "quote it, --set \"method.mng='off'\""),
+    ("string", ["train", "ok.yaml", "--set", "encoder.name=no"],
+     "--set: encoder.name = False: expected a string, got False (YAML reads off/no/yes/on as booleans: quote it)"),
+], ids=["config", "spec", "train-set", "sweep-set", "string"])
+def test_a_yaml_boolean_where_a_word_was_meant_says_to_quote_it(workdir, capsys, where, argv, hint):
+    (workdir / "c.yaml").write_text(yaml.safe_dump(tiny_run_dict()) + "method:\n  mng: off\n")  # as one writes it
+    (workdir / "s.yaml").write_text(yaml.safe_dump(spec_with(base={**tiny_run_dict(), "method": {"mng": "MNG"}}))
+                                    .replace("mng: MNG", "mng: off"))
+    (workdir / "ok.yaml").write_text(yaml.safe_dump(spec_with() if "sweep" in argv else tiny_run_dict()))
+    assert fails_cleanly(capsys, workdir, argv, hint).count("\n") == 1
 
 
 def test_until_resolved_flags_without_it_and_a_bad_budget(workdir, capsys):
@@ -326,6 +389,21 @@ def test_a_local_sweep_says_which_runs_need_gpus_and_starts_no_parent_run(workdi
     assert gatscale_main(["status", "s.yaml"]) == 0
     table = capsys.readouterr().out
     assert table.count("not started (needs 1 GPU)") == 2 and "never started training" not in table
+
+
+def test_run_folders_of_another_config_stop_the_sweep_in_one_line_before_anything_is_written(workdir, capsys):
+    from gatscale.sweep.record import update_record
+    from gatscale.sweep.spec import load_spec
+    base = tiny_run_dict(tracking={"backend": "mlflow", "uri": f"sqlite:///{workdir}/mlflow.db"})
+    (workdir / "s.yaml").write_text(yaml.safe_dump({"name": "t", "base": base, "seeds": [0, 1, 2]}))
+    runs = load_spec(workdir / "s.yaml").runs
+    for run in runs[:2]:
+        update_record(run.run_dir, config_hash="0123456789")
+    for argv in (["sweep", "s.yaml"], ["sweep", "s.yaml", "--dry-run"], ["sweep", "s.yaml", "--until-resolved"]):
+        err = fails_cleanly(capsys, workdir, argv, f"2 run folders hold another config under their run's name "
+                                                   f"({runs[0].name}, {runs[1].name}); nothing was launched")
+        assert err.startswith("gatscale: error: ") and err.count("\n") == 1 and "0123456789" in err
+    assert not (workdir / "mlflow.db").exists() and not runs[2].run_dir.exists()
 
 
 def test_an_unreachable_tracking_server_is_one_line_in_seconds(workdir, capsys):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gatscale.cli import main as gatscale_main
-from gatscale.sweep import cli as sweep_cli
+from gatscale.sweep import launch as sweep_launch
 from gatscale.sweep.backends import Outcome
 from gatscale.sweep.findings import DESIGN_FILE, derive, judge, read_design, study_runs
 from gatscale.sweep.spec import load_spec
@@ -158,7 +158,7 @@ def test_gatscale_findings_prints_the_table_and_writes_json(tmp_path, capsys):
 def test_until_resolved_adds_seeds_only_to_unresolved_findings_and_stops_at_the_cap(tmp_path, monkeypatch, capsys):
     path = spec_file(tmp_path)
     calls = []
-    monkeypatch.setattr(sweep_cli, "launch", fake_launch(np.random.default_rng(3), calls=calls))
+    monkeypatch.setattr(sweep_launch, "launch", fake_launch(np.random.default_rng(3), calls=calls))
     assert gatscale_main(["sweep", str(path), "--until-resolved", "--max-seeds", "4"]) == 0
     spec = load_spec(path)
     design = read_design(spec)
@@ -176,12 +176,12 @@ def test_until_resolved_adds_seeds_only_to_unresolved_findings_and_stops_at_the_
 def test_until_resolved_survives_a_kill_and_a_relaunch(tmp_path, monkeypatch):
     path = spec_file(tmp_path)
     first = []
-    monkeypatch.setattr(sweep_cli, "launch", fake_launch(np.random.default_rng(4), calls=first, kill_after=9))
+    monkeypatch.setattr(sweep_launch, "launch", fake_launch(np.random.default_rng(4), calls=first, kill_after=9))
     assert gatscale_main(["sweep", str(path), "--until-resolved", "--max-seeds", "4"]) == 130  # killed in round 2
     spec = load_spec(path)
     assert read_design(spec).rounds == 1 and (spec.study_dir / DESIGN_FILE).is_file()
     second = []
-    monkeypatch.setattr(sweep_cli, "launch", fake_launch(np.random.default_rng(5), calls=second))
+    monkeypatch.setattr(sweep_launch, "launch", fake_launch(np.random.default_rng(5), calls=second))
     assert gatscale_main(["sweep", str(path), "--until-resolved"]) == 0
     assert not set(first) & set(second)  # nothing finished is trained again
     assert {r.name for r in study_runs(spec)} == set(first) | set(second)
@@ -190,7 +190,7 @@ def test_until_resolved_survives_a_kill_and_a_relaunch(tmp_path, monkeypatch):
 
 def test_the_design_cannot_change_its_looks_after_the_first(tmp_path, monkeypatch, capsys):
     path = spec_file(tmp_path)
-    monkeypatch.setattr(sweep_cli, "launch", fake_launch(np.random.default_rng(6)))
+    monkeypatch.setattr(sweep_launch, "launch", fake_launch(np.random.default_rng(6)))
     assert gatscale_main(["sweep", str(path), "--until-resolved", "--max-seeds", "3"]) == 0
     capsys.readouterr()
     assert gatscale_main(["sweep", str(path), "--until-resolved", "--max-seeds", "6"]) == 2
@@ -200,7 +200,7 @@ def test_the_design_cannot_change_its_looks_after_the_first(tmp_path, monkeypatc
 def test_a_budget_stops_the_rounds(tmp_path, monkeypatch, capsys):
     path = spec_file(tmp_path)
     calls = []
-    monkeypatch.setattr(sweep_cli, "launch", fake_launch(np.random.default_rng(7), calls=calls))
+    monkeypatch.setattr(sweep_launch, "launch", fake_launch(np.random.default_rng(7), calls=calls))
     assert gatscale_main(["sweep", str(path), "--until-resolved", "--budget", "1e-12"]) == 0
     assert len(calls) == len(load_spec(path).runs)  # the first round only
     assert "budget" in capsys.readouterr().out
@@ -213,7 +213,7 @@ def test_the_findings_reach_the_sweeps_parent_run_in_mlflow(tmp_path, monkeypatc
     spec = yaml.safe_load(path.read_text())
     spec["base"]["tracking"] = {"backend": "mlflow", "uri": uri}
     path.write_text(yaml.safe_dump(spec))
-    monkeypatch.setattr(sweep_cli, "launch", fake_launch(np.random.default_rng(8)))
+    monkeypatch.setattr(sweep_launch, "launch", fake_launch(np.random.default_rng(8)))
     assert gatscale_main(["sweep", str(path), "--until-resolved", "--max-seeds", "2"]) == 0
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("f")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gatscale.core.config import ConfigError, StabilityConfig
-from gatscale.sweep import probe_cli
+from gatscale.sweep import launch as sweep_launch, probe_cli
 from gatscale.core.stats import fit_lr_law
 from gatscale.sweep.probe import (ABOVE, BELOW, BRACKETED, OUT_OF_TRIALS, ProbeConfig, probe_config, probe_state,
                                   search, trials_spec)
@@ -137,6 +137,14 @@ def test_an_lr_axis_is_refused(tmp_path):
         probe_state(spec, probe_config(spec))
 
 
+def test_a_trial_is_its_spec_run_with_the_lr_part_of_its_name_replaced(tmp_path):
+    spec = load_spec(probe_spec(tmp_path, settings={"ema": {"s1": {"optim.ema_decay": 0.9}}}, grid={"ema": ["s1"]}))
+    for st in probe_state(spec, probe_config(spec)):
+        assert st.line.key == f"{st.line.runs[0].name_parts['size']}-mng-repa-s1"  # a label that reads like a seed
+        for run, trial in zip(st.line.runs, st.trials[0.04]):
+            assert trial.name_parts == {**run.name_parts, "lr": "lr4e-2"} and trial.name == run.name.replace("lrA", "lr4e-2")
+
+
 def finish(run, status):
     run.run_dir.mkdir(parents=True, exist_ok=True)
     write_status(run.run_dir, status, 5, 20)
@@ -170,9 +178,9 @@ def test_probe_cli_runs_rounds_to_the_fit_and_resumes(tmp_path, monkeypatch, cap
             edge = 1.6 / run.config.model.generator.arch()["hidden_size"]
             finish(run, "finished" if run.config.optim.lr <= edge else "diverged")
         return [SimpleNamespace(state="finished") for _ in runs]
-    monkeypatch.setattr(probe_cli, "launch", fake_launch)
+    monkeypatch.setattr(sweep_launch, "launch", fake_launch)
     spec_path = probe_spec(tmp_path)
-    args = SimpleNamespace(spec=str(spec_path), runs_dir=None, profile=None, dry_run=False, backend="local",
+    args = SimpleNamespace(spec=str(spec_path), runs_dir=None, profile=None, overrides=[], dry_run=False, backend="local",
                            max_parallel=None, cluster="auto", ray_address=None, wait=False)
     assert probe_cli.main(args) == 0
     out = capsys.readouterr().out
@@ -239,3 +247,26 @@ def test_shipped_probe_specs_dry_run_with_their_budget(tmp_path, capsys):
         spec = load_spec(REPO / "sweeps" / f"{name}.yaml", runs_dir=tmp_path)
         assert [st.line.width for st in probe_state(spec, probe_config(spec))] == widths
     assert not any(tmp_path.iterdir())  # a dry run creates nothing
+
+
+def test_probe_trials_go_through_the_sweeps_launch_sequence(tmp_path, monkeypatch, capsys):
+    """As `gatscale sweep` does: trials a machine cannot start are said so and noted, with no parent run in the
+    tracker (exit 1); a trial folder holding another config is one `gatscale: error:` line (exit 2)."""
+    import gatscale.sweep.backends.local as local
+    from gatscale.cli import main as gatscale_main
+    from gatscale.sweep.record import read_record, update_record
+    from train_fixtures import tiny_run_dict
+    monkeypatch.setattr(local, "_num_gpus", lambda: 0)
+    base = tiny_run_dict(tracking={"backend": "mlflow", "uri": f"sqlite:///{tmp_path}/mlflow.db"})
+    path = probe_spec(tmp_path, base=base, resources={"gpus": 1})
+    assert gatscale_main(["probe-lr", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "gatscale probe-lr: 4 runs cannot start here: needs 1 GPU" in err and "--backend submitit" in err
+    assert not (tmp_path / "mlflow.db").exists()
+    spec = load_spec(path)
+    (first, second) = probe_state(spec, probe_config(spec))
+    assert read_record(first.planned[0].run.run_dir)["not_started"].startswith("needs 1 GPU")
+    update_record(second.planned[1].run.run_dir, config_hash="0123456789")
+    assert gatscale_main(["probe-lr", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gatscale: error: {second.planned[1].run.run_dir}: this folder holds run") and err.count("\n") == 1

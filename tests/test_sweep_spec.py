@@ -11,7 +11,7 @@ from gatscale.core.config import ConfigError, config_hash, effective_lr, load_co
 from gatscale.sweep.backends import prepare
 from gatscale.sweep.plan import plan
 from gatscale.sweep.record import RECORD_FILE, note_failure, update_record
-from gatscale.sweep.spec import load_spec
+from gatscale.sweep.spec import load_spec, with_seed
 from gatscale.train.status import write_status
 from sweep_fixtures import REPO, tiny_run_dict, two_run_spec, write_spec
 
@@ -129,6 +129,37 @@ def test_two_axes_setting_one_key_are_rejected(tmp_path):
 def test_colliding_names_get_the_hash(tmp_path):
     spec = load_spec(write_spec(tmp_path / "s.yaml", grid={"optim.lr": [1e-3, 2e-3]}))  # both width-aware: 'lrA'
     assert sorted(r.name for r in spec.runs) == sorted(f"S4-mng-repa-lrA-s0-{r.config_hash[:6]}" for r in spec.runs)
+
+
+def test_a_run_name_is_its_parts_and_another_seed_changes_only_its_seed_part(tmp_path):
+    """The parts by role (size, mng, repa, lr, other axes, seed, and the hash of a name two configs share) are kept
+    with the run, so nothing splits names on '-'; a seed copy of a shared name gets its own config's hash."""
+    spec = load_spec(write_spec(tmp_path / "s.yaml", settings={**LR_SETTINGS, "lr-x": {"s0": {"optim.ema_decay": 0.9}}},
+                                groups=[{"grid": {"optim.lr": [1e-3, 2e-3]}},
+                                        {"grid": {"lr": ["lrS"], "lr-x": ["s0"], "method.augment": ["color,cutout"]}}]))
+    for run in spec.runs:
+        assert "-".join(run.name_parts.values()) == run.name and run.name_parts["seed"] == "s0"
+        copy = with_seed(run, 3)
+        assert {k: v for k, v in copy.name_parts.items() if v != run.name_parts[k]} == (
+            {"seed": "s3", "hash": copy.config_hash[:6]} if "hash" in run.name_parts else {"seed": "s3"})
+        assert copy.name == "-".join(copy.name_parts.values())
+    named = next(r for r in spec.runs if "hash" not in r.name_parts)
+    assert named.name_parts == {"size": "S4", "mng": "mng", "repa": "repa", "lr": "lrS", "lr-x": "s0",
+                                "method.augment": "augmentcolor,cutout", "seed": "s0"}
+
+
+def test_a_sweep_set_overrides_the_base_of_every_run(tmp_path, capsys):
+    path = write_spec(tmp_path / "s.yaml", grid={"method.repa": [True, False]})
+    plain = load_spec(path, runs_dir=tmp_path / "runs")
+    spec = load_spec(path, runs_dir=tmp_path / "runs", overrides=["train.batch_size=4", "optim={lr: 1.0e-3}"])
+    assert [r.name for r in spec.runs] == [r.name for r in plain.runs] and spec.spec_hash != plain.spec_hash
+    for run, before in zip(spec.runs, plain.runs):
+        assert (run.config.train.batch_size, run.config.optim.lr, run.config.optim.base_width) == (4, 1e-3, 16)
+        assert run.config_hash != before.config_hash
+    assert gatscale_main(["sweep", str(path), "--dry-run", "--runs-dir", str(tmp_path / "runs"),
+                          "--set", "train.batch_size=4"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("S4-")]
+    assert len(rows) == 2 and all(row[-7] == "4" for row in rows)  # the batch column (then GPUs ... action)
 
 
 def test_shipped_specs_expand(tmp_path):
@@ -324,7 +355,6 @@ def test_a_folder_of_another_config_is_refused_naming_the_changed_keys_but_not_n
 def test_a_finished_run_records_its_throughput_and_the_estimates_use_it_first(tmp_path):
     from gatscale.sweep.throughput import estimate, load_table, measured_runs
     from gatscale.train.trainer import train
-    from train_fixtures import tiny_config
     spec = load_spec(two_run_spec(tmp_path / "s.yaml"), runs_dir=tmp_path / "runs")
     run = spec.runs[0]
     table = load_table()

@@ -301,6 +301,24 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
+YAML_BOOLEANS = {True: ("yes", "on", "true"), False: ("no", "off", "false")}  # what YAML 1.1 reads as booleans
+
+
+def _boolean_hint(value: Any, key: str, source: str | None, allowed=()) -> str:
+    """For a boolean where a string was expected (`mng: off` reads as False): say so, and how to quote the word (a
+    --set value is YAML too: quoted inside the shell's quotes)."""
+    if not isinstance(value, bool):
+        return ""
+    word = next((a for a in allowed if isinstance(a, str) and a.lower() in YAML_BOOLEANS[value]), None)
+    if word is None:
+        quoted = ""
+    elif source == "--set":
+        quoted = f", --set \"{key}='{word}'\""
+    else:
+        quoted = f", {word!r}"
+    return f", got {value} (YAML reads off/no/yes/on as booleans: quote it{quoted})"
+
+
 def _coerce(value: Any, tp, key: str, source: str | None):
     """Check (and lightly coerce: int -> float, list -> tuple) `value` against the type hint `tp`."""
     origin = typing.get_origin(tp)
@@ -319,11 +337,14 @@ def _coerce(value: Any, tp, key: str, source: str | None):
                 return _coerce(value, arg, key, source)
             except ConfigError:
                 pass  # try the next type; the error names them all
-        raise ConfigError(source, key, value, f"expected {' or '.join(_type_name(a) for a in args)}")
+        words = [w for arg in args if typing.get_origin(arg) is Literal for w in typing.get_args(arg)]
+        hint = _boolean_hint(value, key, source, words) if str in args or words else ""
+        raise ConfigError(source, key, value, f"expected {' or '.join(_type_name(a) for a in args)}{hint}")
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(source, key, value, f"must be one of {', '.join(map(repr, allowed))}")
+            raise ConfigError(source, key, value, f"must be one of {', '.join(map(repr, allowed))}"
+                                                  f"{_boolean_hint(value, key, source, allowed)}")
         return value
     if origin is tuple:
         args = typing.get_args(tp)
@@ -360,7 +381,7 @@ def _coerce(value: Any, tp, key: str, source: str | None):
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(source, key, value, "expected a string")
+            raise ConfigError(source, key, value, f"expected a string{_boolean_hint(value, key, source)}")
         return value
     raise TypeError(f"unsupported config type {tp} at {key}")
 
@@ -412,9 +433,17 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     source = str(path)
     data = read_yaml(path, "config")
     for item in overrides or []:
-        from_dict(RunConfig, set_path({}, item, source="--set"), "--set")
+        check_override(item)
         set_path(data, item, source="--set")
     return config_from_dict(data, source)
+
+
+def check_override(item: str) -> dict:
+    """One `--set key.path=value` (`set_path`) as a nested dict, its key and value checked on their own against
+    RunConfig, so that its errors name `--set` (`gatscale train` and `gatscale sweep` read --set alike)."""
+    data = set_path({}, item, source="--set")
+    from_dict(RunConfig, data, "--set")
+    return data
 
 
 def set_path(data: dict, assignment: str, source: str = "--set") -> dict:
@@ -595,6 +624,6 @@ def replace(cfg: RunConfig, **changes) -> RunConfig:
 __all__ = [
     "ConfigError", "RunConfig", "ModelConfig", "NetConfig", "MethodConfig", "EncoderConfig", "OptimConfig",
     "DataConfig", "TrainConfig", "StabilityConfig", "EvalConfig", "TrackingConfig", "setting", "load_config",
-    "from_dict", "config_from_dict", "read_yaml", "set_path", "set_field", "validate", "to_dict", "dump_config",
-    "flatten", "diff", "config_hash", "training_hash", "width_aware_lr", "effective_lr", "replace",
+    "from_dict", "config_from_dict", "read_yaml", "set_path", "check_override", "set_field", "validate", "to_dict", "dump_config",
+    "flatten", "diff", "config_hash", "training_hash", "LR_RULE_KEYS", "width_aware_lr", "effective_lr", "replace",
 ]

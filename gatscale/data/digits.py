@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from gatscale.core.atomic import make_readable
+from gatscale.core.errors import InputError, describe
 from .vae import PixelTokenizer
 from .shards import read_index, shard_count, shard_fields, tokenizer_info, write_index, write_shard
 
@@ -120,9 +120,8 @@ def add_arguments(parser):
 def main(args) -> int:
     try:
         path = prepare_digits(args.dest, args.resolution, "pixels", args.shard_size)
-    except (ValueError, FileExistsError) as e:
-        print(f"prepare-digits: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, FileExistsError) as e:  # bad input, reported by gatscale.cli
+        raise InputError(describe(e)) from None
     index = read_index(path)
     print(f"wrote {index['num_images']} digits images ({index['num_classes']} classes, "
           f"{args.resolution}x{args.resolution}) to {path}")

@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from gatscale.core.atomic import atomic_write_text
+from gatscale.core.errors import InputError, describe
 from .vae import build_tokenizer
 from .shards import shard_count, shard_done, shard_fields, tokenizer_info, write_index, write_shard
 
@@ -274,9 +275,8 @@ def add_arguments(parser):
 def main(args) -> int:
     try:
         index = extract(args)
-    except (ExtractError, FileNotFoundError) as e:
-        print(f"extract-latents: error: {e}", file=sys.stderr)
-        return 2
+    except (ExtractError, FileNotFoundError) as e:  # bad input, reported by gatscale.cli
+        raise InputError(describe(e)) from None
     if index is None:
         print("extract-latents: this job's shards are done; index.json is written by the job that finishes last")
     else:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 
-from gatscale.core.config import ConfigError, effective_lr
+from gatscale.core.config import effective_lr
 from gatscale.core.errors import InputError
 from gatscale.models.flops import run_flops
 from ..train.status import EXIT_PREEMPTED, TERMINAL
-from .backends import BACKENDS, Options, cannot_start, launch, note_not_started, prepare
 from .backends.watcher import JobWatcher
+from .launch import Launcher, add_launch_arguments, check_launch_arguments, refuse_conflicts
 from .plan import plan, read_folder
 from .spec import Spec, load_spec, size_tag
 from .progress import format_table
@@ -35,28 +35,6 @@ def add_arguments(parser):
                                                       "spec's findings.max_seeds, else 5)")
     parser.add_argument("--budget", type=float, metavar="GPU_HOURS",
                         help="--until-resolved: stop adding seeds once the study's estimated device-hours would pass this")
-
-
-def add_launch_arguments(parser, what: str, wait: str):
-    """The options of every command that launches runs through a backend (`sweep`, `probe-lr`)."""
-    parser.add_argument("--backend", choices=list(BACKENDS), default="local",
-                        help="local: this machine; submitit: SLURM job arrays; ray: Ray Tune trials (default: local)")
-    parser.add_argument("--dry-run", action="store_true", help=f"print the {what} and what would happen; change nothing")
-    parser.add_argument("--max-parallel", type=int, help=f"{what} at once (local, ray; default: CPUs, or GPUs)")
-    parser.add_argument("--profile", help="cluster profile YAML or name in slurm/profiles (default: the spec's profile)")
-    parser.add_argument("--runs-dir", help="folder holding <study>/<run> (default: the spec's runs_dir, else runs)")
-    parser.add_argument("--cluster", choices=["auto", "slurm", "local", "debug"], default="auto",
-                        help="submitit executor (default auto: SLURM when sbatch exists, else local)")
-    parser.add_argument("--wait", action="store_true", help=f"submitit: {wait}")
-    parser.add_argument("--ray-address", help="ray: an existing cluster ('auto', 'ray://head:10001'; default: "
-                                              "RAY_ADDRESS, else a local Ray on this machine's CPUs)")
-
-
-def launch_options(args, spec: Spec) -> Options:
-    """The backend options of `add_launch_arguments`' flags."""
-    return Options(max_parallel=args.max_parallel, max_attempts=spec.max_attempts, profile=spec.profile,
-                   submitit_cluster=None if args.cluster == "auto" else args.cluster,
-                   submitit_wait=args.wait, ray_address=args.ray_address, study_dir=spec.study_dir)
 
 
 def _model(net) -> str:
@@ -93,34 +71,24 @@ def run_table(spec: Spec, planned, device: str) -> str:
 
 
 def main(args) -> int:
-    if args.max_parallel is not None and args.max_parallel < 1:
-        raise ConfigError(None, "--max-parallel", args.max_parallel, "must be >= 1")
+    check_launch_arguments(args)
     until = getattr(args, "until_resolved", False)
     for flag in ("max_seeds", "budget"):
         if getattr(args, flag, None) is not None and not until:
-            raise InputError(f"gatscale sweep: --{flag.replace('_', '-')} needs --until-resolved")
-    spec = load_spec(args.spec, args.runs_dir, args.profile)  # a ConfigError is reported by gatscale.cli
+            raise InputError(f"--{flag.replace('_', '-')} needs --until-resolved")
+    spec = load_spec(args.spec, args.runs_dir, args.profile, args.overrides)  # a ConfigError is reported by gatscale.cli
     if spec.probe is not None:
-        raise InputError(f"gatscale sweep: {spec.path} has a probe: section: run `gatscale probe-lr {args.spec}`")
+        raise InputError(f"{spec.path} has a probe: section: run `gatscale probe-lr {args.spec}`")
     if until:
         from .until_resolved import until_resolved
         return until_resolved(spec, args, sweep_round)
-    return sweep_round(spec, args).code
+    return sweep_round(spec, args)
 
 
-@dataclasses.dataclass
-class Round:
-    """What one launch of a study's runs did: its exit code, the sweep's parent run, every run's state."""
-    code: int
-    parent: str | None = None
-    tracking: object = None
-    states: list = dataclasses.field(default_factory=list)
-
-
-def sweep_round(spec: Spec, args, runs=None) -> Round:
-    """Plan and launch the study's missing runs (`runs`: the spec's, or those and the seeds --until-resolved added;
-    the sweep's parent run stays the spec's)."""
-    identity = spec.spec_hash
+def sweep_round(spec: Spec, args, runs=None) -> int:
+    """Plan and launch the study's missing runs; the command's exit code. `runs`: the spec's, or those and the seeds
+    --until-resolved added (the sweep's parent run stays the spec's)."""
+    launcher = Launcher(spec, args, {}, "gatscale sweep")
     if runs is not None:
         spec = dataclasses.replace(spec, runs=runs)
     folders = [read_folder(r) for r in spec.runs]  # each run folder read once
@@ -130,64 +98,23 @@ def sweep_round(spec: Spec, args, runs=None) -> Round:
           f"at {spec.tracking.uri}")
     print(run_table(spec, planned, spec.device))
     print("plan: " + ", ".join(f"{n} {a}" for a, n in sorted(Counter(p.action for p in planned).items())))
-    conflicts = [p for p in planned if p.action == "refuse"]
-    for p in conflicts:
-        print(f"gatscale sweep: {p.detail}", file=sys.stderr)
-    if conflicts:
-        return Round(2)
+    refuse_conflicts(planned)
     for p in planned:
         if p.action == "hold":
             print(f"gatscale sweep: {p.run.name} needs attention, not relaunched: {p.detail}", file=sys.stderr)
     if args.dry_run:
-        return Round(0, states=[p.state for p in planned])
-    todo = [p for p in planned if p.launch]
-    options = launch_options(args, spec)
-    blocked = cannot_start(args.backend, [p.run for p in todo], options) if todo else {}
-    if blocked:
-        _explain_blocked(blocked, args.backend)
-        for p in todo:
-            if p.run.name in blocked:
-                note_not_started(p.run, blocked[p.run.name])
-        todo = [p for p in todo if p.run.name not in blocked]
-        if not todo:
-            print(f"gatscale sweep: nothing started: none of the {len(blocked)} run(s) to launch can start here",
-                  file=sys.stderr)
-            return Round(1, states=[p.state for p in planned])
-    if not todo:
+        return 0
+    if not any(p.launch for p in planned):
         print("nothing to launch")
-        return Round(1 if any(p.action in ("give-up", "hold") for p in planned) else 0, states=[p.state for p in planned])
+        return 1 if any(p.action in ("give-up", "hold") for p in planned) else 0
 
-    uri, parent, tracking = spec.tracking.uri, None, spec.tracking
-    if spec.tracking.backend != "none":
-        from ..tracking import ensure_store, end_sweep_run, start_sweep_run
-        uri = ensure_store(spec.tracking.uri)  # once, before fanning out
-        tracking = dataclasses.replace(spec.tracking, uri=uri)
-        parent = start_sweep_run(tracking, spec.name, identity,
-                                 {"spec": str(spec.path), "runs": len(spec.runs), "backend": args.backend})
-    for p in todo:
-        prepare(p, spec, parent, uri)
-    outcomes = launch(args.backend, [p.run for p in todo], options)
-
-    states = [o.state for o in outcomes] + [p.state for p in planned if not p.launch] + ["not-started"] * len(blocked)
+    outcomes = launcher.launch(planned)
+    states = [o.state for o in outcomes] + [p.state for p in planned if not p.launch]
     print("summary: " + ", ".join(f"{n} {s}" for s, n in sorted(Counter(states).items())))
     interrupted = any(o.state == "preempted" for o in outcomes)
-    if parent is not None and not set(states) & {"submitted", "running", "queued"}:
-        final = "finished" if all(s in TERMINAL for s in states) else "preempted" if interrupted else "failed"
-        end_sweep_run(tracking, parent, final)
+    if not set(states) & {"submitted", "running", "queued"}:
+        launcher.end("finished" if all(s in TERMINAL for s in states) else "preempted" if interrupted else "failed")
     if interrupted:
         print(f"re-run `gatscale sweep {args.spec}` to resume the stopped runs from their checkpoints")
-        return Round(EXIT_PREEMPTED, parent, tracking, states)
-    return Round(0 if all(s in (*TERMINAL, "submitted", "running", "queued") for s in states) else 1, parent, tracking,
-                 states)
-
-
-def _explain_blocked(blocked: dict[str, str], backend: str):
-    """One line per reason: '6 runs cannot start here: needs 1 GPU; this machine (host) has 0 -- use ... (names)'."""
-    by_reason = defaultdict(list)
-    for name, why in blocked.items():
-        by_reason[why].append(name)
-    hint = " -- use --backend submitit --profile PROFILE (SLURM) or --backend ray" if backend == "local" else ""
-    for why, names in by_reason.items():
-        shown = ", ".join(names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4 else "")
-        print(f"gatscale sweep: {len(names)} run{'s' * (len(names) > 1)} cannot start here: {why}{hint} ({shown})",
-              file=sys.stderr)
+        return EXIT_PREEMPTED
+    return 0 if all(s in (*TERMINAL, "submitted", "running", "queued") for s in states) else 1

@@ -27,11 +27,12 @@ from dataclasses import asdict, dataclass, field
 
 from gatscale.core import stats
 from gatscale.core.atomic import atomic_write_text
-from gatscale.core.config import NON_RESULT_KEYS, _fields_but, effective_lr
+from gatscale.core.config import LR_RULE_KEYS, NON_RESULT_KEYS, _fields_but, effective_lr
 from gatscale.models.flops import run_flops
 from gatscale.core.sizes import parse_model_name, size_letter
 from ..tracking.metrics_log import metric_histories
 from ..train.status import read_status
+from ..tracking.metrics_log import FD_METRICS
 from .progress import format_table
 from .spec import SIZE_KEYS, Run, Spec, run_set_key, with_seed
 
@@ -132,11 +133,9 @@ def outcome(run: Run, metric: str, step: int | None = None) -> Outcome:
 
 
 def default_metric(runs: list[Run]) -> str:
-    """fid when any finished run logged it, else fd_digits."""
-    for r in runs:
-        if outcome(r, "fid").value is not None:
-            return "fid"
-    return "fd_digits"
+    """The in-training FD: fid (Inception) when any finished run logged it, else fd_digits."""
+    fid, fd_digits = FD_METRICS
+    return fid if any(outcome(r, fid).value is not None for r in runs) else fd_digits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +144,7 @@ def default_metric(runs: list[Run]) -> str:
 def factor_of(key: str) -> str:
     if key.startswith(("model.generator.", "model.discriminator.")):
         return "size"
-    if key in ("optim.lr", "optim.width_aware_lr", "optim.base_width"):
+    if key in LR_RULE_KEYS:
         return "lr"
     return key
 
@@ -347,7 +346,7 @@ def ladder_finding(group: list[RunSet], metric: str, delta: float, level: float)
     patch = _patch(group[0].config)
     sizes = "/".join(size_letter(s.config.model.generator.size)
                      for s in sorted(group, key=lambda s: run_flops(s.config).iteration))
-    f = Finding("trend", f"size ladder {sizes} (patch {patch})", f"larger", "smaller", metric,
+    f = Finding("trend", f"size ladder {sizes} (patch {patch})", "larger", "smaller", metric,
                 lower_is_better(metric), delta, level, "unresolved", n_a=min(ns, default=0), n_b=min(ns, default=0),
                 runs_a=[r.name for s in group for r in s.runs], figure="fid_vs_train_compute")
     if len(xs) < 3:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from gatscale.core.atomic import atomic_write_text
 from .findings import Design, Finding, derive, format_findings, level_note, read_design, to_json
-from .spec import Spec, load_spec
+from .spec import Spec, add_set_argument, load_spec
 
 
 def add_arguments(parser):
     parser.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml); its findings: section, if any, sets the options")
     parser.add_argument("--json", help="also write the findings as JSON to this file")
     parser.add_argument("--runs-dir", help="folder holding <study>/<run> (default: the spec's runs_dir, else runs)")
+    add_set_argument(parser)
 
 
 def study_findings(spec: Spec) -> tuple[list[Finding], Design | None]:
@@ -32,7 +33,7 @@ def study_findings(spec: Spec) -> tuple[list[Finding], Design | None]:
 
 
 def main(args) -> int:
-    spec = load_spec(args.spec, args.runs_dir)  # a ConfigError is reported by gatscale.cli
+    spec = load_spec(args.spec, args.runs_dir, overrides=args.overrides)  # a ConfigError is reported by gatscale.cli
     findings, design = study_findings(spec)
     print(f"findings of study {spec.name} ({spec.path}):")
     print(format_findings(findings, level_note(findings, design)))

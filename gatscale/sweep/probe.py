@@ -32,10 +32,10 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from gatscale.core.config import ConfigError, StabilityConfig, config_hash, from_dict, setting, validate
+from gatscale.core.config import LR_RULE_KEYS, ConfigError, StabilityConfig, config_hash, from_dict, setting, validate
 from gatscale.core.stats import bracket
 from .plan import STOP_ACTIONS, Planned, plan_run, read_folder
-from .spec import LR_KEYS, Run, Spec, _dedupe_names, _short_float
+from .spec import Run, Spec, _dedupe_names, join_name, lr_tag, short_float
 
 # How a line's search ended ('' while it goes on).
 BRACKETED, ABOVE, BELOW, OUT_OF_TRIALS = "bracketed", "stable up to lr_max", "unstable down to lr_min", "out of trials"
@@ -81,7 +81,7 @@ def probe_config(spec: Spec) -> ProbeConfig:
 
 def rung(lr: float) -> float:
     """LRs are kept to 4 significant digits, exactly as the run name writes them ('lr1.414e-3')."""
-    return float(_short_float(lr))
+    return float(short_float(lr))
 
 
 @dataclass
@@ -141,23 +141,17 @@ def probe_lines(spec: Spec, p: ProbeConfig) -> list[Line]:
     for run in spec.runs:
         ident = tuple(sorted((k, str(v)) for k, v in run.labels.items() if k != "seed"))
         if ident not in lines:
-            parts = run.name.split("-")
-            del parts[parts.index(f"s{run.config.train.seed}")]
-            del parts[parts.index("repa" if run.config.method.repa else "norepa") + 1]  # the LR tag
-            lines[ident] = Line("-".join(parts), run.config.model.generator.arch()["hidden_size"], [])
+            key = join_name({role: part for role, part in run.name_parts.items() if role not in ("lr", "seed")})
+            lines[ident] = Line(key, run.config.model.generator.arch()["hidden_size"], [])
         lines[ident].runs.append(run)
     seen: dict[str, str] = {}
     for line in lines.values():
         h = trial_run(line.runs[0], p.lr_start, p).config_hash
         if h in seen:
             raise ConfigError(str(spec.path), "grid", f"{seen[h]} / {line.key}", "these runs differ only in their "
-                              f"LR ({', '.join(LR_KEYS)}), which a probe sets itself: remove that axis")
+                              f"LR ({', '.join(LR_RULE_KEYS)}), which a probe sets itself: remove that axis")
         seen[h] = line.key
     return list(lines.values())
-
-
-def lr_tag(cfg) -> str:
-    return "lrA" if cfg.optim.width_aware_lr else "lr" + _short_float(cfg.optim.lr)
 
 
 def trial_run(run: Run, lr: float, p: ProbeConfig) -> Run:
@@ -166,12 +160,11 @@ def trial_run(run: Run, lr: float, p: ProbeConfig) -> Run:
     cfg.optim.width_aware_lr, cfg.optim.lr = False, lr
     cfg.train.stability = copy.deepcopy(p.stability)
     validate(cfg, f"probe trial of {run.name}")
-    parts = run.name.split("-")
-    parts[parts.index("repa" if cfg.method.repa else "norepa") + 1] = lr_tag(cfg)  # run_name's LR part
-    name = "-".join(parts)
+    parts = {**run.name_parts, "lr": lr_tag(cfg)}
+    name = join_name(parts)
     cfg.name, cfg.run_dir = name, str(run.run_dir.parent / name)
     return Run(name=name, config=cfg, config_hash=config_hash(cfg), run_dir=run.run_dir.parent / name,
-               model=run.model, resources=run.resources, labels={**run.labels, "lr": lr})
+               model=run.model, resources=run.resources, labels={**run.labels, "lr": lr}, name_parts=parts)
 
 
 def trials_of(line: Line, lrs, p: ProbeConfig) -> dict[float, list[Run]]:

@@ -14,17 +14,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 
 import numpy as np
 
 from gatscale.core.atomic import atomic_write_text
-from gatscale.core.config import ConfigError
 from ..train.status import EXIT_PREEMPTED
 from gatscale.core.stats import fit_lr_law
-from .backends import launch, prepare
-from .cli import add_launch_arguments, launch_options, run_table
+from .cli import run_table
+from .launch import Launcher, add_launch_arguments, check_launch_arguments, refuse_conflicts
 from .probe import LineState, probe_config, probe_state
 from .spec import load_spec
 from .progress import format_table
@@ -128,51 +126,32 @@ def _finite(x):
 
 
 def main(args) -> int:
-    prog = "gatscale probe-lr"
-    if args.max_parallel is not None and args.max_parallel < 1:
-        print(f"{prog}: --max-parallel = {args.max_parallel}: must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        spec = load_spec(args.spec, args.runs_dir, args.profile)
-        p = probe_config(spec)
-        states = probe_state(spec, p)
-    except ConfigError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
+    check_launch_arguments(args)
+    spec = load_spec(args.spec, args.runs_dir, args.profile, args.overrides)  # a ConfigError is reported by gatscale.cli
+    p = probe_config(spec)
+    states = probe_state(spec, p)
     print(f"probe {spec.name} ({spec.path}): {len(states)} widths in {spec.study_dir}; ladder from {p.lr_start:g} "
           f"x{p.factor:g} in [{p.lr_min:g}, {p.lr_max:g}], bisection to x{p.resolution:g}, <= {p.max_trials} trials "
           f"per width")
     if args.dry_run:
         print_budget(spec, states, p)
         print(format_results(result_rows(states)))
+        refuse_conflicts([q for st in states for q in st.planned])
         return 0
 
-    options = launch_options(args, spec)
-    uri, parent, tracking = spec.tracking.uri, None, spec.tracking
+    launcher = Launcher(spec, args, {"kind": "probe-lr"}, "gatscale probe-lr")
     stopped, rounds, t0 = "", 0, time.time()
     while True:
-        conflicts = [q for st in states for q in st.planned if q.action == "refuse"]
-        for q in conflicts:
-            print(f"{prog}: {q.detail}", file=sys.stderr)
-        if conflicts:
-            return 2
-        todo = [q for st in states for q in st.planned if q.launch]
-        if not todo:
+        planned = [q for st in states for q in st.planned]
+        refuse_conflicts(planned)
+        if not any(q.launch for q in planned):
             break
-        if parent is None and spec.tracking.backend != "none":
-            from ..tracking import ensure_store, start_sweep_run
-            uri = ensure_store(spec.tracking.uri)
-            tracking = dataclasses.replace(spec.tracking, uri=uri)
-            parent = start_sweep_run(tracking, spec.name, spec.spec_hash,
-                                     {"spec": str(spec.path), "kind": "probe-lr", "backend": args.backend})
         rounds += 1
         print(f"round {rounds}: " + ", ".join(f"{st.line.key} at lr {st.search.next_lr:.4g}"
                                              for st in states if any(q.launch for q in st.planned)), flush=True)
-        for q in todo:
-            prepare(q, spec, parent, uri)
-        outcomes = launch(args.backend, [q.run for q in todo], options)
-        if any(o.state in ("submitted", "preempted", "not-started") for o in outcomes):
-            stopped = next(o.state for o in outcomes if o.state in ("submitted", "preempted", "not-started"))
+        outcomes = launcher.launch(planned)
+        stopped = next((o.state for o in outcomes if o.state in ("submitted", "preempted", "not-started")), "")
+        if stopped:
             break
         states = probe_state(spec, p)
 
@@ -194,17 +173,15 @@ def main(args) -> int:
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec.study_dir / RESULT_FILE, text)
     print(f"wrote {spec.study_dir / RESULT_FILE}")
-    if parent is not None:
-        from ..tracking.runs import end_sweep_run
+    if launcher.parent is not None:
         from ..tracking.store import client_for
-        client = client_for(uri)
-        client.log_text(parent, text, f"probe/{RESULT_FILE}")
+        client = client_for(launcher.tracking.uri)
+        client.log_text(launcher.parent, text, f"probe/{RESULT_FILE}")
         if fit:
-            client.set_tag(parent, "gatscale.probe_law", fit.line())
+            client.set_tag(launcher.parent, "gatscale.probe_law", fit.line())
         if not stopped:
-            blocked = any(r["outcome"].startswith("blocked") for r in rows)
-            end_sweep_run(tracking, parent, "failed" if blocked else "finished")
+            launcher.end("failed" if any(r["outcome"].startswith("blocked") for r in rows) else "finished")
     if stopped:
         print(f"trials {stopped}: re-run `gatscale probe-lr {args.spec}` to continue the search")
-        return EXIT_PREEMPTED if stopped == "preempted" else 0
+        return {"preempted": EXIT_PREEMPTED, "not-started": 1}.get(stopped, 0)
     return 0 if not any(r["outcome"].startswith("blocked") for r in rows) else 1

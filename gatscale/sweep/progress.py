@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..tracking.metrics_log import FD_METRICS
 from ..train.status import read_status
 
-QUALITY = ("fid", "fd_digits")  # the in-training Frechet distance, whichever the run logs
 HEADERS = ["run", "state", "step", "img/s", "ETA", "FID"]
 
 
@@ -35,7 +35,7 @@ def progress_row(name: str, status: dict, iterations: int, state: str | None = N
     step, iterations = status.get("step", 0), status.get("iterations") or iterations
     state = state or status.get("status") or "queued"
     eta = (iterations - step) * m["perf/step_ms"] / 1e3 if state == "running" and "perf/step_ms" in m else None
-    fid = next((f"{m[k]:.4g} {k}" for k in QUALITY if k in m), "")
+    fid = next((f"{m[k]:.4g} {k}" for k in FD_METRICS if k in m), "")
     rate = f"{m['perf/images_per_s']:.4g}" if "perf/images_per_s" in m else ""
     return [name, state, f"{step}/{iterations}", rate, format_eta(eta), fid]
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gatscale.core.config import (ConfigError, RunConfig, coerce_field, config_hash, field_types, from_dict, read_yaml, set_field,
-                      training_hash, validate)
+from gatscale.core.config import (LR_RULE_KEYS, ConfigError, RunConfig, check_override, coerce_field, config_hash,
+                                  field_types, from_dict, read_yaml, set_field, training_hash, validate)
 from gatscale.core.sizes import GAT_SIZES, MODEL_NAMES, size_letter
 from gatscale.tracking.store import resolve_uri
 from .profile import ClusterProfile, Resources, load_profile, merge_resources, parse_resources, profile_resources
@@ -47,8 +47,8 @@ TOP_KEYS = ("name", "description", "base_config", "base", "settings", "grid", "z
             "resources", "runs_dir", "profile", "max_attempts", "device", "throughput", "probe", "findings")
 GROUP_KEYS = ("grid", "zip", "seeds")
 SIZE_KEYS = ("model.generator.size", "model.discriminator.size")
-LR_KEYS = ("optim.lr", "optim.width_aware_lr")
-SWITCH_KEYS = ("method.mng", "method.repa", *LR_KEYS)  # already spelled out in every run name
+LR_TAG_KEYS = ("optim.width_aware_lr", "optim.lr")  # what `lr_tag` writes (an axis on optim.base_width gets a part)
+SWITCH_KEYS = ("method.mng", "method.repa", *LR_TAG_KEYS)  # already spelled out in every run name
 MNG_TAGS = {"exp": "mng", "linear": "mnglin", "vp": "mngvp", "off": "nomng"}
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
@@ -63,6 +63,7 @@ class Run:
     model: str                   # generator size name, e.g. 'GAT-B/2' (resource class, throughput key)
     resources: Resources     # GPUs, nodes, wall time: the profile's size row under the spec's overrides
     labels: dict = field(default_factory=dict)  # axis -> this run's value (its name if named), and the seed
+    name_parts: dict = field(default_factory=dict)  # the name by role (run_name_parts): the name is them joined by '-'
     aliases: list[str] = field(default_factory=list)  # the spec's other names for this same training
 
     @property
@@ -238,24 +239,38 @@ def size_tag(name: str) -> str:
     return name.removeprefix("GAT-").replace("/", "")
 
 
-def run_name(cfg: RunConfig, choices: list[Choice]) -> str:
-    """'B2-mng-repa-lrS-s0': G size+patch (and D's when it differs), MNG, REPA, LR rule, other axes, seed."""
+def run_name_parts(cfg: RunConfig, choices: list[Choice]) -> dict[str, str]:
+    """'B2-mng-repa-lrS-s0' by role: {"size": "B2", "mng": "mng", "repa": "repa", "lr": "lrS", <axis>: <its part>,
+    ..., "seed": "s0"}: G size+patch (and D's when it differs), MNG, REPA, the LR rule (the name of a setting that
+    sets it, else `lr_tag`), the other axes, the seed. A run's name is its parts joined by '-' (`join_name`)."""
     g, d = cfg.model.generator.size, cfg.model.discriminator.size
-    parts = [size_tag(g) + ("" if d == g else f"-D{size_tag(d)}"), MNG_TAGS[cfg.method.mng],
-             "repa" if cfg.method.repa else "norepa"]
-    lr = next((c.label for c in choices if c.label and set(c.values) & set(LR_KEYS)), None)
-    parts.append(lr or ("lrA" if cfg.optim.width_aware_lr else "lr" + _short_float(cfg.optim.lr)))
+    parts = {"size": size_tag(g) + ("" if d == g else f"-D{size_tag(d)}"), "mng": MNG_TAGS[cfg.method.mng],
+             "repa": "repa" if cfg.method.repa else "norepa"}
+    sets_lr = [c for c in choices if c.label and set(c.values) & set(LR_RULE_KEYS)]
+    parts["lr"] = sets_lr[0].label if sets_lr else lr_tag(cfg)
+    others = {}
     for c in choices:
         if c.label and not set(c.values) <= set(SWITCH_KEYS + SIZE_KEYS):
-            if not set(c.values) & set(LR_KEYS):
-                parts.append(c.label)
+            if c not in sets_lr:
+                others[c.axis] = c.label
         elif c.label is None and c.axis not in SWITCH_KEYS + SIZE_KEYS + ("train.seed",):
-            parts.append(f"{c.axis.rsplit('.', 1)[-1]}{c.values[c.axis]}")
-    parts.append(f"s{cfg.train.seed}")
-    return "-".join(str(p).replace("/", "_") for p in parts)
+            others[c.axis] = f"{c.axis.rsplit('.', 1)[-1]}{c.values[c.axis]}"
+    parts.update({axis if axis not in parts else f"{axis}#": part for axis, part in others.items()})  # an axis 'lr'
+    parts["seed"] = f"s{cfg.train.seed}"
+    return {role: str(p).replace("/", "_") for role, p in parts.items()}
 
 
-def _short_float(x: float) -> str:
+def join_name(parts: dict[str, str]) -> str:
+    return "-".join(parts.values())
+
+
+def lr_tag(cfg: RunConfig) -> str:
+    """The run name's LR part when no named setting gives one: 'lrA' (width-aware, paper Eq. 4) or the fixed LR
+    to 4 significant digits ('lr4e-4')."""
+    return "lrA" if cfg.optim.width_aware_lr else "lr" + short_float(cfg.optim.lr)
+
+
+def short_float(x: float) -> str:
     mantissa, exp = f"{x:.3e}".split("e")
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
 
@@ -299,7 +314,16 @@ class ParsedSpec:
     resources: Resources                         # the spec's `resources`, under every run's
     max_attempts: int
     raw: dict                                    # the file's mapping (profile, runs_dir, device, ...)
+    overrides: dict = field(default_factory=dict)  # `--set` on the command line: flat {key: value} over the base
     findings: "FindingsConfig" = None            # the `findings:` section, its sides not yet matched to runs
+
+
+def add_set_argument(parser):
+    """`--set KEY.PATH=VALUE` of the commands that read a spec (`load_spec`'s overrides): `gatscale sweep` and
+    `probe-lr`, and `status` and `findings`, which need the same --set to name the same runs."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a value of the spec's base for every run, as `gatscale train --set` does, e.g. "
+                             "--set train.iterations=200 (repeatable; a key an axis or per_size sets is an error)")
 
 
 PROJECT_MARKERS = (".git", "pyproject.toml")
@@ -317,11 +341,13 @@ def project_root(spec_path: str | Path) -> Path:
     return folder
 
 
-def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str | Path | None = None) -> Spec:
+def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str | Path | None = None,
+              overrides: list[str] | None = None) -> Spec:
     """Read, expand and validate a sweep spec: parse -> expand -> attach resources. `runs_dir`/`profile`
-    override the spec's (command line: relative to the working directory). The spec's own runs_dir (default
-    runs) and a relative tracking.uri are taken from its project root (`project_root`), made absolute."""
-    parsed = parse_spec(Path(path))
+    override the spec's (command line: relative to the working directory), as do `overrides` (`--set
+    key.path=value`) its base. The spec's own runs_dir (default runs) and a relative tracking.uri are taken from
+    its project root (`project_root`), made absolute."""
+    parsed = parse_spec(Path(path), overrides)
     raw, root = parsed.raw, project_root(parsed.path)
     runs_dir = Path(runs_dir).absolute() if runs_dir is not None else root / str(raw.get("runs_dir", "runs"))
     runs = expand(parsed, runs_dir / parsed.name)
@@ -338,8 +364,9 @@ def load_spec(path: str | Path, runs_dir: str | Path | None = None, profile: str
                 root=root)
 
 
-def parse_spec(path: Path) -> ParsedSpec:
-    """The spec file's keys, checked: errors name the file, the key path and the value."""
+def parse_spec(path: Path, overrides: list[str] | None = None) -> ParsedSpec:
+    """The spec file's keys, checked: errors name the file, the key path and the value; `overrides`: `--set
+    key.path=value` over its base, parsed as `gatscale train` parses them (errors name --set)."""
     source = str(path)
     spec = read_yaml(path, "spec", source)
     for k in spec:
@@ -349,7 +376,8 @@ def parse_spec(path: Path) -> ParsedSpec:
     if not isinstance(name, str) or not LABEL.match(name):
         raise ConfigError(source, "name", name, "the study needs a name (letters, digits, . _ + = -): "
                                                 "its MLflow experiment and its folder under runs_dir")
-    base, settings = _base_config(path, spec, name), _settings(source, spec.get("settings") or {})
+    sets = {k: v for item in overrides or [] for k, v in flat_settings("--set", "--set", check_override(item)).items()}
+    base, settings = _base_config(path, spec, name, sets), _settings(source, spec.get("settings") or {})
     groups = _groups(source, spec)
     seeds, per_size = _seeds(source, "seeds", spec.get("seeds")), _per_size(source, spec.get("per_size"))
     resources = _resources(source, "resources", spec.get("resources"))
@@ -358,11 +386,12 @@ def parse_spec(path: Path) -> ParsedSpec:
         raise ConfigError(source, "max_attempts", max_attempts, "expected an integer >= 1 (launches of a failing run)")
     findings = parse_findings(source, spec.get("findings"), settings)
     return ParsedSpec(path, name, base, settings, groups, seeds, per_size, resources, max_attempts, raw=spec,
-                      findings=findings)
+                      findings=findings, overrides=sets)
 
 
-def _base_config(path: Path, spec: dict, name: str) -> RunConfig:
-    """The base_config file, then the base overrides; each expanded run is validated whole later."""
+def _base_config(path: Path, spec: dict, name: str, sets: dict) -> RunConfig:
+    """The base_config file, then the base overrides, then the command line's `--set` (`sets`); each expanded run is
+    validated whole later."""
     source = str(path)
     base = RunConfig()
     if spec.get("base_config") is not None:
@@ -372,7 +401,10 @@ def _base_config(path: Path, spec: dict, name: str) -> RunConfig:
     if overrides.get("tracking.experiment", name) != name:
         raise ConfigError(source, "base.tracking.experiment", overrides["tracking.experiment"],
                           f"a study is one MLflow experiment named after the study ({name!r}): remove this key")
-    for key, value in overrides.items():
+    if sets.get("tracking.experiment", name) != name:
+        raise ConfigError("--set", "tracking.experiment", sets["tracking.experiment"],
+                          f"a study is one MLflow experiment named after the study ({name!r}): remove this --set")
+    for key, value in {**overrides, **sets}.items():
         set_field(base, key, value, source)
     base.tracking.experiment = name
     return base
@@ -411,7 +443,8 @@ def expand(parsed: ParsedSpec, study_dir: Path) -> list[Run]:
         seeds = _seeds(source, f"{where}seeds", group.get("seeds")) or parsed.seeds or [None]
         for choices in _combinations(source, where, group, parsed.settings):
             for seed in seeds:
-                run = _expand_one(source, parsed.base, choices, seed, parsed.per_size, parsed.resources, study_dir)
+                run = _expand_one(source, parsed.base, choices, seed, parsed.per_size, parsed.resources, study_dir,
+                                  parsed.overrides)
                 same = seen.setdefault(training_hash(run.config), run)
                 if same is run:
                     runs.append(run)
@@ -442,7 +475,9 @@ def attach_resources(runs: list[Run], cluster: ClusterProfile | None):
         run.resources = merge_resources(profile_resources(cluster, run.model), run.resources)
 
 
-def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resources, study_dir) -> Run:
+def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resources, study_dir, sets=None) -> Run:
+    """One run: the base (with `sets`, the command line's --set) under its axes' values, its seed and its size's
+    per_size overrides; a key set in two of these places is an error naming both."""
     values: dict[str, Any] = {}
     owner: dict[str, str] = {}
     for c in choices:
@@ -468,14 +503,21 @@ def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resourc
             raise ConfigError(source, f"per_size.{letter}.{key}", value,
                               f"the run ({label}) gets this key from the axis {owner.get(key, 'seeds')} too; "
                               f"set it in one place")
+    for key, value in (sets or {}).items():
+        if key in values or key in size_values:
+            by = f"per_size.{letter}" if key in size_values else f"the axis {owner[key]}" if key in owner else "seeds"
+            raise ConfigError("--set", key, value, f"conflicts with the spec: {source} sets this key per run ({by}); "
+                                                   f"--set changes only the base that every run shares: edit the spec")
     cfg, where = copy.deepcopy(base), f"{source} (run {label})"
     for key, value in {**size_values, **values}.items():
         set_field(cfg, key, value, where)
     validate(cfg, where)
-    name = run_name(cfg, choices)
+    parts = run_name_parts(cfg, choices)
+    name = join_name(parts)
     return Run(name=name, config=cfg, config_hash=config_hash(cfg), run_dir=study_dir / name,
                model=cfg.model.generator.size, resources=merge_resources(common_resources, *size_rows),
-               labels={c.axis: c.label or c.values[c.axis] for c in choices} | {"seed": cfg.train.seed})
+               labels={c.axis: c.label or c.values[c.axis] for c in choices} | {"seed": cfg.train.seed},
+               name_parts=parts)
 
 
 def run_at_size(spec_path: str | Path, size: str, study_dir: Path) -> Run:
@@ -493,7 +535,8 @@ def _dedupe_names(runs: list[Run]):
         counts[r.name] = counts.get(r.name, 0) + 1
     for r in runs:
         if counts[r.name] > 1:
-            r.name = f"{r.name}-{r.config_hash[:6]}"
+            r.name_parts = {**r.name_parts, "hash": r.config_hash[:6]}
+            r.name = join_name(r.name_parts)
             r.run_dir = r.run_dir.parent / r.name
     for r, short in zip(runs, short_names([r.name for r in runs])):
         r.config.name = r.name
@@ -529,13 +572,15 @@ def with_seed(run: Run, seed: int) -> Run:
     cfg = copy.deepcopy(run.config)
     cfg.train.seed = seed
     old = f"-s{run.config.train.seed}"
-    base = run.name.removesuffix(old) if run.name.endswith(old) else run.name
-    name = f"{base}-s{seed}"
+    parts = {**run.name_parts, "seed": f"s{seed}"}
+    if "hash" in parts:  # a name shared by two configs (_dedupe_names): this config's hash
+        parts["hash"] = config_hash(cfg)[:6]
+    name = join_name(parts)
     short = cfg.tracking.run_name
     cfg.tracking.run_name = (short.removesuffix(old) + f"-s{seed}") if short and short.endswith(old) else name
     cfg.name, cfg.run_dir, cfg.tracking.aliases = name, str(run.run_dir.parent / name), ""
     return dataclasses.replace(run, name=name, config=cfg, config_hash=config_hash(cfg), run_dir=run.run_dir.parent / name,
-                               labels={**run.labels, "seed": seed}, aliases=[])
+                               labels={**run.labels, "seed": seed}, aliases=[], name_parts=parts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ from .backends.submitit_backend import job_error
 from .backends.watcher import JobWatcher
 from .plan import STOP_ACTIONS, plan, read_folder
 from .progress import format_table, progress_row, summary_line
-from .spec import Spec, load_spec
+from .spec import Spec, add_set_argument, load_spec
 
 
 def add_arguments(parser):
     parser.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml)")
     parser.add_argument("--runs-dir", help="folder holding <study>/<run> (default: the spec's runs_dir, else runs)")
+    add_set_argument(parser)
     parser.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
                         help="refresh every SECONDS (default 10) until every run has ended")
 
@@ -54,7 +55,7 @@ def _num(metrics: dict, key: str, fmt: str = ".3g") -> str:
 
 
 def main(args) -> int:
-    spec = load_spec(args.spec, args.runs_dir)  # a ConfigError is reported by gatscale.cli
+    spec = load_spec(args.spec, args.runs_dir, overrides=args.overrides)  # a ConfigError is reported by gatscale.cli
     if spec.probe is not None:  # an LR probe: its trials so far and the next ones
         from .probe import trials_spec
         spec = trials_spec(spec)

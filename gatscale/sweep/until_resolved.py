@@ -105,9 +105,8 @@ def until_resolved(spec: Spec, args, sweep_round) -> int:
         runs = study_runs(spec, design)
         print(f"--until-resolved: round {design.rounds + 1}, {len(runs)} runs, at most {design.max_seeds} seeds per "
               f"side", flush=True)
-        done = sweep_round(spec, args, runs)
-        code = done.code
-        if args.dry_run or code == 2:
+        code = sweep_round(spec, args, runs)  # a folder conflict raises: nothing is launched, no seed added
+        if args.dry_run:
             break
         pending = [r.name for r in runs if (read_status(r.run_dir) or {}).get("status") not in TERMINAL]
         findings = derive(spec, runs, design)
@@ -136,7 +135,7 @@ def until_resolved(spec: Spec, args, sweep_round) -> int:
         print(f"--until-resolved: adding {len(added)} run(s): {', '.join(sorted(added))}", flush=True)
     if stop:
         print(f"--until-resolved: stopped: {stop}")
-    if not args.dry_run and code != 2:
+    if not args.dry_run:
         write_design(spec, design)  # `gatscale findings` reads the study at the level these looks spent
     return code
 

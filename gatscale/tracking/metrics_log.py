@@ -43,6 +43,10 @@ STATE_FILE = "tracking.json"
 LOCK_FILE = ".tracking.lock"
 READ_CHUNK = 4 << 20  # bytes read per delivery pass
 
+# The in-training Frechet distance, under the name its feature extractor gives it (docs/design.md, "Metric names"):
+# Inception's FID or the digits extractor's FD. A run logs one of them; whoever reads "the FD" reads these.
+FD_METRICS = ("fid", "fd_digits")
+
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
+from gatscale.core.errors import InputError, describe
 from .metrics_log import METRICS_FILE, STATE_FILE, MetricsLog, now_ms
 from .labels import valid_name
 from .store import client_for, configure_http_client, experiment_id
@@ -261,17 +263,16 @@ def add_arguments(parser: argparse.ArgumentParser):
 def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     configure_http_client()
-    failed = 0
+    failed, missing = 0, []
     for run_dir in args.run_dirs:
         try:
             left = sync_run_dir(run_dir, args.uri, args.timeout)
-        except FileNotFoundError as e:
-            print(f"error: {e}")
-            failed += 1
+        except FileNotFoundError as e:  # a folder that is not a tracked run: said once the others are synced
+            missing.append(describe(e))
             continue
         except Exception as e:
             print(f"{run_dir}: the tracking store did not accept the records ({type(e).__name__}: {e}); "
-                  f"nothing was lost, run `gatscale sync {run_dir}` again later")
+                  f"nothing was lost, run `gatscale sync {run_dir}` again later", file=sys.stderr)
             failed += 1
             continue
         state = MetricsLog(run_dir).load_state()
@@ -280,4 +281,6 @@ def main(args) -> int:
             failed += 1
         else:
             print(f"{run_dir}: up to date in run {state['run_id']} at {state['uri']}")
+    if missing:
+        raise InputError("; ".join(missing))
     return 1 if failed else 0

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from pathlib import Path
 
 import torch
 
 from gatscale.core.atomic import atomic_write_text
+from gatscale.core.errors import InputError, describe
 
 from .trained_run import load_run, log_to_tracker
 from gatscale.eval.samples import build_eval_tokenizer
@@ -99,8 +99,7 @@ def main(args) -> int:
             out = run_lpips_contribution(args, G, run_dir, tokenizer, device)
         else:
             out = run_pca(args, G, run_dir, step, tokenizer, device)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"gatscale analyze {args.analysis}: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError) as e:  # the path or an option given: bad input, reported by gatscale.cli
+        raise InputError(f"{args.analysis}: {describe(e)}") from None
     log_to_tracker(run_dir, cfg, {}, step, out)
     return 0

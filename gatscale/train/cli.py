@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 from gatscale.core.config import ConfigError, load_config
+from gatscale.core.errors import InputError
 from .signals import StopFlag
 from .status import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PREEMPTED
 
@@ -24,8 +25,7 @@ def main(args) -> int:
         raise ConfigError(None, "--run-dir", args.run_dir, "is a file; expected a run folder (or a path to create one)")
     if config is None:
         if not args.run_dir or not (Path(args.run_dir) / "config.yaml").is_file():
-            print("gatscale train: give a CONFIG.yaml, or --run-dir of an existing run to resume it", file=sys.stderr)
-            return 2
+            raise InputError("give a CONFIG.yaml, or --run-dir of an existing run to resume it")
         config = Path(args.run_dir) / "config.yaml"
     cfg = load_config(config, args.overrides)  # a ConfigError is reported by gatscale.cli: one line, exit 2
     from ..tracking import build_tracker

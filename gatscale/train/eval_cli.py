@@ -25,13 +25,13 @@ import contextlib
 import dataclasses
 import json
 import re
-import sys
 import time
 
 import torch
 
 from gatscale.core.atomic import atomic_write_text
 from gatscale.core.config import to_dict
+from gatscale.core.errors import InputError, describe
 
 from gatscale.eval import fid, frechet
 from .trained_run import load_run, log_to_tracker
@@ -93,8 +93,7 @@ def main(args) -> int:
                 f"{frechet.inf_counts(args.num_samples)}; it needs 3)"
                 if args.fd_inf and args.num_samples >= 2 and len(frechet.inf_counts(args.num_samples)) < 3 else None]
     if any(problems):
-        print("gatscale eval: " + "; ".join(p for p in problems if p), file=sys.stderr)
-        return 2
+        raise InputError("; ".join(p for p in problems if p))
     device = torch.device(args.device)
     try:
         G, cfg, run_dir, step, ckpt = load_run(args.path, args.which, device)
@@ -111,9 +110,8 @@ def main(args) -> int:
         tokenizer = build_eval_tokenizer(cfg, device)
         if device.type == "cuda":  # float32 matmuls in TF32, as the official generate.py (--tf32) and train.py
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.tf32
-    except (FileNotFoundError, ValueError) as e:
-        print(f"gatscale eval: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError) as e:  # the path or an option given: bad input, reported by gatscale.cli
+        raise InputError(describe(e)) from None
 
     start = time.time()
     batches = generate_images(G, tokenizer, args.num_samples, cfg.eval.batch_size, cfg.eval.truncation_psi,

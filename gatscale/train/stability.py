@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 
 from gatscale.core.config import StabilityConfig
-
-FD_METRICS = ("fid", "fd_digits")
+from ..tracking.metrics_log import FD_METRICS  # noqa: F401 (the trainer reads it from here)
 
 
 class StabilityWatch:
