@@ -7,8 +7,7 @@
     figures.fid_curves(runs, histories, by="size", out_dir="figures")
 """
 from . import figures, style
-from .figures import (ablation_table, fid_curves, fid_vs_compute, fit_power_law, lpips_contribution,
-                      lr_crosscheck)
+from .figures import ablation_table, fid_curves, fid_vs_compute, fit_power_law, lpips_contribution, lr_crosscheck
 from .load import MissingData, load_experiment, load_histories, load_lpips, load_run_folders, load_runs
 
 __all__ = ["figures", "style", "MissingData", "load_runs", "load_run_folders", "load_histories", "load_lpips",

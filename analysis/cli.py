@@ -2,14 +2,19 @@
 folders alone); say why the others are not."""
 from __future__ import annotations
 
-
 from gatscale.core.config import ConfigError
 from gatscale.core.errors import InputError
 from gatscale.sweep.spec import load_spec  # a study command: the spec names the study
-
 from . import figures
-from .load import (DEFAULT_CACHE_DIR, DEFAULT_TRACKING_URI, MissingData, load_experiment, load_histories, load_lpips,
-                   load_run_folders)
+from .load import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_TRACKING_URI,
+    MissingData,
+    load_experiment,
+    load_histories,
+    load_lpips,
+    load_run_folders,
+)
 
 
 def add_arguments(parser):

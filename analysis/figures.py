@@ -29,10 +29,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from gatscale.core import stats
-from gatscale.core.stats import bracket, fit_lr_law
 from gatscale.core.atomic import atomic_write_text
+from gatscale.core.stats import bracket, fit_lr_law
 from gatscale.tracking.metrics_log import FD_METRICS
-
 from . import style
 from .load import MissingData
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .load import MissingData
 from gatscale.sweep.spec import project_root
 from gatscale.tracking.store import resolve_uri, sqlite_path
+from .load import MissingData
 
 
 def find_root(spec: str | Path, start: str | Path | None = None) -> Path:

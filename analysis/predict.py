@@ -25,7 +25,6 @@ import numpy as np
 
 from gatscale.core.errors import EnvironmentProblem, InputError
 from gatscale.core.stats import Backtest
-
 from . import figures
 from .load import MissingData
 

@@ -23,7 +23,6 @@ import pandas as pd
 from gatscale.core.atomic import atomic_write_text
 from gatscale.core.errors import InputError
 from gatscale.sweep.progress import format_table
-
 from .load import DEFAULT_CACHE_DIR, MissingData, _client, load_experiment, no_progress_bar
 from .style import png_bytes
 
@@ -75,7 +74,6 @@ def write_report(spec_path, out, tracking_uri: str | None = None, cache_dir=DEFA
                  probe_path=None) -> tuple[Path, pd.DataFrame]:
     """Write the report; returns its path and the run table it shows."""
     from gatscale.tracking.labels import code_version
-
     from .cli import study_spec
     from .load import load_lpips
 
@@ -113,7 +111,6 @@ def _law(spec, runs, histories) -> str:
     """The seed-aware FD-vs-compute law, its leave-largest-out backtest and what it predicts for the next size up
     (analysis/predict.py, as `gatscale predict SPEC --size ...` prints it), or why it cannot."""
     from gatscale.core.sizes import GAT_SIZES
-
     from . import figures
     from .predict import CannotPredict, answer, size_run
     trained = {r.config.model.generator.size for r in spec.runs}
@@ -142,7 +139,6 @@ def _findings(spec) -> tuple[str, str, dict]:
     """(HTML section, console text, {figure stem: [(finding index, name)]}) of the study's findings."""
     from gatscale.sweep.findings import format_findings, level_note
     from gatscale.sweep.findings_cli import study_findings
-
     from .figures import findings_data, plot_findings
 
     findings, design = study_findings(spec)

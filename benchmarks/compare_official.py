@@ -25,8 +25,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import benchmark_config, synthetic_batch, time_iterations  # noqa: E402
-from train_step import parser as train_step_parser  # noqa: E402
+from train_step import (  # noqa: E402
+    benchmark_config,
+    parser as train_step_parser,  # noqa: E402
+    synthetic_batch,
+    time_iterations,
+)
 
 from gatscale.train.step import build_state, train_step  # noqa: E402
 

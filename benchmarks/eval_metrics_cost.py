@@ -14,10 +14,10 @@ import time
 import numpy as np
 import torch
 
+from gatscale.data.vae import build_tokenizer
 from gatscale.eval import fid, frechet
 from gatscale.models import generator_from_config
 from gatscale.sweep.spec import load_spec
-from gatscale.data.vae import build_tokenizer
 
 
 def main():

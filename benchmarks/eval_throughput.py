@@ -17,10 +17,10 @@ import time
 import torch
 from train_step import sync  # benchmarks/train_step.py (this script's folder is on sys.path)
 
+from gatscale.data.vae import build_tokenizer
 from gatscale.eval import fid
 from gatscale.eval.samples import generate_images
 from gatscale.models import build_generator
-from gatscale.data.vae import build_tokenizer
 
 
 def random_inception(device):

@@ -2,8 +2,8 @@
 import torch
 
 from gatscale.core.config import EncoderConfig
-from gatscale.networks.encoders import build_encoder
 from gatscale.models import build_discriminator, build_generator
+from gatscale.networks.encoders import build_encoder
 
 TINY = dict(depth=4, hidden_size=32, num_heads=2, input_size=8, in_channels=3, num_classes=2)
 TINY_ENCODER = EncoderConfig(

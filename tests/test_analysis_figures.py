@@ -6,8 +6,16 @@ from matplotlib.colors import to_hex
 
 from analysis import figures, style
 from analysis.load import MissingData
-from analysis_fixtures import (DIVERGED_AT, FID_A, FID_B, FID_STEPS, ABLATION_FACTOR, planted_fid, study_frames,
-                               train_gflops)
+from analysis_fixtures import (
+    ABLATION_FACTOR,
+    DIVERGED_AT,
+    FID_A,
+    FID_B,
+    FID_STEPS,
+    planted_fid,
+    study_frames,
+    train_gflops,
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from mlflow.entities import Metric
 
 from analysis import cli, load, load_histories, load_lpips, load_runs
 from analysis.load import MissingData
-from gatscale.cli import main as gatscale_main
 from analysis_fixtures import DIVERGENCE_REASON, STUDY, study_frames, write_study
+from gatscale.cli import main as gatscale_main
 
 TYPED = ["name", "status", "model", "size", "patch", "width", "model_d", "width_d", "mng", "repa", "width_aware_lr",
          "lr_g", "lr_d", "seed", "batch_size", "gflops_g", "gflops_d", "epochs_per_step", "flops_per_step",

@@ -15,7 +15,6 @@ from analysis_fixtures import STUDY, write_study
 from gatscale.cli import main as gatscale_main
 from train_fixtures import tiny_run_dict
 
-
 PROBE = [("GAT-S/2", 1e-3, "finished"), ("GAT-S/2", 2e-3, "diverged"), ("GAT-B/2", 5e-4, "finished"),
          ("GAT-B/2", 1e-3, "diverged"), ("GAT-L/2", 3.75e-4, "finished"), ("GAT-L/2", 7.5e-4, "diverged")]
 

@@ -14,7 +14,6 @@ import torch
 import yaml
 
 from gatscale.cli import main as gatscale_main
-
 from train_fixtures import REPO, tiny_run_dict
 
 

@@ -20,6 +20,7 @@ def test_a_closed_stdout_ends_the_command_quietly(tmp_path, argv):
     import sys
 
     import yaml
+
     from train_fixtures import REPO, tiny_run_dict
 
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "t", "base": tiny_run_dict(), "seeds": 40}))

@@ -56,6 +56,7 @@ def test_prepare_digits_writes_the_shard_format(tmp_path):
 
 def test_concurrent_preparation_leaves_one_valid_copy(tmp_path):
     import multiprocessing
+
     from gatscale.data.digits import prepare_digits
 
     ctx = multiprocessing.get_context("fork")

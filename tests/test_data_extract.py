@@ -8,8 +8,7 @@ from PIL import Image
 from data_fixtures import CLASSES, make_image_folder, tiny_autoencoder
 from gatscale.cli import main as cli
 from gatscale.core.config import DataConfig
-from gatscale.data import build_train_loader, dataset_info, iterate_images, sample_latents
-from gatscale.data import extract as extract_mod
+from gatscale.data import build_train_loader, dataset_info, extract as extract_mod, iterate_images, sample_latents
 from gatscale.data.extract import center_crop_arr
 from gatscale.data.shards import ShardSet
 from gatscale.data.vae import build_tokenizer

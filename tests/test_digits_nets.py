@@ -1,10 +1,10 @@
 """The networks trained on the digits set: deterministic, cached, and shaped like what they stand in for."""
 import torch
 
-from gatscale.networks import digits_nets
 from gatscale.core.config import EncoderConfig
-from gatscale.networks.encoders import build_encoder
 from gatscale.eval.lpips_contribution import build_lpips
+from gatscale.networks import digits_nets
+from gatscale.networks.encoders import build_encoder
 
 
 def same_weights(a, b) -> bool:

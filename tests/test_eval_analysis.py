@@ -2,9 +2,9 @@
 import torch
 
 from eval_fixtures import tiny_generator
+from gatscale.data.vae import build_tokenizer
 from gatscale.eval.lpips_contribution import SkippedBlock, block_contributions, block_removed, build_lpips
 from gatscale.eval.pca import block_features, pca_grid, pca_rgb
-from gatscale.data.vae import build_tokenizer
 
 
 def test_lpips_contribution_is_zero_for_a_gated_off_block_and_positive_for_the_others():

@@ -5,9 +5,9 @@ import torch
 import torch_fidelity
 
 from eval_fixtures import digits_tensor, tiny_config, tiny_generator
+from gatscale.data.vae import build_tokenizer
 from gatscale.eval import fid
 from gatscale.eval.reference import FeatureMoments, compute_reference, load_reference, save_reference
-from gatscale.data.vae import build_tokenizer
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from eval_fixtures import tiny_generator
-from gatscale.eval.samples import NpzWriter, balanced_labels, generate_images
 from gatscale.data.vae import build_tokenizer
+from gatscale.eval.samples import NpzWriter, balanced_labels, generate_images
 
 
 @pytest.mark.parametrize("n", [1, 7, 10, 1003])

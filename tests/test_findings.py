@@ -14,12 +14,10 @@ from gatscale.sweep.backends import Outcome
 from gatscale.sweep.findings import DESIGN_FILE, derive, judge, read_design, study_runs
 from gatscale.sweep.spec import load_spec
 from gatscale.train.status import write_status
-
 from train_fixtures import REPO, tiny_run_dict
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import findings_oracle as oracle  # noqa: E402
-
 
 # --- the oracle: error rate under peeking, and the runs a real effect costs ----------------------------------
 

@@ -4,8 +4,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from gatscale.core.config import RunConfig, replace
-from gatscale.models.flops import discriminator_flops, generator_flops, run_flops, vit_encoder_flops
 from gatscale.models import build_discriminator, build_generator, parse_model_name
+from gatscale.models.flops import discriminator_flops, generator_flops, run_flops, vit_encoder_flops
 
 
 def counted(module, *inputs) -> int:
@@ -59,8 +59,8 @@ def _tiny_digits_cfg(**changes):
      "encoder.kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}},
 ])
 def test_run_flops_counts_the_configured_repa_encoder_and_projector(encoder):
-    from gatscale.networks.encoders import build_encoder
     from gatscale.models.flops import encoder_arch, projector_flops
+    from gatscale.networks.encoders import build_encoder
 
     cfg, no_repa = _tiny_digits_cfg(**encoder), _tiny_digits_cfg(**encoder, **{"method.repa": False})
     from gatscale.networks.digits_nets import build_digits_vit
@@ -79,8 +79,8 @@ def test_run_flops_counts_the_configured_repa_encoder_and_projector(encoder):
 
 
 def test_run_flops_refuses_an_encoder_it_cannot_count():
-    from gatscale.models.flops import encoder_arch
     from gatscale.core.config import EncoderConfig
+    from gatscale.models.flops import encoder_arch
 
     with pytest.raises(ValueError, match="encoder.name = 'resnet50': cannot count its FLOPs"):
         encoder_arch(EncoderConfig(name="resnet50"))

@@ -14,7 +14,6 @@ from gatscale.cli import main as gatscale_main
 from gatscale.train.checkpoint import list_checkpoints, load_checkpoint
 from gatscale.train.status import read_status
 from gatscale.train.trainer import train
-
 from train_fixtures import REPO, assert_bitwise_equal, tiny_config, write_config
 
 TRAIN = {"iterations": 20, "checkpoint_every": 10, "log_every": 2, "keep_checkpoints": 3}

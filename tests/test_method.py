@@ -4,14 +4,13 @@ import math
 import pytest
 import torch
 
+from core_fixtures import tiny_models, toy_batch
 from gatscale.core.config import RunConfig, effective_lr, replace
+from gatscale.models import build_discriminator, build_generator
 from gatscale.models.diffaug import diff_augment, draw_params, parse_policy
 from gatscale.models.losses import approx_gradient_penalty, exact_gradient_penalty
 from gatscale.models.mng import build_schedule, mng_noise_levels
-from gatscale.models import build_discriminator, build_generator
 from gatscale.networks.objective import GATObjective
-
-from core_fixtures import tiny_models, toy_batch
 
 POLICY = parse_policy("color,translation,cutout,flip")
 

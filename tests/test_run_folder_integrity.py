@@ -13,11 +13,17 @@ import torch
 
 from gatscale.cli import main as gatscale_main
 from gatscale.train import checkpoint as ckpt_module
-from gatscale.train.checkpoint import (CheckpointInvalid, CheckpointSaveError, list_checkpoints, load_checkpoint,
-                                       read_valid, save_checkpoint, validate_checkpoint)
+from gatscale.train.checkpoint import (
+    CheckpointInvalid,
+    CheckpointSaveError,
+    list_checkpoints,
+    load_checkpoint,
+    read_valid,
+    save_checkpoint,
+    validate_checkpoint,
+)
 from gatscale.train.status import EXIT_PREEMPTED, read_status, write_status
 from gatscale.train.trainer import CheckpointsUnusable, train
-
 from train_fixtures import assert_bitwise_equal, gatscale_train, tiny_config, wait_for, write_config
 
 EVERY4 = {"iterations": 20, "checkpoint_every": 4, "keep_checkpoints": 10}

@@ -9,9 +9,9 @@ import time
 
 import pytest
 import submitit
-from slurm_fixtures import REPO, Countdown, run, sacct_state, sbatch, scontrol_field, square, wait_final, wait_for
 
 from gatscale.sweep.profile import executor_kwargs, load_profile, submitit_parameters
+from slurm_fixtures import REPO, Countdown, run, sacct_state, sbatch, scontrol_field, square, wait_final, wait_for
 
 pytestmark = pytest.mark.slurm
 

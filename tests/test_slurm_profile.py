@@ -7,7 +7,7 @@ import submitit
 import yaml
 
 from gatscale.core.config import ConfigError
-from gatscale.sweep.profile import PROFILES_DIR, executor_kwargs, load_profile, submitit_parameters, profile_resources
+from gatscale.sweep.profile import PROFILES_DIR, executor_kwargs, load_profile, profile_resources, submitit_parameters
 
 MINIMAL = {"partition": "gpu", "gpus_per_node": 4, "sizes": {"default": {"gpus": 1, "time_min": 60}}}
 

@@ -22,8 +22,18 @@ from gatscale.sweep.spec import load_spec
 from gatscale.train.checkpoint import list_checkpoints, load_checkpoint
 from gatscale.train.status import EXIT_PREEMPTED, read_status
 from gatscale.train.trainer import train
-from slurm_fixtures import (REPO, job_records, log_count, run, sacct_field, sbatch, scontrol_field, slurm_spec,
-                            wait_final, wait_for)
+from slurm_fixtures import (
+    REPO,
+    job_records,
+    log_count,
+    run,
+    sacct_field,
+    sbatch,
+    scontrol_field,
+    slurm_spec,
+    wait_final,
+    wait_for,
+)
 from sweep_fixtures import gatscale, run_starts
 from train_fixtures import assert_bitwise_equal
 

@@ -9,10 +9,19 @@ import pytest
 import yaml
 
 from gatscale.core.config import ConfigError, StabilityConfig
-from gatscale.sweep import launch as sweep_launch, probe_cli
 from gatscale.core.stats import fit_lr_law
-from gatscale.sweep.probe import (ABOVE, BELOW, BRACKETED, OUT_OF_TRIALS, ProbeConfig, probe_config, probe_state,
-                                  search, trials_spec)
+from gatscale.sweep import launch as sweep_launch, probe_cli
+from gatscale.sweep.probe import (
+    ABOVE,
+    BELOW,
+    BRACKETED,
+    OUT_OF_TRIALS,
+    ProbeConfig,
+    probe_config,
+    probe_state,
+    search,
+    trials_spec,
+)
 from gatscale.sweep.spec import load_spec
 from gatscale.train.stability import StabilityWatch
 from gatscale.train.status import write_status

@@ -22,8 +22,8 @@ from gatscale.cli import main as gatscale_main
 from gatscale.core.config import RunConfig, TrackingConfig, flatten, to_dict
 from gatscale.tracking import end_sweep_run, ensure_store, find_runs, log_after_run, start_sweep_run
 from gatscale.tracking.base import FolderTracker
-from gatscale.tracking.metrics_log import MetricsLog, metric_histories, rewind
 from gatscale.tracking.labels import code_version, job_id, valid_name
+from gatscale.tracking.metrics_log import MetricsLog, metric_histories, rewind
 from gatscale.tracking.mlflow_tracker import MlflowTracker
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,9 +12,16 @@ from gatscale.core.config import ConfigError, config_from_dict, load_config
 from gatscale.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from gatscale.train.status import EXIT_PREEMPTED, read_status
 from gatscale.train.trainer import train
-
-from train_fixtures import REPO, assert_bitwise_equal, checkpoint_tensors, gatscale_train, tiny_config, tiny_run_dict, wait_for, write_config
-
+from train_fixtures import (
+    REPO,
+    assert_bitwise_equal,
+    checkpoint_tensors,
+    gatscale_train,
+    tiny_config,
+    tiny_run_dict,
+    wait_for,
+    write_config,
+)
 
 # --- config -----------------------------------------------------------------------------------
 
@@ -74,8 +81,8 @@ def test_only_last_k_checkpoints_are_kept(tmp_path):
 def test_tiny_training_moves_losses_and_samples(tmp_path):
     """An honest smoke test: a few hundred steps on digits change the losses and the samples."""
     cfg = tiny_config(train={"iterations": 200, "log_every": 10, "checkpoint_every": 200})
-    from gatscale.train.checkpoint import load_generator
     from gatscale.models import generator_from_config
+    from gatscale.train.checkpoint import load_generator
     torch.manual_seed(cfg.train.seed)
     G0 = generator_from_config(cfg).eval()
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from gatscale.core.atomic import make_readable
 from gatscale.core.errors import InputError, describe
-from .vae import PixelTokenizer
 from .shards import read_index, shard_count, shard_fields, tokenizer_info, write_index, write_shard
+from .vae import PixelTokenizer
 
 DIGITS_CLASS_NAMES = [str(i) for i in range(10)]
 

@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from gatscale.core.atomic import atomic_write_text
 from gatscale.core.errors import InputError, describe
-from .vae import build_tokenizer
 from .shards import shard_count, shard_done, shard_fields, tokenizer_info, write_index, write_shard
+from .vae import build_tokenizer
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LATENT_DTYPES = ("float32", "float16")

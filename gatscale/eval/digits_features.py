@@ -19,8 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from ..data import cache_root
 from gatscale.networks.digits_nets import load_cached, train_classifier
+from ..data import cache_root
 
 DIGITS_EXTRACTOR = "gatscale-digits"
 INPUT_SIZE = 16          # images are resized to 16x16 before the CNN

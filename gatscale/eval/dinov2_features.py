@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 
 from gatscale.core.config import ConfigError, to_dict
-from gatscale.networks.encoders import build_encoder, check_weights_available
 from gatscale.core.errors import EnvironmentProblem, InputError
+from gatscale.networks.encoders import build_encoder, check_weights_available
 
 STAND_IN_SEED = 0
 _CACHE: dict = {}

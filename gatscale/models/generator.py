@@ -11,7 +11,14 @@ from torch.utils.checkpoint import checkpoint
 
 from gatscale.core.sizes import swiglu_hidden
 from .layers import (
-    Attention, AxialRoPE, EqualLinear, RMSNorm, SwiGLU, add_pos_embed, fourier_features_2d, normalize_2nd_moment,
+    Attention,
+    AxialRoPE,
+    EqualLinear,
+    RMSNorm,
+    SwiGLU,
+    add_pos_embed,
+    fourier_features_2d,
+    normalize_2nd_moment,
     unpatchify,
 )
 

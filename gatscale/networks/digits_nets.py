@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from gatscale.core.atomic import atomic_open
-from gatscale.data import cache_root
 from gatscale.core.sizes import DIGITS_VIT
+from gatscale.data import cache_root
 
 DIGITS_VIT_VERSION = 1         # bump when the architecture or the recipe changes (new cache file)
 DIGITS_PERCEPTUAL_VERSION = 1

@@ -15,10 +15,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from gatscale.core.sizes import DIGITS_ENCODER, DIGITS_VIT
 from gatscale.core.config import ConfigError
 from gatscale.core.errors import EnvironmentProblem
 from gatscale.core.hub import hub_unreachable
+from gatscale.core.sizes import DIGITS_ENCODER, DIGITS_VIT
 
 
 class RepaEncoder(nn.Module):

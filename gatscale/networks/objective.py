@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 
 from gatscale.models.diffaug import diff_augment, parse_policy
-from .encoders import RepaEncoder
 from gatscale.models.losses import approx_gradient_penalty, relativistic_d_loss, relativistic_g_loss, repa_loss
 from gatscale.models.mng import MNGSchedule, build_schedule
+from .encoders import RepaEncoder
 
 
 @dataclass

@@ -19,8 +19,8 @@ from ..train.status import EXIT_PREEMPTED, TERMINAL
 from .backends.watcher import JobWatcher
 from .launch import Launcher, add_launch_arguments, check_launch_arguments, refuse_conflicts
 from .plan import plan, read_folder
-from .spec import Spec, load_spec, size_tag
 from .progress import format_table
+from .spec import Spec, load_spec, size_tag
 from .status import tracker_states
 from .throughput import estimate, load_table, measured_runs
 

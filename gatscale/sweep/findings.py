@@ -28,11 +28,10 @@ from dataclasses import asdict, dataclass, field
 from gatscale.core import stats
 from gatscale.core.atomic import atomic_write_text
 from gatscale.core.config import LR_RULE_KEYS, NON_RESULT_KEYS, _fields_but, effective_lr
-from gatscale.models.flops import run_flops
 from gatscale.core.sizes import parse_model_name, size_letter
-from ..tracking.metrics_log import metric_histories
+from gatscale.models.flops import run_flops
+from ..tracking.metrics_log import FD_METRICS, metric_histories
 from ..train.status import read_status
-from ..tracking.metrics_log import FD_METRICS
 from .progress import format_table
 from .spec import SIZE_KEYS, Run, Spec, run_set_key, with_seed
 

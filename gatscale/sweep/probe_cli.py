@@ -19,13 +19,13 @@ import time
 import numpy as np
 
 from gatscale.core.atomic import atomic_write_text
-from ..train.status import EXIT_PREEMPTED
 from gatscale.core.stats import fit_lr_law
+from ..train.status import EXIT_PREEMPTED
 from .cli import run_table
 from .launch import Launcher, add_launch_arguments, check_launch_arguments, refuse_conflicts
 from .probe import LineState, probe_config, probe_state
-from .spec import load_spec
 from .progress import format_table
+from .spec import load_spec
 from .throughput import estimate, load_table, measured_runs
 
 RESULT_FILE = "probe.json"

@@ -37,8 +37,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gatscale.core.config import (LR_RULE_KEYS, ConfigError, RunConfig, check_override, coerce_field, config_hash,
-                                  field_types, from_dict, read_yaml, set_field, training_hash, validate)
+from gatscale.core.config import (
+    LR_RULE_KEYS,
+    ConfigError,
+    RunConfig,
+    check_override,
+    coerce_field,
+    config_hash,
+    field_types,
+    from_dict,
+    read_yaml,
+    set_field,
+    training_hash,
+    validate,
+)
 from gatscale.core.sizes import GAT_SIZES, MODEL_NAMES, size_letter
 from gatscale.tracking.store import resolve_uri
 from .profile import ClusterProfile, Resources, load_profile, merge_resources, parse_resources, profile_resources

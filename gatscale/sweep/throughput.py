@@ -12,11 +12,10 @@ one G step over the global batch, gatscale/models/flops.py) times the iterations
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import json
 import statistics
+from dataclasses import dataclass
+from pathlib import Path
 
 from gatscale.core.config import ConfigError, read_yaml
 from gatscale.models.flops import run_flops

@@ -23,8 +23,18 @@ import sys
 
 from gatscale.core.config import ConfigError
 from ..train.status import TERMINAL, read_status
-from .findings import (Design, Finding, derive, format_findings, level_note, read_design, run_sets, study_runs,
-                       to_json, write_design)
+from .findings import (
+    Design,
+    Finding,
+    derive,
+    format_findings,
+    level_note,
+    read_design,
+    run_sets,
+    study_runs,
+    to_json,
+    write_design,
+)
 from .spec import Run, Spec, with_seed
 from .throughput import estimate, load_table
 

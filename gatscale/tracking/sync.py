@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from gatscale.core.errors import InputError, describe
-from .metrics_log import METRICS_FILE, STATE_FILE, MetricsLog, now_ms
 from .labels import valid_name
+from .metrics_log import METRICS_FILE, STATE_FILE, MetricsLog, now_ms
 from .store import client_for, configure_http_client, experiment_id
 
 log = logging.getLogger(__name__)

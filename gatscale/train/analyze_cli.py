@@ -17,9 +17,8 @@ import torch
 
 from gatscale.core.atomic import atomic_write_text
 from gatscale.core.errors import InputError, describe
-
-from .trained_run import load_run, log_to_tracker
 from gatscale.eval.samples import build_eval_tokenizer
+from .trained_run import load_run, log_to_tracker
 
 
 def add_arguments(parser):
@@ -70,8 +69,8 @@ def run_lpips_contribution(args, G, run_dir: Path, tokenizer, device) -> Path:
 
 
 def run_pca(args, G, run_dir: Path, step, tokenizer, device) -> Path:
-    from .sample_grid import save_png
     from gatscale.eval.pca import block_features, pca_grid
+    from .sample_grid import save_png
 
     try:
         blocks = [int(b) for b in args.blocks.split(",") if b.strip()]

@@ -32,10 +32,9 @@ import torch
 from gatscale.core.atomic import atomic_write_text
 from gatscale.core.config import to_dict
 from gatscale.core.errors import InputError, describe
-
 from gatscale.eval import fid, frechet
-from .trained_run import load_run, log_to_tracker
 from gatscale.eval.samples import NpzWriter, build_eval_tokenizer, generate_images
+from .trained_run import load_run, log_to_tracker
 
 
 def add_arguments(parser):

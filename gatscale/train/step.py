@@ -15,8 +15,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gatscale.core.config import RunConfig, effective_lr
 from gatscale.networks.encoders import build_encoder
-from ..models import discriminator_from_config, generator_from_config
 from gatscale.networks.objective import GATObjective
+from ..models import discriminator_from_config, generator_from_config
 from .checkpoint import CheckpointIO
 
 

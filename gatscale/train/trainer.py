@@ -37,17 +37,34 @@ from pathlib import Path
 
 import torch
 
-from gatscale.core.config import ConfigError, RunConfig, config_hash, diff, dump_config, flatten, load_config, to_dict, validate
-from ..data import DatasetInfo, build_train_loader, dataset_info, sample_latents
-from ..eval.samples import build_eval_tokenizer
+from gatscale.core.config import (
+    ConfigError,
+    RunConfig,
+    config_hash,
+    diff,
+    dump_config,
+    flatten,
+    load_config,
+    to_dict,
+    validate,
+)
 from gatscale.core.errors import EnvironmentProblem, InputError, exit_code
 from gatscale.models.flops import run_flops
+from ..data import DatasetInfo, build_train_loader, dataset_info, sample_latents
+from ..eval.samples import build_eval_tokenizer
 from ..models import count_trainable
 from ..tracking import FolderTracker, NullTracker, Tracker
 from ..tracking.labels import study_tags
 from ..tracking.metrics_log import rewind
-from .checkpoint import (REJECTED_DIR, checkpoint_config, checkpoint_dir, checkpoint_step, find_latest_valid,
-                         remove_stale_temporaries, set_aside)
+from .checkpoint import (
+    REJECTED_DIR,
+    checkpoint_config,
+    checkpoint_dir,
+    checkpoint_step,
+    find_latest_valid,
+    remove_stale_temporaries,
+    set_aside,
+)
 from .distributed import DistInfo, all_reduce_max, barrier, init_distributed, parameter_checksums
 from .sample_grid import class_rows, save_sample_grid
 from .signals import StopFlag

@@ -19,10 +19,10 @@ import signal
 import subprocess
 import time
 
-from . import Options, Outcome, child_env, count_failure, outcome_of, skip_reason, train_command
 from ..progress import LiveProgress, run_progress
 from ..spec import Run
 from ..throughput import run_cost
+from . import Options, Outcome, child_env, count_failure, outcome_of, skip_reason, train_command
 
 
 def _ignore_sigint():

@@ -20,9 +20,9 @@ import signal
 import subprocess
 import time
 
-from . import Options, Outcome, child_env, count_failure, outcome_of, print_outcomes, skip_reason, train_command
 from ..record import failures, read_record
 from ..spec import Run
+from . import Options, Outcome, child_env, count_failure, outcome_of, print_outcomes, skip_reason, train_command
 
 PR_SET_PDEATHSIG = 1
 

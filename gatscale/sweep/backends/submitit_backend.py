@@ -33,10 +33,10 @@ from pathlib import Path
 
 import submitit
 
-from . import Options, Outcome, outcome_of, print_outcomes
 from ..profile import executor_kwargs, submitit_parameters
 from ..record import add_job
 from ..spec import Run
+from . import Options, Outcome, outcome_of, print_outcomes
 
 
 class TrainJob(submitit.helpers.Checkpointable):
