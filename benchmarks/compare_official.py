@@ -109,8 +109,8 @@ def build_official(path: Path, cfg, encoder, device, autocast, lrs):
         """One optimiser step of `net` on loss_fn (the official loss's step_disc or step_gen), as its loop does."""
         net.requires_grad_(True)
         with autocast():
-            l, _, _ = loss_fn(Gw, Dw, None, x, raw, global_step, kwargs)
-        l.mean().backward()
+            loss, _, _ = loss_fn(Gw, Dw, None, x, raw, global_step, kwargs)
+        loss.mean().backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -75,7 +75,7 @@ def test_every_figure_is_its_data_frame_then_a_plot_of_it(study):
     assert set(data["run_id"]) == set(figures.main_method(runs).query("patch == 2")["run_id"])
     assert set(data["step"]) == set(FID_STEPS) and data.attrs["metric"] == "fid"
     drawn = figures.plot_fid_curves(data.assign(value=data["value"] * 2)).axes[0]  # the plot shows the frame it gets
-    line = next(l for l in drawn.get_lines() if l.get_label().startswith("GAT-S/2"))
+    line = next(ln for ln in drawn.get_lines() if ln.get_label().startswith("GAT-S/2"))
     s2 = data[data["model"] == "GAT-S/2"].sort_values("step")
     assert list(line.get_ydata()) == pytest.approx(list(2 * s2["value"]))
 
@@ -240,7 +240,7 @@ def test_fd_figures_draw_the_real_data_floor_as_a_dashed_line(study):
     for fig in (figures.fid_curves(runs, histories, by="size"), figures.fid_vs_compute(runs, histories)):
         floor = line_by_label(fig.axes[0], "real data (same number of samples)")
         assert floor.get_linestyle() == "--" and list(floor.get_ydata()) == [5.0, 5.0]
-    assert "real data (same number of samples)" not in [l.get_label() for l in
+    assert "real data (same number of samples)" not in [ln.get_label() for ln in
                                                         figures.fid_curves(runs, study[1], by="size").axes[0].get_lines()]
 
 
@@ -258,7 +258,7 @@ def test_fid_vs_compute_averages_seeds_with_error_bars_and_prints_the_exponent_c
     assert len(ax.containers) == 5  # one error bar per full-method model
     lo, hi = fig.power_law.b_ci
     assert lo < FID_B < hi < 0 and fig.power_law.trend is None
-    assert f"95% CI [{lo:.3f}, {hi:.3f}]" in next(l.get_label() for l in ax.get_lines() if l.get_label().startswith("fit"))
+    assert f"95% CI [{lo:.3f}, {hi:.3f}]" in next(ln.get_label() for ln in ax.get_lines() if ln.get_label().startswith("fit"))
     assert "falls with compute" in fig.note
 
 

@@ -174,7 +174,7 @@ def make_plan(args, files: list[str], labels: list[int], class_names: list[str],
               tokenizer) -> dict:
     """The extraction's identity (recorded in DEST/extract.json; a resumed job must match it)."""
     images, tok = not args.no_images, tokenizer_info(tokenizer)
-    digest = hashlib.sha1("\n".join(f"{f}\t{l}" for f, l in zip(files, labels)).encode()).hexdigest()
+    digest = hashlib.sha1("\n".join(f"{f}\t{label}" for f, label in zip(files, labels)).encode()).hexdigest()
     return {"source": str(Path(args.src).resolve()), "resolution": args.resolution, "shard_size": args.shard_size,
             "num_files": len(files), "files_sha1": digest, "num_ignored_non_images": ignored,
             "num_classes": len(class_names), "class_names": class_names, "crop": "adm-center-crop",

@@ -53,9 +53,9 @@ def mng_noise_levels(num_levels: int, min_info: float = 0.125, t_offset: float =
     """The rectified-flow noise levels t_k of the exp/linear variants, early -> final."""
     lam = _level_fractions(num_levels)
     if variant == "exp":
-        return [1.0 - min_info ** (1.0 - l) + t_offset for l in lam]
+        return [1.0 - min_info ** (1.0 - lam_k) + t_offset for lam_k in lam]
     if variant == "linear":
-        return [(1.0 - min_info) * (1.0 - l) + t_offset for l in lam]
+        return [(1.0 - min_info) * (1.0 - lam_k) + t_offset for lam_k in lam]
     raise ValueError(f"noise levels are defined for 'exp' and 'linear', not {variant!r}")
 
 
@@ -66,6 +66,6 @@ def build_schedule(variant: str, num_levels: int = 4, min_info: float = 0.125, t
         t = mng_noise_levels(num_levels, min_info, t_offset, variant)
         return MNGSchedule(signal=tuple(1.0 - v for v in t), noise_std=tuple(t))
     if variant == "vp":
-        a = [min_info ** (1.0 - l) for l in _level_fractions(num_levels)]
+        a = [min_info ** (1.0 - lam_k) for lam_k in _level_fractions(num_levels)]
         return MNGSchedule(signal=tuple(a), noise_std=tuple(math.sqrt(max(1.0 - v * v, 0.0)) for v in a))
     raise ValueError(f"unknown MNG variant {variant!r}; valid: exp, linear, vp, off")
