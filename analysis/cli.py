@@ -19,17 +19,21 @@ from .load import (
 
 def add_arguments(parser):
     parser.add_argument("--experiment", help="MLflow experiment name (default: from --spec)")
-    parser.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: from --spec, else {DEFAULT_TRACKING_URI})")
+    parser.add_argument("--tracking-uri",
+                        help=f"MLflow tracking URI (default: from --spec, else {DEFAULT_TRACKING_URI})")
     parser.add_argument("--parent-run-id", help="only the runs of this sweep (its MLflow parent run)")
-    parser.add_argument("--spec", help="sweep spec YAML: its name is the experiment; the tracking URI is its runs' tracking.uri")
-    parser.add_argument("--run-dirs", nargs="+", metavar="RUN_DIR", help="read these run folders alone, without MLflow "
-                                                                         "(e.g. runs trained with tracking.backend none)")
+    parser.add_argument("--spec", help="sweep spec YAML: its name is the experiment; the tracking URI is its runs' "
+                                       "tracking.uri")
+    parser.add_argument("--run-dirs", nargs="+", metavar="RUN_DIR",
+                        help="read these run folders alone, without MLflow (e.g. runs trained with "
+                             "tracking.backend none)")
     parser.add_argument("--out", default="figures", help="output folder (default: figures)")
     parser.add_argument("--step", type=int, help="iteration at which FIDs are compared (default: the last one all "
                                                  "non-diverged runs reached)")
     parser.add_argument("--metric", help="Frechet-distance metric to plot (default: fid, else fd_digits; e.g. "
                                           "fid_50k_psi0.3 as logged by gatscale eval)")
-    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="metric-history cache (default: %(default)s)")
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR),
+                        help="metric-history cache (default: %(default)s)")
     parser.add_argument("--refresh", action="store_true", help="fetch every history again, ignoring the cache")
 
 
@@ -80,7 +84,8 @@ def regenerate(runs, histories, lpips, out_dir=None, step=None, metric=None, onl
         "lr_crosscheck": lambda: figures.lr_crosscheck(runs, histories, out_dir),
         "lpips_contribution": lambda: figures.lpips_contribution(lpips, runs, out_dir=out_dir),
         "fid_vs_iteration_by_size": lambda: figures.fid_curves(runs, histories, "size", out_dir=out_dir, metric=metric),
-        "fid_vs_iteration_by_patch": lambda: figures.fid_curves(runs, histories, "patch", out_dir=out_dir, metric=metric),
+        "fid_vs_iteration_by_patch": lambda: figures.fid_curves(runs, histories, "patch", out_dir=out_dir,
+                                                                metric=metric),
         "fid_vs_train_compute": lambda: figures.fid_vs_compute(runs, histories, "train", step, out_dir, metric),
         "fid_vs_inference_gflops": lambda: figures.fid_vs_compute(runs, histories, "inference", step, out_dir, metric),
         "ablation": lambda: figures.ablation_table(runs, histories, step, out_dir, metric),

@@ -42,11 +42,12 @@ SWITCHES = ["mng", "repa", "width_aware_lr"]
 # Shared helpers
 
 def fid_metric(histories: pd.DataFrame, metric: str | None = None) -> str:
-    """`metric` if logged; by default 'fid' (Inception) or 'fd_digits' (digits extractor), whichever more runs logged."""
+    """`metric` if logged; else 'fid' (Inception) or 'fd_digits' (digits extractor), whichever more runs logged."""
     if metric is not None:
         if not (histories["metric"] == metric).any():
             logged = sorted(m for m in histories["metric"].unique() if m.startswith(("fid", "fd_")))
-            raise MissingData(f"no metric {metric!r} logged; Frechet-distance metrics logged: {', '.join(logged) or 'none'}")
+            raise MissingData(f"no metric {metric!r} logged; Frechet-distance metrics logged: "
+                              f"{', '.join(logged) or 'none'}")
         return metric
     counts = {m: histories.loc[histories["metric"] == m, "run_id"].nunique() for m in FD_METRICS}
     if not any(counts.values()):
@@ -62,7 +63,7 @@ def series(histories: pd.DataFrame, run_id: str, metric: str, x: str = "step"):
 
 
 def diverged_step(run, histories: pd.DataFrame):
-    """Step at which a diverged run stopped (tag gatscale.diverged_step, else its last logged step); None if it did not."""
+    """Step at which a diverged run stopped (tag gatscale.diverged_step, else its last logged step), or None."""
     if run.status != "diverged":
         return None
     if np.isfinite(run.diverged_step):
@@ -438,8 +439,8 @@ def fid_curves(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x:
 # Scaling (c): FID against compute, power-law fit
 
 class PowerLaw(stats.ScalingLaw):
-    """FID = a * F^b (F: compute) over the size ladder (gatscale.core.stats.fit_scaling_law: every seed, each size's seeds as its
-    replicates), with the verdict the figure prints."""
+    """FID = a * F^b (F: compute) over the size ladder (gatscale.core.stats.fit_scaling_law: every seed, each size's
+    seeds as its replicates), with the verdict the figure prints."""
 
     @property
     def trend(self) -> str | None:
@@ -618,7 +619,8 @@ def ablation_table(runs: pd.DataFrame, histories: pd.DataFrame, step: int | None
     models = settings[settings >= 2].index
     if models.empty:
         raise MissingData("ablation: needs runs of one model that differ in method.mng, method.repa or "
-                          f"optim.width_aware_lr; every model here has a single setting ({switches_of(runs) or 'mixed'})")
+                          "optim.width_aware_lr; every model here has a single setting "
+                          f"({switches_of(runs) or 'mixed'})")
     sel = runs[runs["model"].isin(models)]
     at, step = matched_fid(sel, histories, metric, step)
     data = sel.merge(at, on="run_id", how="left")
@@ -633,7 +635,8 @@ def ablation_table(runs: pd.DataFrame, histories: pd.DataFrame, step: int | None
                      "first_diverged_step": diverged["diverged_step"].min(), "iteration": step,
                      "stand_in": ",".join(sorted({s for s in g["stand_in"] if s}))})
     table = pd.DataFrame(rows)
-    table["_off"] = (table["mng"] == "off").astype(int) + (~table["repa"]).astype(int) + (~table["width_aware_lr"]).astype(int)
+    table["_off"] = ((table["mng"] == "off").astype(int) + (~table["repa"]).astype(int)
+                     + (~table["width_aware_lr"]).astype(int))
     order = {m: i for i, m in enumerate(runs["model"].unique())}  # load_runs sorts by size, patch
     table = table.sort_values(["model", "_off", "mng"], key=lambda c: c.map(order) if c.name == "model" else c)
     table = table.drop(columns="_off").reset_index(drop=True)
@@ -744,7 +747,8 @@ def plot_lr_probe(table: pd.DataFrame, out_dir=None, runs: pd.DataFrame | None =
     for r in done.itertuples():
         ax.errorbar([r.width], [r.lr_max], yerr=[[r.lr_max - r.lo], [r.hi - r.lr_max]], fmt="o", capsize=3,
                     color=style.size_color(r.size), label=f"{r.model} ({r.trials} LRs)")
-    for r in table[~np.isfinite(table["lr_max"].astype(float))].itertuples():  # censored: stable up to / unstable down to
+    # censored: stable up to / unstable down to
+    for r in table[~np.isfinite(table["lr_max"].astype(float))].itertuples():
         at, mark = (r.lo, "^") if r.lo else (r.hi, "v")
         ax.plot([r.width], [at], marker=mark, linestyle="none", color=style.size_color(r.size),
                 label=f"{r.model}: {'stable up to' if r.lo else 'unstable down to'} {at:.3g}")

@@ -50,7 +50,8 @@ class MissingData(LookupError):
 # ---------------------------------------------------------------------------------------------
 # Runs
 
-def load_runs(experiment: str, tracking_uri: str = DEFAULT_TRACKING_URI, parent_run_id: str | None = None) -> pd.DataFrame:
+def load_runs(experiment: str, tracking_uri: str = DEFAULT_TRACKING_URI,
+              parent_run_id: str | None = None) -> pd.DataFrame:
     """Training runs of an experiment (or the children of one sweep's parent run) as a frame."""
     client = _client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
@@ -130,7 +131,8 @@ def _mlflow_row(run) -> dict:
 def _run_row(run_id: str, raw_params: dict, tags: dict, status: str | None, start_time, fingerprint: str,
              folder: Path | None, run_name: str | None = None) -> dict:
     params = {k: parse_param(v) for k, v in raw_params.items()}
-    g, d = params.get("model.generator.size"), params.get("model.discriminator.size", params.get("model.generator.size"))
+    g = params.get("model.generator.size")
+    d = params.get("model.discriminator.size", g)
     size, patch = split_model_name(g)
     width = model_width(g, params.get("model.generator.hidden_size"))
     width_d = model_width(d, params.get("model.discriminator.hidden_size"))
@@ -333,7 +335,9 @@ def load_lpips(runs: pd.DataFrame, tracking_uri: str = DEFAULT_TRACKING_URI) -> 
     if (~local).any():
         with no_progress_bar():
             frames += _download_lpips(_client(tracking_uri), runs[~local])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "name", "block", "contribution"])
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "name", "block", "contribution"])
+    return pd.concat(frames, ignore_index=True)
 
 
 @contextlib.contextmanager

@@ -2,13 +2,13 @@
 a run would do before it is paid for.
 
 From the finished runs of the study (the FD-vs-training-compute ladder of `gatscale figures`: each size's runs at
-the matched iteration, every seed), the seed-aware law FD = a * F^b (gatscale/core/stats.py fit_scaling_law) is read at
-the compute F of the asked size trained N iterations (FLOPs per iteration from gatscale/models/flops.py): the law's value
-and the 80 % / 95 % prediction intervals of one new run. With --target, the iterations (and device-hours: measured
-throughput of finished runs first, else configs/throughput.yaml, sweep/throughput.py) at which one new run reaches
-FD <= target with probability P. Moving along iterations assumes FD follows the same law in training compute as it
-does across sizes at a matched iteration; the leave-largest-out backtest is printed beside the answer as the check
-of how far the law has been right.
+the matched iteration, every seed), the seed-aware law FD = a * F^b (gatscale/core/stats.py fit_scaling_law) is read
+at the compute F of the asked size trained N iterations (FLOPs per iteration from gatscale/models/flops.py): the
+law's value and the 80 % / 95 % prediction intervals of one new run. With --target, the iterations (and device-hours:
+measured throughput of finished runs first, else configs/throughput.yaml, sweep/throughput.py) at which one new run
+reaches FD <= target with probability P. Moving along iterations assumes FD follows the same law in training compute
+as it does across sizes at a matched iteration; the leave-largest-out backtest is printed beside the answer as the
+check of how far the law has been right.
 
 It refuses, saying why, when the data cannot carry the extrapolation: fewer than three sizes, no residual degrees of
 freedom, a law that does not fall with compute (for a target), or an 80 % interval wider than the prediction.

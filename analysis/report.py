@@ -42,7 +42,8 @@ def add_arguments(parser):
     parser.add_argument("--probe", metavar="PROBE_SPEC", help="the study's LR probe (a spec with a probe: section): "
                                                               "its figure, table and law on the page")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's)")
-    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="metric-history cache (default: %(default)s)")
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR),
+                        help="metric-history cache (default: %(default)s)")
 
 
 def main(args) -> int:
@@ -182,7 +183,8 @@ def with_se(final: pd.DataFrame) -> pd.DataFrame:
     final = final.copy()
     for se in [c for c in final if SE.search(c) and SE.sub("", c, count=1) in final]:
         base = SE.sub("", se, count=1)
-        final[base] = [v if pd.isna(e) or pd.isna(v) else f"{v:.4g} ± {e:.2g}" for v, e in zip(final[base], final.pop(se))]
+        final[base] = [v if pd.isna(e) or pd.isna(v) else f"{v:.4g} ± {e:.2g}"
+                       for v, e in zip(final[base], final.pop(se))]
     return final
 
 
