@@ -3,8 +3,10 @@
     git clone https://github.com/hse1032/GAT /path/to/GAT     # outside this repository; never copied in
     pip install einops                                          # the official code's import of its RoPE
     python benchmarks/compare_official.py --official /path/to/GAT --size GAT-S/2 --batch 2     # CPU, fp32
-    python benchmarks/compare_official.py --official /path/to/GAT --size GAT-XL/2 --batch 32 --device cuda --precision bf16
-    python benchmarks/compare_official.py --official /path/to/GAT --spec sweeps/demo.yaml --run B2-mng-repa-lrA-s0 --threads 1
+    python benchmarks/compare_official.py --official /path/to/GAT --size GAT-XL/2 --batch 32 \
+        --device cuda --precision bf16
+    python benchmarks/compare_official.py --official /path/to/GAT --spec sweeps/demo.yaml \
+        --run B2-mng-repa-lrA-s0 --threads 1
 
 One iteration on each side = a D step and a G step as in the official train.py (R1/R2 approximated every
 step, MNG, REPA on D with the same random-weight DINOv2 ViT-B/14 encoder, AdamW, grad clipping, EMA),
@@ -64,8 +66,9 @@ def official_nets(cfg, encoder):
     from models.discriminator import GATD
     from models.generator import GAT
 
-    kwargs = dict(input_size=cfg.data.latent_size, in_channels=cfg.data.latent_channels, num_classes=cfg.data.num_classes,
-                  z_dims=[encoder.dim], projector_dim=cfg.model.projector_dim, fused_attn=True, qk_norm=True)
+    kwargs = dict(input_size=cfg.data.latent_size, in_channels=cfg.data.latent_channels,
+                  num_classes=cfg.data.num_classes, z_dims=[encoder.dim], projector_dim=cfg.model.projector_dim,
+                  fused_attn=True, qk_norm=True)
 
     def arch(net):
         a = net.arch()
@@ -141,7 +144,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     if not (args.official / "models" / "generator.py").is_file():
-        raise SystemExit(f"--official {args.official}: not a checkout of the official GAT code (no models/generator.py)")
+        raise SystemExit(f"--official {args.official}: not a checkout of the official GAT code "
+                         "(no models/generator.py)")
 
     device = torch.device(args.device)
     # Our side: train_step.py's defaults (ImageNet-256 shapes, REPA with DINOv2 ViT-B/14, MNG exp).
@@ -168,11 +172,13 @@ def main():
         for times, fn in (pair if i % 2 == 0 else pair[::-1]):
             times.append(timed(fn))
     m_ours, m_official = statistics.median(t_ours), statistics.median(t_official)
-    print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} ({torch.get_num_threads()} threads);"
-          f" {args.spec + ':' + args.run if args.spec else args.size} batch {cfg.train.batch_size} {args.precision}; ours grad_ckpt={args.our_grad_ckpt} compile={args.compile};"
-          f" official checkpoints every block")
-    print(f"ours     {m_ours * 1e3:9.1f} ms/iteration  {cfg.train.batch_size / m_ours:8.2f} images/s  (all: {', '.join(f'{t:.2f}' for t in t_ours)} s)")
-    print(f"official {m_official * 1e3:9.1f} ms/iteration  {cfg.train.batch_size / m_official:8.2f} images/s  (all: {', '.join(f'{t:.2f}' for t in t_official)} s)")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name} ({torch.get_num_threads()} threads);"
+          f" {args.spec + ':' + args.run if args.spec else args.size} batch {cfg.train.batch_size} {args.precision};"
+          f" ours grad_ckpt={args.our_grad_ckpt} compile={args.compile}; official checkpoints every block")
+    for side, m, times in (("ours", m_ours, t_ours), ("official", m_official, t_official)):
+        print(f"{side:<8} {m * 1e3:9.1f} ms/iteration  {cfg.train.batch_size / m:8.2f} images/s"
+              f"  (all: {', '.join(f'{t:.2f}' for t in times)} s)")
     print(f"ratio ours/official time: {m_ours / m_official:.2f}")
 
 

@@ -33,7 +33,8 @@ def random_inception(device):
 
     with tempfile.NamedTemporaryFile(suffix=".pth") as f:
         torch.save({}, f.name)
-        return Unloaded("inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=f.name).to(device)
+        net = Unloaded("inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=f.name)
+        return net.to(device)
 
 
 def sd_vae_sized(source, device):
@@ -99,9 +100,11 @@ def main():
     t_both = timed(lambda: [fid.extract_features(extractor, x) for x in generate()], device)
     n = args.num_samples
     result = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"cpu ({torch.get_num_threads()} threads)"),
         "model": args.model if args.full_size else f"{args.model} depth={args.depth} width={args.hidden_size}",
-        "resolution": args.resolution, "tokenizer": args.tokenizer + ("" if args.vae or not sd_vae else " (random stand-in)"),
+        "resolution": args.resolution,
+        "tokenizer": args.tokenizer + ("" if args.vae or not sd_vae else " (random stand-in)"),
         "extractor": args.extractor + (" (random weights)" if args.random_inception else ""),
         "batch_size": args.batch_size, "num_samples": n,
         "generate_samples_per_s": round(n / t_gen, 1), "extract_samples_per_s": round(n / t_feat, 1),

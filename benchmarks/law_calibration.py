@@ -1,4 +1,5 @@
-"""How often the study's law intervals cover the truth, on synthetic studies whose truth is known (gatscale/core/stats.py).
+"""How often the study's law intervals cover the truth, on synthetic studies whose truth is known
+(gatscale/core/stats.py).
 
 1. The leave-largest-out backtest: ladders S/B/L/XL (the demo's training compute per iteration, relative), 1-3 seeds
    per size, seed noise log-normal with sd 0.1-0.3 (the demo's seeds of one config), a known power law. The fit
@@ -109,7 +110,8 @@ def main():
     t0 = time.time()
     cov = ladder_coverage(args.ladders)
     print(f"backtest over {args.ladders} synthetic ladders (S/B/L/XL, 1-3 seeds, seed sd 0.1-0.3): 80 % interval "
-          f"covers {cov['80']:.1%}, 95 % covers {cov['95']:.1%} (median 80 % width x{math.exp(cov['median_log_width80']):.2f}); "
+          f"covers {cov['80']:.1%}, 95 % covers {cov['95']:.1%} "
+          f"(median 80 % width x{math.exp(cov['median_log_width80']):.2f}); "
           f"seed-resampling percentile bootstrap 80 %: {cov['boot80']:.1%}  [{time.time() - t0:.0f} s]")
     print(f"LR law, 95 % interval on b over {args.probes} simulated probes each (true b uniform in [-1.5, 0.5]; "
           "ladder from 0.16 x4, bisection to x1.25, <= 8 trials unless said):")
@@ -120,7 +122,8 @@ def main():
     for widths, seeds, extra in rows:
         t0 = time.time()
         r = lr_law_coverage(args.probes, widths, seeds, **extra)
-        note = ", ".join(f"{k} {v}" if k != "p" else "demo spec now (from 0.06 x2, to x1.5, <= 6)" for k, v in extra.items())
+        note = ", ".join(f"{k} {v}" if k != "p" else "demo spec now (from 0.06 x2, to x1.5, <= 6)"
+                         for k, v in extra.items())
         print(f"  {str(widths):<22} {seeds:>5} {r['coverage95']:>9.1%} {r['median_width']:>13.2f} "
               f"{r['trials']:>7.1f} {r['runs']:>6.1f}  {note or 'law_sd 0.1, seed_sd 0.3'}  [{time.time() - t0:.0f} s]",
               flush=True)

@@ -70,7 +70,8 @@ def synthetic_batch(cfg: RunConfig, device: torch.device, seed: int = 0):
     B, C, S = cfg.train.batch_size, cfg.data.latent_channels, cfg.data.latent_size
     x = torch.randn(B, C, S, S, generator=g).to(device)
     y = torch.randint(0, cfg.data.num_classes, (B,), generator=g).to(device)
-    raw = torch.randint(0, 256, (B, 3, cfg.data.resolution, cfg.data.resolution), dtype=torch.uint8, generator=g).to(device)
+    R = cfg.data.resolution
+    raw = torch.randint(0, 256, (B, 3, R, R), dtype=torch.uint8, generator=g).to(device)
     return x, y, raw
 
 
@@ -96,7 +97,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="GAT-S/2")
     p.add_argument("--d-size", help="discriminator size (default: --size)")
-    p.add_argument("--depth", type=int), p.add_argument("--hidden-size", type=int), p.add_argument("--num-heads", type=int)
+    for flag in ("--depth", "--hidden-size", "--num-heads"):
+        p.add_argument(flag, type=int)
     p.add_argument("--batch", type=int, default=8, help="batch on this device")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -137,13 +139,15 @@ def main():
     flops = run_flops(cfg).iteration
     tflops = flops / (ms / 1e3) / 1e12
     peak = peak_tflops(device, args.peak_tflops)
-    print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} ({torch.get_num_threads()} threads)")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name} ({torch.get_num_threads()} threads)")
     print(f"G {cfg.model.generator.size} D {cfg.model.discriminator.size} batch {cfg.train.batch_size} {args.precision}"
           f" width {cfg.model.generator.arch()['hidden_size']} depth {cfg.model.generator.arch()['depth']}"
           f" compile={args.compile} grad_ckpt={args.grad_ckpt} repa={cfg.method.repa} mng={cfg.method.mng}")
     print(f"ms/iteration {ms:.1f} (median of {args.iters}; min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})")
     print(f"iterations/s {1e3 / ms:.3f}  images/s {cfg.train.batch_size * 1e3 / ms:.2f}")
-    print(f"TFLOP/s {tflops:.3f} (iteration = {flops / 1e12:.3f} TFLOP)" + (f"  MFU {tflops / peak:.1%} of {peak:.0f}" if peak else ""))
+    mfu = f"  MFU {tflops / peak:.1%} of {peak:.0f}" if peak else ""
+    print(f"TFLOP/s {tflops:.3f} (iteration = {flops / 1e12:.3f} TFLOP){mfu}")
     if device.type == "cuda":
         print(f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
 
