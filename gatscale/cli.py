@@ -30,8 +30,8 @@ COMMANDS = {
     "eval": ("gatscale.train.eval_cli", "FID/IS/precision-recall of a run's EMA generator"),
     "analyze": ("gatscale.train.analyze_cli", "per-block LPIPS contribution and feature PCA of a generator"),
     "figures": ("analysis.cli", "regenerate the paper's figures from the tracker"),
-    "predict": ("analysis.predict", "from a study's finished runs: a size's FD with its interval, or the iterations and "
-                                    "device-hours to reach a target"),
+    "predict": ("analysis.predict", "from a study's finished runs: a size's FD with its interval, or the iterations "
+                                    "and device-hours to reach a target"),
     "report": ("analysis.report", "a study on one self-contained HTML page: runs, figures, samples, spec"),
     "extract-latents": ("gatscale.data.extract", "image folder -> sharded SD-VAE latents + raw images"),
     "prepare-digits": ("gatscale.data.digits", "write the embedded digits data set in the shard format"),

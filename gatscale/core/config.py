@@ -63,10 +63,10 @@ class NetConfig:
 class ModelConfig:
     generator: NetConfig = field(default_factory=NetConfig)
     discriminator: NetConfig = field(default_factory=NetConfig)
-    num_levels: int = setting(4, "[1, 1024]")  # K MNG heads, tapped every depth/K blocks (official rgb_every = depth // 4)
+    num_levels: int = setting(4, "[1, 1024]")  # K MNG heads, one every depth/K blocks (official rgb_every = depth // 4)
     z_dim: int = setting(64, "[1, 65536]")  # latent code and class-embedding width of G's mapping network
     input_tokens: Literal["sincos", "fourier"] = "sincos"  # code: sin-cos PE; paper figure: Fourier PE
-    pos_embed: Literal["trainable", "frozen"] = "trainable"  # G/D sin-cos PE: official train.py trains it (requires_grad_(True))
+    pos_embed: Literal["trainable", "frozen"] = "trainable"  # G/D sin-cos PE; official train.py: requires_grad_(True)
     qk_norm: bool = True                # official --qk-norm default
     cmap_dim: int = setting(2048, "[1, 65536]")  # D projection-head width
     projector_dim: int = setting(2048, "[1, 65536]")  # REPA projector hidden width (REPA build_mlp)
@@ -122,7 +122,7 @@ class DataConfig:
     resolution: int = setting(16, "[1, 4096]")  # image side in pixels
     num_classes: int = setting(10, "[1, 1000000]")
     latent_scale: float | None = setting(None, "> 0")  # None: 0.18215 for sd-vae (REPA preprocessing), 1.0 for pixels
-    vae_decoder: str = setting("stabilityai/sd-vae-ft-ema", "non-empty")  # hub id or local folder; official sampler: ft-ema
+    vae_decoder: str = setting("stabilityai/sd-vae-ft-ema", "non-empty")  # hub id or folder; official sampler: ft-ema
     load_images: bool = True            # serve raw uint8 images for REPA (needed when method.repa)
     num_workers: int = setting(2, "[0, 256]")
 
@@ -175,10 +175,11 @@ class EvalConfig:
     fid_samples: int = setting(5000, ">= 1")  # FID-5K during training
     feature_extractor: Literal["inception", "digits"] = "inception"  # digits: offline extractor, metric 'fd_digits'
     inception_weights: str | None = setting(None, "non-empty")  # local pt_inception-2015-12-05 weights (torch-fidelity)
-    reference_stats: str | None = setting(None, "non-empty")  # mu/sigma .npz (ADM VIRTUAL_imagenet256_labeled.npz or ours)
+    # mu/sigma .npz (ADM's VIRTUAL_imagenet256_labeled.npz, or ours)
+    reference_stats: str | None = setting(None, "non-empty")
     truncation_psi: float = setting(0.0, "[0, 1]")  # official: psi = 0 (none) for FID-5K in training
     batch_size: int = setting(64, "[1, 16777216]")
-    fid_decoder: str = setting("stabilityai/sd-vae-ft-mse", "non-empty")  # in-training FID-5K and grids (official: ft-mse)
+    fid_decoder: str = setting("stabilityai/sd-vae-ft-mse", "non-empty")  # in-training FID-5K, grids (official: ft-mse)
     precision: Literal["fp32", "bf16"] = "fp32"  # G and decoder for metrics: official code runs them fp32 (TF32)
     se_resamples: int = setting(100, "[0, 100000]")  # bootstrap resamples behind every FD's `<metric>_se`; 0: none
     fd_dinov2: bool = False  # also FD on DINOv2 features, `fd_dinov2` (Stein et al. 2023), network eval.dinov2
@@ -507,9 +508,11 @@ def validate(cfg: RunConfig, source: str | None = None, world_size: int = 1):
             fail(f"{key}.size", str(e))
         if cfg.data.latent_size % arch["patch_size"]:
             fail(f"{key}.size", f"patch size {arch['patch_size']} does not divide the latent size "
-                                f"{cfg.data.latent_size} (data.resolution={cfg.data.resolution}, tokenizer={cfg.data.tokenizer})")
+                                f"{cfg.data.latent_size} (data.resolution={cfg.data.resolution}, "
+                                f"tokenizer={cfg.data.tokenizer})")
         if arch["hidden_size"] % arch["num_heads"] or (arch["hidden_size"] // arch["num_heads"]) % 4:
-            fail(f"{key}.hidden_size", f"width {arch['hidden_size']} / {arch['num_heads']} heads must give a head width divisible by 4 (2-D RoPE)")
+            fail(f"{key}.hidden_size", f"width {arch['hidden_size']} / {arch['num_heads']} heads must give a head "
+                                       "width divisible by 4 (2-D RoPE)")
     g_depth = cfg.model.generator.arch()["depth"]
     if cfg.model.num_levels < 1 or g_depth % cfg.model.num_levels:
         fail("model.num_levels", f"must be >= 1 and divide the generator depth {g_depth}")
@@ -624,6 +627,7 @@ def replace(cfg: RunConfig, **changes) -> RunConfig:
 __all__ = [
     "ConfigError", "RunConfig", "ModelConfig", "NetConfig", "MethodConfig", "EncoderConfig", "OptimConfig",
     "DataConfig", "TrainConfig", "StabilityConfig", "EvalConfig", "TrackingConfig", "setting", "load_config",
-    "from_dict", "config_from_dict", "read_yaml", "set_path", "check_override", "set_field", "validate", "to_dict", "dump_config",
-    "flatten", "diff", "config_hash", "training_hash", "LR_RULE_KEYS", "width_aware_lr", "effective_lr", "replace",
+    "from_dict", "config_from_dict", "read_yaml", "set_path", "check_override", "set_field", "validate", "to_dict",
+    "dump_config", "flatten", "diff", "config_hash", "training_hash", "LR_RULE_KEYS", "width_aware_lr", "effective_lr",
+    "replace",
 ]

@@ -410,7 +410,8 @@ def fit_lr_law(widths, lo, hi, level: float = 0.95) -> LRLaw:
     if len(set(c.tolist())) < 2 or len(llo) != len(c) or len(lhi) != len(c):
         raise ValueError(f"the LR law needs brackets at two or more widths; got widths {sorted(set(c.tolist()))}")
     if np.any(np.isinf(llo) & np.isinf(lhi)) or np.any(llo >= lhi):
-        raise ValueError(f"the LR law needs lo < hi with one side known at every width; got lo {list(lo)} hi {list(hi)}")
+        raise ValueError(f"the LR law needs lo < hi with one side known at every width; "
+                         f"got lo {list(lo)} hi {list(hi)}")
     lc = np.log(c)
     k = len(c)
     mid = np.where(np.isinf(llo), lhi, np.where(np.isinf(lhi), llo, (llo + lhi) / 2))

@@ -64,13 +64,15 @@ def open_shards(cfg: DataConfig) -> ShardSet:
                           f"the shards hold {index['tokenizer']['kind']!r} latents; set data.tokenizer to match")
     if index["resolution"] != cfg.resolution:
         raise ConfigError(where, "data.resolution", cfg.resolution,
-                          f"the shards were extracted at resolution {index['resolution']}; set data.resolution to match")
+                          f"the shards were extracted at resolution {index['resolution']}; "
+                          "set data.resolution to match")
     if index["num_classes"] != cfg.num_classes:
         raise ConfigError(where, "data.num_classes", cfg.num_classes,
                           f"the shards hold {index['num_classes']} classes; set data.num_classes to match")
     if cfg.load_images and "image" not in index["fields"]:
-        raise ConfigError(where, "data.load_images", True, "the shards hold no raw images (extracted with "
-                                                           "--no-images); set data.load_images: false (and method.repa: false)")
+        raise ConfigError(where, "data.load_images", True,
+                          "the shards hold no raw images (extracted with --no-images); set data.load_images: false "
+                          "(and method.repa: false)")
     return shards
 
 

@@ -56,10 +56,12 @@ def list_images(src: Path) -> tuple[list[str], list[int], list[str], int]:
     """(relative file paths, labels, class names, number of ignored non-image files) of an image folder
     with one sub-folder per class; class index = position of the folder name in sorted order."""
     if not src.is_dir():
-        raise ExtractError(f"SRC = {str(src)!r}: folder not found (expected an image folder with one sub-folder per class)")
+        raise ExtractError(f"SRC = {str(src)!r}: folder not found "
+                           "(expected an image folder with one sub-folder per class)")
     class_names = sorted(d.name for d in src.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_names:
-        raise ExtractError(f"SRC = {str(src)!r}: no class sub-folders (expected SRC/<class>/<image>, the ImageNet layout)")
+        raise ExtractError(f"SRC = {str(src)!r}: no class sub-folders "
+                           "(expected SRC/<class>/<image>, the ImageNet layout)")
     files, labels, ignored = [], [], 0
     for label, name in enumerate(class_names):
         for root, dirs, names in os.walk(src / name, followlinks=True):
@@ -110,7 +112,8 @@ def parse_devices(text: str) -> list[str]:
         try:
             torch.device(d)
         except RuntimeError:
-            raise ExtractError(f"--device = {text!r}: {d!r} is not a device (e.g. auto, cpu, cuda, cuda:1, cuda:0,cuda:1)") from None
+            raise ExtractError(f"--device = {text!r}: {d!r} is not a device "
+                               "(e.g. auto, cpu, cuda, cuda:1, cuda:0,cuda:1)") from None
     return devices or ["cpu"]
 
 
@@ -266,7 +269,8 @@ def add_arguments(parser):
     parser.add_argument("--shard-range", default=None, help="A:B, the shards this job extracts")
     parser.add_argument("--num-jobs", type=int, default=None, help="split the shards into N jobs ...")
     parser.add_argument("--job-index", type=int, default=None, help="... and run the I-th (0-based)")
-    parser.add_argument("--device", default="auto", help="auto (all visible GPUs, else cpu), cpu, cuda:1, cuda:0,cuda:1")
+    parser.add_argument("--device", default="auto",
+                        help="auto (all visible GPUs, else cpu), cpu, cuda:1, cuda:0,cuda:1")
     parser.add_argument("--num-workers", type=int, default=min(8, len(os.sched_getaffinity(0))),
                         help="image decoding workers")
     parser.add_argument("--no-images", action="store_true", help="do not store the uint8 images (no REPA)")

@@ -128,7 +128,8 @@ def load_autoencoder(source: str):
                                     "config.json and diffusion_pytorch_model.safetensors (or .bin)") from None
     if source.startswith(("/", ".", "~")) or source.count("/") != 1:
         raise FileNotFoundError(f"VAE source {source!r}: no such folder (expected a local folder with config.json "
-                                "and diffusion_pytorch_model.safetensors, or a hub id such as 'stabilityai/sd-vae-ft-mse')")
+                                "and diffusion_pytorch_model.safetensors, or a hub id such as "
+                                "'stabilityai/sd-vae-ft-mse')")
     from huggingface_hub import try_to_load_from_cache
 
     # a hub id that is not cached needs the hub: ask first, and fail in seconds without it

@@ -2,9 +2,9 @@
 
 Stein et al. 2023 ("Exposing flaws of generative model evaluation metrics and their unfair treatment of diffusion
 models", NeurIPS) find FD in DINOv2 ViT-L/14 feature space tracks human judgement better than Inception's FID.
-The network is built through timm exactly as REPA's encoder (`gatscale.networks.encoders.build_encoder`; `eval.dinov2` is
-an encoder section: name, pretrained, checkpoint, resolution, kwargs): uint8 -> ImageNet mean/std -> bicubic
-resize -> the normed [cls] token (`dim` wide) is the feature. Its default is REPA's ViT-B/14
+The network is built through timm exactly as REPA's encoder (`gatscale.networks.encoders.build_encoder`;
+`eval.dinov2` is an encoder section: name, pretrained, checkpoint, resolution, kwargs): uint8 -> ImageNet mean/std
+-> bicubic resize -> the normed [cls] token (`dim` wide) is the feature. Its default is REPA's ViT-B/14
 (vit_base_patch14_dinov2.lvd142m, whose weights a REPA run already has); Stein et al.'s ViT-L/14 is
 `eval.dinov2.name: vit_large_patch14_dinov2.lvd142m`.
 

@@ -181,7 +181,8 @@ def get_reference(cfg, extractor, device="cpu", kind: str | None = None) -> dict
         stats = compute_reference((images for images, _ in iterate_images(cfg.data, cfg.eval.batch_size)),
                                   lambda images: extract_features(extractor, images)[layer], dim)
         save_reference(path, stats, cache_id, layer,
-                       source=f"data.source={cfg.data.source} data.path={cfg.data.path} data.resolution={cfg.data.resolution}")
+                       source=f"data.source={cfg.data.source} data.path={cfg.data.path} "
+                              f"data.resolution={cfg.data.resolution}")
     _REFERENCES[key] = load_reference(path, cache_id, dim)
     return _REFERENCES[key]
 
@@ -275,7 +276,8 @@ def compute_metrics(image_batches, kind: str, extractor, reference: dict, metric
     if kind == "digits" and labels and all(y is not None for y in labels):
         out[names["acc"]] = (feats[spec.is_layer].argmax(1) == torch.cat(labels).cpu()).double().mean().item()
     if "fid" in metrics:
-        out.update(frechet_metrics(feats[spec.fid_layer].to(device), reference, names["fid"], se_resamples, fd_inf, fits))
+        out.update(frechet_metrics(feats[spec.fid_layer].to(device), reference, names["fid"],
+                                   se_resamples, fd_inf, fits))
     for name, (other, other_ref) in extra.items():
         out.update(frechet_metrics(torch.cat(extra_chunks[name]).to(device), other_ref, f"fd_{name}", se_resamples,
                                    fd_inf, fits))
@@ -292,7 +294,8 @@ def compute_metrics(image_batches, kind: str, extractor, reference: dict, metric
         out[names["precision"]], out[names["recall"]] = prc[KEY_METRIC_PRECISION], prc[KEY_METRIC_RECALL]
     if "diversity" in metrics and kind == "digits":
         classes = feats[spec.is_layer].argmax(1)
-        out[names["diversity"]] = class_diversity(feats[spec.fid_layer], classes, _real_class_spread(reference, extractor))
+        spread = _real_class_spread(reference, extractor)
+        out[names["diversity"]] = class_diversity(feats[spec.fid_layer], classes, spread)
     return out
 
 
@@ -339,7 +342,10 @@ def real_data_floor(cfg, device="cpu", num_samples: int | None = None, seed: int
         return json.loads(path.read_text())
     shards = open_shards(cfg.data)
     g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(shards), generator=g)[:n] if n <= len(shards) else torch.randint(len(shards), (n,), generator=g)
+    if n <= len(shards):
+        pick = torch.randperm(len(shards), generator=g)[:n]
+    else:
+        pick = torch.randint(len(shards), (n,), generator=g)
     pick = pick.sort().values.numpy()
     batches = ((torch.from_numpy(shards.gather("image", idx)), torch.from_numpy(shards.gather("label", idx, np.int64)))
                for idx in np.array_split(pick, max(1, len(pick) // cfg.eval.batch_size)))

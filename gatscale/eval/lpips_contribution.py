@@ -66,7 +66,8 @@ def build_lpips(net: str = "alex", pretrained_backbone: bool = True, seed: int =
                 f"LPIPS backbone weights {path} not found (torchvision's ImageNet {net} weights; nothing is downloaded "
                 f"here). Put {BACKBONE_FILES[net]} there, from https://download.pytorch.org/models/{BACKBONE_FILES[net]}.")
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)  # lpips calls the old torchvision API
+        # lpips calls the old torchvision API
+        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
         torch.manual_seed(seed)
         model = lpips.LPIPS(net=net, pnet_rand=not pretrained_backbone, verbose=False)
     label = net if pretrained_backbone else f"{net}-random-stand-in"

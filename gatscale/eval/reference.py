@@ -26,7 +26,8 @@ class FeatureMoments:
     (the rows with the smallest seeded random keys), all in bounded memory."""
 
     def __init__(self, dim: int, max_kept: int = MAX_PRC_FEATURES, seed: int = 0):
-        self.n, self.sum, self.outer = 0, torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64)
+        self.n = 0
+        self.sum, self.outer = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64)
         self.kept, self.keys, self.max_kept = torch.zeros(0, dim), torch.zeros(0), max_kept
         self.rng = torch.Generator().manual_seed(seed)
 

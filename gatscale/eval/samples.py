@@ -33,7 +33,8 @@ def balanced_labels(num_samples: int, num_classes: int, seed: int = 0) -> torch.
     """Exactly `num_samples` int64 labels, every class num_samples // num_classes times, the remaining
     num_samples % num_classes on distinct random classes; shuffled; deterministic given the seed."""
     if num_samples < 1 or num_classes < 1:
-        raise ValueError(f"balanced_labels: num_samples = {num_samples}, num_classes = {num_classes}: both must be >= 1")
+        raise ValueError(f"balanced_labels: num_samples = {num_samples}, num_classes = {num_classes}: "
+                         "both must be >= 1")
     g = torch.Generator().manual_seed(seed)
     full = torch.arange(num_classes).repeat(num_samples // num_classes)
     extra = torch.randperm(num_classes, generator=g)[: num_samples % num_classes]
@@ -95,8 +96,8 @@ class NpzWriter:
 
     def write(self, images: torch.Tensor, labels: torch.Tensor):
         if images.dtype != torch.uint8 or images.shape[1:] != (3, self.resolution, self.resolution):
-            raise ValueError(f"NpzWriter({self.path}): expected uint8 (B,3,{self.resolution},{self.resolution}) images, "
-                             f"got {tuple(images.shape)} {images.dtype}")
+            raise ValueError(f"NpzWriter({self.path}): expected uint8 (B,3,{self.resolution},{self.resolution}) "
+                             f"images, got {tuple(images.shape)} {images.dtype}")
         if self.count + len(images) > self.num_samples:
             raise ValueError(f"NpzWriter({self.path}): more than the announced {self.num_samples} images")
         self.images.write(images.permute(0, 2, 3, 1).contiguous().numpy().tobytes())
