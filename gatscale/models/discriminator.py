@@ -75,7 +75,8 @@ class Discriminator(nn.Module):
         add_pos_embed(self, hidden_size, grid, pos_embed)
         self.cls_token = nn.Parameter(torch.randn(1, 1, hidden_size) * 0.02)
         self.rope = AxialRoPE(hidden_size // num_heads, grid, num_prefix_tokens=1)
-        self.blocks = nn.ModuleList(DiscriminatorBlock(hidden_size, num_heads, mlp_ratio, qk_norm) for _ in range(depth))
+        self.blocks = nn.ModuleList(DiscriminatorBlock(hidden_size, num_heads, mlp_ratio, qk_norm)
+                                    for _ in range(depth))
         self.head_norm = RMSNorm(hidden_size)
         self.head = nn.Linear(hidden_size, cmap_dim)
         # Class embedding for the projection head: Embedding -> EqualLinear -> SiLU -> EqualLinear (lr_mult 0.01).

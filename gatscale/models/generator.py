@@ -86,7 +86,8 @@ class Generator(nn.Module):
         if depth % num_levels:
             raise ValueError(f"depth {depth} is not divisible by the number of MNG levels {num_levels}")
         if input_tokens not in ("sincos", "fourier"):
-            raise ValueError(f"input_tokens must be 'sincos' (official code) or 'fourier' (paper figure), got {input_tokens!r}")
+            raise ValueError(f"input_tokens must be 'sincos' (official code) or 'fourier' (paper figure), "
+                             f"got {input_tokens!r}")
         self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
         self.hidden_size, self.depth, self.num_heads = hidden_size, depth, num_heads
         self.num_classes, self.z_dim, self.num_levels = num_classes, z_dim, num_levels
@@ -98,14 +99,16 @@ class Generator(nn.Module):
         # Input tokens: the sin-cos PE (official code; trained or frozen) or the paper figure's Fourier PE.
         if input_tokens == "sincos":
             add_pos_embed(self, hidden_size, grid, pos_embed)
-        self.register_buffer("grid_xy", torch.stack(torch.meshgrid(
-            torch.linspace(-1, 1, grid), torch.linspace(-1, 1, grid), indexing="xy"), -1).view(1, -1, 2), persistent=False)
+        axis = torch.linspace(-1, 1, grid)
+        grid_xy = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).view(1, -1, 2)  # (1, grid*grid, 2)
+        self.register_buffer("grid_xy", grid_xy, persistent=False)
         self.fourier = fourier_features_2d(hidden_size, grid) if input_tokens == "fourier" else None
 
         # Mapping network: [norm(embed(y)), norm(z)] -> EqualLinear -> SiLU -> EqualLinear (lr_mult 0.01).
         self.class_embed = nn.Embedding(num_classes, z_dim)
         self.mapping = nn.Sequential(
-            EqualLinear(2 * z_dim, hidden_size, lr_mult=0.01), nn.SiLU(), EqualLinear(hidden_size, hidden_size, lr_mult=0.01),
+            EqualLinear(2 * z_dim, hidden_size, lr_mult=0.01), nn.SiLU(),
+            EqualLinear(hidden_size, hidden_size, lr_mult=0.01),
         )
         self.rope = AxialRoPE(hidden_size // num_heads, grid)
         self.blocks = nn.ModuleList(GeneratorBlock(hidden_size, num_heads, mlp_ratio, qk_norm) for _ in range(depth))

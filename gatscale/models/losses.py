@@ -30,7 +30,8 @@ def exact_gradient_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.
     return grad.square().flatten(1).sum(1)
 
 
-def repa_loss(proj_cls: torch.Tensor, proj_patch: torch.Tensor, enc_cls: torch.Tensor, enc_patch: torch.Tensor) -> torch.Tensor:
+def repa_loss(proj_cls: torch.Tensor, proj_patch: torch.Tensor, enc_cls: torch.Tensor,
+              enc_patch: torch.Tensor) -> torch.Tensor:
     """Negative cosine alignment of D's projected tokens with the encoder's (cls + mean over patches)."""
     cls_term = 1 - F.cosine_similarity(proj_cls.float(), enc_cls.float(), dim=-1)
     patch_term = (1 - F.cosine_similarity(proj_patch.float(), enc_patch.float(), dim=-1)).mean(dim=1)

@@ -49,7 +49,8 @@ def _level_fractions(num_levels: int) -> list[float]:
     return [k / (num_levels - 1) if num_levels > 1 else 1.0 for k in range(num_levels)]
 
 
-def mng_noise_levels(num_levels: int, min_info: float = 0.125, t_offset: float = 0.01, variant: str = "exp") -> list[float]:
+def mng_noise_levels(num_levels: int, min_info: float = 0.125, t_offset: float = 0.01,
+                     variant: str = "exp") -> list[float]:
     """The rectified-flow noise levels t_k of the exp/linear variants, early -> final."""
     lam = _level_fractions(num_levels)
     if variant == "exp":

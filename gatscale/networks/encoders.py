@@ -80,8 +80,8 @@ def build_encoder(cfg) -> RepaEncoder:
         from .digits_nets import load_digits_vit
         return RepaEncoder(load_digits_vit(cfg.checkpoint), DIGITS_VIT["resolution"], stand_in=False)
     if not timm.is_model(cfg.name):
-        raise ConfigError(None, "encoder.name", cfg.name, f"not a timm model name (e.g. vit_base_patch14_dinov2.lvd142m) "
-                                                          f"nor {DIGITS_ENCODER!r}")
+        raise ConfigError(None, "encoder.name", cfg.name,
+                          f"not a timm model name (e.g. vit_base_patch14_dinov2.lvd142m) nor {DIGITS_ENCODER!r}")
     kwargs = dict(img_size=cfg.resolution, num_classes=0, **cfg.kwargs)
     if cfg.checkpoint:
         if not Path(cfg.checkpoint).expanduser().is_file():

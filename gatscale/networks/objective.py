@@ -79,7 +79,8 @@ class GATObjective:
 
         adv = relativistic_d_loss(real_logits, fake_logits)
         loss = adv
-        stats = {"loss/d_adv": adv.mean(), "logits/real": real_logits.float().mean(), "logits/fake": fake_logits.float().mean()}
+        stats = {"loss/d_adv": adv.mean(), "logits/real": real_logits.float().mean(),
+                 "logits/fake": fake_logits.float().mean()}
         if self.r1_gamma > 0:
             r1 = approx_gradient_penalty(real_logits, next(parts), self.gp_sigma)
             loss = loss + self.r1_gamma / 2 * r1

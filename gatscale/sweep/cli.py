@@ -34,12 +34,15 @@ def add_arguments(parser):
     parser.add_argument("--max-seeds", type=int, help="--until-resolved: the most seeds per side (default: the "
                                                       "spec's findings.max_seeds, else 5)")
     parser.add_argument("--budget", type=float, metavar="GPU_HOURS",
-                        help="--until-resolved: stop adding seeds once the study's estimated device-hours would pass this")
+                        help="--until-resolved: stop adding seeds once the study's estimated device-hours would pass "
+                             "this")
 
 
 def _model(net) -> str:
     tag = size_tag(net.size)
-    return tag if net.depth is None and net.hidden_size is None else f"{tag}({net.arch()['depth']}x{net.arch()['hidden_size']})"
+    if net.depth is None and net.hidden_size is None:
+        return tag
+    return f"{tag}({net.arch()['depth']}x{net.arch()['hidden_size']})"
 
 
 def run_table(spec: Spec, planned, device: str) -> str:
@@ -53,15 +56,15 @@ def run_table(spec: Spec, planned, device: str) -> str:
         labels.add(est.how)
         devices.add(device if r.gpus else "cpu")
         g, d = _model(cfg.model.generator), _model(cfg.model.discriminator)
-        rows.append([r.name + (f" (= {', '.join(r.aliases)})" if r.aliases else ""), r.config_hash, g if g == d else f"{g}/{d}", cfg.method.mng,
-                     "on" if cfg.method.repa else "off",
+        rows.append([r.name + (f" (= {', '.join(r.aliases)})" if r.aliases else ""), r.config_hash,
+                     g if g == d else f"{g}/{d}", cfg.method.mng, "on" if cfg.method.repa else "off",
                      f"{effective_lr(cfg, 'generator'):.3g}{' (A)' if cfg.optim.width_aware_lr else ''}",
                      cfg.train.iterations, cfg.train.batch_size, r.gpus or "cpu",
                      f"{run_flops(cfg).g_paper_gflops:.3g}", "" if est.hours is None else f"{est.hours:.3g}",
                      "measured" if est.how.startswith("measured") else "assumed", p.state,
                      p.action + (f": {p.detail}" if p.detail and p.action not in ("refuse", "hold") else "")])
-    headers = ["run", "hash", "G/D", "MNG", "REPA", "lr_G", "iters", "batch", "GPUs", "GFLOPs", "GPU-h", "from", "state",
-               "action"]
+    headers = ["run", "hash", "G/D", "MNG", "REPA", "lr_G", "iters", "batch", "GPUs", "GFLOPs", "GPU-h", "from",
+               "state", "action"]
     notes = (f"GFLOPs: G forward per image, multiply-accumulates (paper convention). GPU-h: device-hours on "
              f"{', '.join(sorted(devices))}, {', '.join(sorted(labels))} "
              f"({'configs/throughput.yaml' if spec.throughput is None else spec.throughput}); total {hours:.4g} "
@@ -76,7 +79,8 @@ def main(args) -> int:
     for flag in ("max_seeds", "budget"):
         if getattr(args, flag, None) is not None and not until:
             raise InputError(f"--{flag.replace('_', '-')} needs --until-resolved")
-    spec = load_spec(args.spec, args.runs_dir, args.profile, args.overrides)  # a ConfigError is reported by gatscale.cli
+    # a ConfigError is reported by gatscale.cli
+    spec = load_spec(args.spec, args.runs_dir, args.profile, args.overrides)
     if spec.probe is not None:
         raise InputError(f"{spec.path} has a probe: section: run `gatscale probe-lr {args.spec}`")
     if until:

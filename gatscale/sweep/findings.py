@@ -152,7 +152,8 @@ def factors(a, b) -> set[str]:
     """The factors in which two configs differ (seeds aside); LRs compared as G's and D's effective LRs."""
     fa, fb = (_fields_but(c, NON_RESULT_KEYS + ("train.seed",)) for c in (a, b))
     out = {factor_of(k) for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)}
-    if "lr" in out and all(math.isclose(effective_lr(a, n), effective_lr(b, n)) for n in ("generator", "discriminator")):
+    if "lr" in out and all(math.isclose(effective_lr(a, n), effective_lr(b, n))
+                           for n in ("generator", "discriminator")):
         out.discard("lr")
     return out
 
@@ -173,7 +174,9 @@ def describe(s: RunSet, factor: str) -> str:
     if factor == "lr":
         label = s.runs[0].labels.get("lr")
         lr = f"lr {effective_lr(cfg, 'generator'):.3g}"
-        return f"{label} ({lr})" if isinstance(label, str) else ("width-aware " if cfg.optim.width_aware_lr else "") + lr
+        if isinstance(label, str):
+            return f"{label} ({lr})"
+        return ("width-aware " if cfg.optim.width_aware_lr else "") + lr
     fa = _fields_but(cfg, NON_RESULT_KEYS)
     value = fa.get(factor, s.runs[0].labels.get(factor))
     return f"{factor.rsplit('.', 1)[-1]} {value}"
@@ -451,8 +454,8 @@ def pair_findings(sets, runs, metric, lower, delta, level, pairing, spread) -> l
             if factor == "size" and not _patch_contrast(s.config, t.config):
                 continue
             a, b = _orient(s, t, factor, runs)
-            name = f"{describe(a, factor)} vs {describe(b, factor)}" + (f" at {_where(a)}" if factor != "size"
-                                                                      else f" at {size_letter(a.config.model.generator.size)}")
+            at = _where(a) if factor != "size" else size_letter(a.config.model.generator.size)
+            name = f"{describe(a, factor)} vs {describe(b, factor)} at {at}"
             out.append(compare_sides(name, a, b, (describe(a, factor), describe(b, factor)), metric, lower, delta,
                                      level, pairing, spread, figure=FIGURE_OF.get(factor, "")))
     return out

@@ -26,9 +26,11 @@ def add_launch_arguments(parser, what: str, wait: str):
     """The options of every command that launches runs through a backend (`sweep`, `probe-lr`)."""
     parser.add_argument("--backend", choices=list(BACKENDS), default="local",
                         help="local: this machine; submitit: SLURM job arrays; ray: Ray Tune trials (default: local)")
-    parser.add_argument("--dry-run", action="store_true", help=f"print the {what} and what would happen; change nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help=f"print the {what} and what would happen; change nothing")
     parser.add_argument("--max-parallel", type=int, help=f"{what} at once (local, ray; default: CPUs, or GPUs)")
-    parser.add_argument("--profile", help="cluster profile YAML or name in slurm/profiles (default: the spec's profile)")
+    parser.add_argument("--profile",
+                        help="cluster profile YAML or name in slurm/profiles (default: the spec's profile)")
     parser.add_argument("--runs-dir", help="folder holding <study>/<run> (default: the spec's runs_dir, else runs)")
     add_set_argument(parser)
     parser.add_argument("--cluster", choices=["auto", "slurm", "local", "debug"], default="auto",
@@ -112,11 +114,13 @@ class Launcher:
         return self.tracking.uri
 
     def _explain_blocked(self, blocked: dict[str, str], started: bool):
-        """One line per reason: '6 runs cannot start here: needs 1 GPU; this machine (host) has 0 -- use ... (names)'."""
+        """One line per reason: '<n> runs cannot start here: <why> -- use ... (<names>)'."""
         by_reason = defaultdict(list)
         for name, why in blocked.items():
             by_reason[why].append(name)
-        hint = " -- use --backend submitit --profile PROFILE (SLURM) or --backend ray" if self.backend == "local" else ""
+        hint = ""
+        if self.backend == "local":
+            hint = " -- use --backend submitit --profile PROFILE (SLURM) or --backend ray"
         for why, names in by_reason.items():
             shown = ", ".join(names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4 else "")
             print(f"{self.prog}: {len(names)} run{'s' * (len(names) > 1)} cannot start here: {why}{hint} ({shown})",

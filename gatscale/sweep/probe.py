@@ -48,7 +48,8 @@ class ProbeConfig:
     lr_min: float = setting(1e-6, "> 0")
     lr_max: float = setting(1.0, "> 0")
     resolution: float = setting(1.25, "> 1 (the bracket ratio at which bisection stops, e.g. 1.25)")
-    max_trials: int = setting(8, ">= 2 (one stable and one unstable trial make a bracket)")  # per width; each trial runs every seed
+    # per width; each trial runs every seed
+    max_trials: int = setting(8, ">= 2 (one stable and one unstable trial make a bracket)")
     stability: StabilityConfig = field(default_factory=StabilityConfig)  # written into each trial's train.stability
 
 

@@ -127,7 +127,8 @@ def _finite(x):
 
 def main(args) -> int:
     check_launch_arguments(args)
-    spec = load_spec(args.spec, args.runs_dir, args.profile, args.overrides)  # a ConfigError is reported by gatscale.cli
+    # a ConfigError is reported by gatscale.cli
+    spec = load_spec(args.spec, args.runs_dir, args.profile, args.overrides)
     p = probe_config(spec)
     states = probe_state(spec, p)
     print(f"probe {spec.name} ({spec.path}): {len(states)} widths in {spec.study_dir}; ladder from {p.lr_start:g} "

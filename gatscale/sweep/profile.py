@@ -36,10 +36,10 @@ _OWN_KEYS = {"partition": "partition", "account": "account", "qos": "qos", "cons
 @dataclass
 class Resources:
     """One row of the size table; a field left out falls back to the size letter's row, then 'default'."""
-    gpus: int | None = setting(None, ">= 0")                   # GPUs per run, over all its nodes (0: CPU only)
-    nodes: int | None = setting(None, ">= 1")                  # None: as few as hold `gpus` (ceil(gpus / gpus_per_node))
-    time_min: int | None = setting(None, ">= 1 (minutes)")     # wall-time limit of one job; longer runs resume after a requeue
-    partition: str | None = None                               # None: the profile's partition
+    gpus: int | None = setting(None, ">= 0")                # GPUs per run, over all its nodes (0: CPU only)
+    nodes: int | None = setting(None, ">= 1")               # None: as few as hold `gpus` (ceil(gpus / gpus_per_node))
+    time_min: int | None = setting(None, ">= 1 (minutes)")  # a job's wall-time limit; longer runs resume after requeue
+    partition: str | None = None                            # None: the profile's partition
 
 
 @dataclass
@@ -53,7 +53,7 @@ class ClusterProfile:
     cpus_per_gpu: int = setting(8, ">= 1")           # CPUs per task; one task per GPU (a CPU-only run is one task)
     mem_per_gpu: float = setting(32.0, "> 0 (GB)")   # GB of host memory per task
     gres: str | None = None             # e.g. 'gpu:h100:{n}' -> --gres=gpu:h100:<GPUs per node>; None: --gpus-per-node
-    max_requeue: int = setting(3, ">= 0")            # submitit requeues a timed-out checkpointable job at most this often
+    max_requeue: int = setting(3, ">= 0")            # submitit requeues a timed-out job at most this often
     signal_delay_s: int = setting(90, ">= 0")        # USR2 this long before the time limit: time to write a checkpoint
     array_parallelism: int = setting(64, ">= 1")     # array tasks running at once (sbatch --array=...%N)
     setup: list[str] = field(default_factory=list)           # shell lines before the job (module load, activate)
@@ -79,7 +79,8 @@ def profile_from_dict(data: Any, source: str | None = None, default_name: str = 
     if not isinstance(data, dict):
         raise ConfigError(source, "<root>", data, "expected a mapping of profile keys")
     own = ("setup", "additional_parameters", "sizes")
-    profile = from_dict(ClusterProfile, {"name": default_name} | {k: v for k, v in data.items() if k not in own}, source)
+    profile = from_dict(ClusterProfile, {"name": default_name} | {k: v for k, v in data.items() if k not in own},
+                        source)
     profile.setup = _string_list(data.get("setup"), "setup", source)
     profile.additional_parameters = _additional_parameters(data.get("additional_parameters"), source)
     profile.sizes = _sizes(data.get("sizes"), source)
@@ -116,7 +117,8 @@ def _sizes(value, source) -> dict[str, Resources]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(source, "sizes", value, "expected a mapping: size (S, B, L, XL, 'GAT-B/2', default) -> resources")
+        raise ConfigError(source, "sizes", value,
+                          "expected a mapping: size (S, B, L, XL, 'GAT-B/2', default) -> resources")
     valid_keys = ("default", *GAT_SIZES, *MODEL_NAMES)
     for size, row in value.items():
         if size not in valid_keys:

@@ -299,7 +299,8 @@ def _per_size(source: str, value: Any) -> dict[str, tuple[dict, Resources]]:
     for size, entry in value.items():
         where = f"per_size.{size}"
         if size not in GAT_SIZES and size not in MODEL_NAMES:
-            raise ConfigError(source, where, entry, f"unknown size; valid: {', '.join(GAT_SIZES)} or a name like 'GAT-B/2'")
+            raise ConfigError(source, where, entry,
+                              f"unknown size; valid: {', '.join(GAT_SIZES)} or a name like 'GAT-B/2'")
         if not isinstance(entry, dict):
             raise ConfigError(source, where, entry, "expected a mapping of config keys (and resources)")
         entry = dict(entry)
@@ -509,7 +510,8 @@ def _expand_one(source, base: RunConfig, choices, seed, per_size, common_resourc
         if key in per_size:
             size_values.update(per_size[key][0])
             size_rows.append(per_size[key][1])
-    label = ", ".join([f"{c.axis}={c.label or c.values[c.axis]}" for c in choices] + [f"seed={seed}"] * (seed is not None))
+    label = ", ".join([f"{c.axis}={c.label or c.values[c.axis]}" for c in choices]
+                      + [f"seed={seed}"] * (seed is not None))
     for key, value in size_values.items():
         if key in values:
             raise ConfigError(source, f"per_size.{letter}.{key}", value,
@@ -591,8 +593,9 @@ def with_seed(run: Run, seed: int) -> Run:
     short = cfg.tracking.run_name
     cfg.tracking.run_name = (short.removesuffix(old) + f"-s{seed}") if short and short.endswith(old) else name
     cfg.name, cfg.run_dir, cfg.tracking.aliases = name, str(run.run_dir.parent / name), ""
-    return dataclasses.replace(run, name=name, config=cfg, config_hash=config_hash(cfg), run_dir=run.run_dir.parent / name,
-                               labels={**run.labels, "seed": seed}, aliases=[], name_parts=parts)
+    return dataclasses.replace(run, name=name, config=cfg, config_hash=config_hash(cfg),
+                               run_dir=run.run_dir.parent / name, labels={**run.labels, "seed": seed}, aliases=[],
+                               name_parts=parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -690,7 +693,8 @@ def parse_findings(source: str, value: Any, settings: dict) -> FindingsConfig:
             raise ConfigError(source, where, entry, "expected a mapping with keys " + ", ".join(COMPARE_KEYS))
         for k in entry:
             if k not in COMPARE_KEYS:
-                raise ConfigError(source, f"{where}.{k}", entry[k], f"unknown key; valid keys: {', '.join(COMPARE_KEYS)}")
+                raise ConfigError(source, f"{where}.{k}", entry[k],
+                                  f"unknown key; valid keys: {', '.join(COMPARE_KEYS)}")
         for k in ("name", "a", "b"):
             if k not in entry:
                 raise ConfigError(source, f"{where}.{k}", None, "missing: a declared finding needs a name and its two "

@@ -92,8 +92,9 @@ def snapshot(spec: Spec, watcher: JobWatcher | None = None) -> tuple[str, list]:
     tracked = tracker_states(spec, read_only=True)
     planned = plan(spec, tracked, active, folders)
     if not spec.study_dir.is_dir() and not tracked:
+        command = "probe-lr" if spec.probe is not None else "sweep"
         return (f"study {spec.name}: {len(spec.runs)} runs in {spec.study_dir}: no such folder yet (nothing has run "
-                f"there; `gatscale {'probe-lr' if spec.probe is not None else 'sweep'} {spec.path}` starts them, --runs-dir names another runs folder)"), planned
+                f"there; `gatscale {command} {spec.path}` starts them, --runs-dir names another runs folder)"), planned
     rows = []
     for p in planned:
         s = p.status or {}
@@ -113,6 +114,7 @@ def snapshot(spec: Spec, watcher: JobWatcher | None = None) -> tuple[str, list]:
                      s.get("host", ""), job_cell, detail])
     text = "\n".join([
         f"study {spec.name}: {len(rows)} runs in {spec.study_dir}",
-        format_table(["run", "state", "step", "loss/d", "loss/g", "FID", "img/s", "ETA", "host", "job", "detail"], rows),
+        format_table(["run", "state", "step", "loss/d", "loss/g", "FID", "img/s", "ETA", "host", "job", "detail"],
+                     rows),
         "  ".join(f"{k}: {v}" for k, v in sorted(Counter(p.state for p in planned).items()))])
     return text, planned

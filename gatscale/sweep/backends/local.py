@@ -88,8 +88,8 @@ def launch(runs: list[Run], options: Options) -> list[Outcome]:
                                             preexec_fn=_ignore_sigint)
                 running[proc.pid] = (run, proc, gpus, time.time())
                 states[run.name] = "running"
-                live.message(f"  started  {run.name} (pid {proc.pid}{', GPUs ' + ','.join(map(str, gpus)) if gpus else ''}"
-                             f"), log {run.run_dir / 'stdout.txt'}")
+                on_gpus = ", GPUs " + ",".join(map(str, gpus)) if gpus else ""
+                live.message(f"  started  {run.name} (pid {proc.pid}{on_gpus}), log {run.run_dir / 'stdout.txt'}")
             live.update(rows)
             time.sleep(0.2)
             for pid, (run, proc, gpus, started) in list(running.items()):

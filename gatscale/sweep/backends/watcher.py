@@ -83,4 +83,5 @@ class JobWatcher:
                                  capture_output=True, text=True, timeout=self.timeout_s, check=True).stdout
         except (subprocess.SubprocessError, OSError):
             return  # no accounting: the run folders still say how far each run got
-        self._ended.update(dict(line.split("|", 1) for line in out.split() if "|" in line and line.split("|")[0] in ids))
+        self._ended.update(dict(line.split("|", 1) for line in out.split()
+                                if "|" in line and line.split("|")[0] in ids))
