@@ -39,7 +39,8 @@ def add_arguments(parser):
                     help="LPIPS network: digits (trained on the digits set; default for digits runs) or alex/vgg "
                          "(torchvision's ImageNet weights from the torch hub cache; default otherwise)")
     lp.add_argument("--random-backbone", action="store_true",
-                    help="randomly initialised LPIPS backbone (offline smoke tests only; labelled '<net>-random-stand-in')")
+                    help="randomly initialised LPIPS backbone (offline smoke tests only; labelled "
+                         "'<net>-random-stand-in')")
     pc.add_argument("--blocks", default="0,1,2", help="comma list of block indices (0-based)")
     pc.add_argument("--num-samples", type=int, default=8)
 

@@ -32,7 +32,8 @@ CKPT_PATTERN = re.compile(r"ckpt-(\d{7,})\.pt$")
 TMP_PATTERN = re.compile(r"^\.ckpt-\d{7,}\.pt\..+\.tmp$")  # atomic_open's temporary names for a checkpoint
 REJECTED_DIR = "rejected"  # checkpoints/rejected/: checkpoints that failed validation, set aside, never deleted
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (since torch 1.6)
-TRAINING_STATE = ("step", "config", "generator", "discriminator", "ema", "opt_g", "opt_d")  # TrainState.checkpoint's keys
+# TrainState.checkpoint's keys
+TRAINING_STATE = ("step", "config", "generator", "discriminator", "ema", "opt_g", "opt_d")
 
 
 class CheckpointInvalid(ValueError):

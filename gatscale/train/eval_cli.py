@@ -38,12 +38,16 @@ from .trained_run import load_run, log_to_tracker
 
 
 def add_arguments(parser):
-    parser.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder (its newest checkpoint) or a ckpt-*.pt file")
-    parser.add_argument("--num-samples", type=int, default=50_000, help="number of generated images (default 50000: FID-50K)")
+    parser.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
+                        help="a run folder (its newest checkpoint) or a ckpt-*.pt file")
+    parser.add_argument("--num-samples", type=int, default=50_000,
+                        help="number of generated images (default 50000: FID-50K)")
     parser.add_argument("--truncation-psi", type=float, default=OFFICIAL_SAMPLER_PSI,
-                        help="0 = none, 1 = class mean (default 0.3, the official generate.py's; training's FID-5K uses 0)")
+                        help="0 = none, 1 = class mean (default 0.3, the official generate.py's; training's FID-5K "
+                             "uses 0)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                        help="G and VAE decoder (default: the run's eval.precision, fp32 with TF32 as the official code)")
+                        help="G and VAE decoder (default: the run's eval.precision, fp32 with TF32 as the official "
+                             "code)")
     parser.add_argument("--npz-out", default=None, help="also write the samples as an ADM-evaluator .npz")
     parser.add_argument("--which", choices=("ema", "generator"), default="ema", help="generator weights to evaluate")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the run's eval.batch_size")
@@ -57,7 +61,8 @@ def add_arguments(parser):
     parser.add_argument("--feature-extractor", choices=tuple(fid.EXTRACTORS), default=None,
                         help="default: the run's eval.feature_extractor (digits: offline CNN, reported as fd_digits)")
     parser.add_argument("--inception-weights", default=None, help="local torch-fidelity Inception weights file")
-    parser.add_argument("--reference-stats", default=None, help=".npz with mu/sigma (ours or ADM's VIRTUAL_imagenet256_labeled.npz)")
+    parser.add_argument("--reference-stats", default=None,
+                        help=".npz with mu/sigma (ours or ADM's VIRTUAL_imagenet256_labeled.npz)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -87,7 +92,8 @@ def main(args) -> int:
                 f"--num-samples {args.num_samples}: must be >= 2" if args.num_samples < 2 else None,
                 f"--truncation-psi {args.truncation_psi}: must be in [0, 1] (0 = none)"
                 if args.truncation_psi is not None and not 0 <= args.truncation_psi <= 1 else None,
-                f"--batch-size {args.batch_size}: must be >= 1" if args.batch_size is not None and args.batch_size < 1 else None,
+                f"--batch-size {args.batch_size}: must be >= 1"
+                if args.batch_size is not None and args.batch_size < 1 else None,
                 f"--fd-inf --num-samples {args.num_samples}: too few samples for FD_inf's fit in 1/N (sample counts "
                 f"{frechet.inf_counts(args.num_samples)}; it needs 3)"
                 if args.fd_inf and args.num_samples >= 2 and len(frechet.inf_counts(args.num_samples)) < 3 else None]
@@ -103,7 +109,8 @@ def main(args) -> int:
                            ("fd_dinov2", args.fd_dinov2)):
             if value is not None:
                 setattr(cfg.eval, key, value)
-        extractor = fid.get_extractor(cfg.eval.feature_extractor, cfg.eval.inception_weights, device)  # fails before generating
+        # fails before generating
+        extractor = fid.get_extractor(cfg.eval.feature_extractor, cfg.eval.inception_weights, device)
         reference = fid.get_reference(cfg, extractor, device)
         extra = fid.extra_extractors(cfg, device)
         tokenizer = build_eval_tokenizer(cfg, device)
@@ -133,9 +140,10 @@ def main(args) -> int:
                 "precision": cfg.eval.precision, "decoder": decoder,
                 **fid.recipe(cfg.eval, args.num_samples, metrics, args.fd_inf)}
     record = {
-        "metrics": values, "fd_inf_fits": fits or None, "step": step, "checkpoint": str(ckpt), **protocol, "seed": args.seed,
-        "feature_extractor": cfg.eval.feature_extractor, "reference_stats": reference["path"],
-        "reference_num_images": reference["num_images"], "npz": args.npz_out, "seconds": round(time.time() - start, 2),
+        "metrics": values, "fd_inf_fits": fits or None, "step": step, "checkpoint": str(ckpt), **protocol,
+        "seed": args.seed, "feature_extractor": cfg.eval.feature_extractor, "reference_stats": reference["path"],
+        "reference_num_images": reference["num_images"], "npz": args.npz_out,
+        "seconds": round(time.time() - start, 2),
         "eval_config": to_dict(cfg.eval),
     }
     variant = "".join([f"-psi{cfg.eval.truncation_psi:g}" if cfg.eval.truncation_psi else "",

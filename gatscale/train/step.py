@@ -76,8 +76,9 @@ def build_state(cfg: RunConfig, device: torch.device, distributed: bool = False)
     o = cfg.optim
     # Fused AdamW on CUDA and CPU alike: one kernel for all tensors (on CPU the per-tensor loop costs ~6x more,
     # most of a tiny model's step).
-    opt_g = torch.optim.AdamW(G.parameters(), lr=lr_g, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=True)
-    opt_d = torch.optim.AdamW(D.parameters(), lr=lr_d, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=True)
+    adamw = dict(betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=True)
+    opt_g = torch.optim.AdamW(G.parameters(), lr=lr_g, **adamw)
+    opt_d = torch.optim.AdamW(D.parameters(), lr=lr_d, **adamw)
     objective = GATObjective.from_config(cfg, encoder, d_grid_size=D.input_size // D.patch_size)
 
     # DDP, then torch.compile, wrap each trained network once. G's unused heads with MNG off need

@@ -294,7 +294,8 @@ def _train(cfg: RunConfig, run_dir: Path, tracker: Tracker, info: DistInfo, stop
             (not info.enabled and stop.signum is not None)
         diverged, preempted = _agreed_stop(stats, stop, info) if check else (False, False)  # a host sync
         if diverged:
-            result = RunResult("diverged", step, f"non-finite {', '.join(stats.nonfinite_names()) or 'value'} at step {step}")
+            names = ", ".join(stats.nonfinite_names()) or "value"
+            result = RunResult("diverged", step, f"non-finite {names} at step {step}")
             break
         done = step >= iterations or preempted
 
@@ -387,8 +388,9 @@ def _start_run(cfg: RunConfig, run_dir: Path, tracker: Tracker, start: _Start, i
     _write_config(cfg, config_file)
     write_status(run_dir, "running", start.step, start.iterations, checkpoint_step=start.step)
     log.info("run %s (%s): G %s %.1fM params, D %s %.1fM params, lr G %.3g D %.3g, %d images, %d iterations, %s%s",
-             cfg.name, config_hash(cfg), cfg.model.generator.size, count_trainable(st.G) / 1e6, cfg.model.discriminator.size,
-             count_trainable(st.D) / 1e6, st.lr_g, st.lr_d, data.num_images, start.iterations, info.device,
+             cfg.name, config_hash(cfg), cfg.model.generator.size, count_trainable(st.G) / 1e6,
+             cfg.model.discriminator.size, count_trainable(st.D) / 1e6, st.lr_g, st.lr_d, data.num_images,
+             start.iterations, info.device,
              ", bf16" if st.autocast is not contextlib.nullcontext else "")
     flops = run_flops(cfg)
     params = {**flatten(to_dict(cfg)), "lr_g": st.lr_g, "lr_d": st.lr_d, "world_size": info.world_size,
@@ -399,8 +401,9 @@ def _start_run(cfg: RunConfig, run_dir: Path, tracker: Tracker, start: _Start, i
     stand_ins = ",".join(part for part, used in (
         ("repa_encoder", st.encoder is not None and st.encoder.stand_in),
         ("eval_dinov2", cfg.eval.fd_dinov2 and not (cfg.eval.dinov2.pretrained or cfg.eval.dinov2.checkpoint))) if used)
-    tags = {"gatscale.name": cfg.name, "gatscale.config_hash": config_hash(cfg), "gatscale.run_dir": str(run_dir.resolve()),
-            "gatscale.status": "running", "gatscale.stand_in": stand_ins, **study_tags(cfg, st.lr_g, st.lr_d)}
+    tags = {"gatscale.name": cfg.name, "gatscale.config_hash": config_hash(cfg),
+            "gatscale.run_dir": str(run_dir.resolve()), "gatscale.status": "running", "gatscale.stand_in": stand_ins,
+            **study_tags(cfg, st.lr_g, st.lr_d)}
     if cfg.tracking.aliases:
         tags["gatscale.aliases"] = cfg.tracking.aliases
     if start.warnings:
@@ -525,8 +528,8 @@ def _progress(start: int, total: int, enabled: bool):
 
     def line(step, metrics):
         eta = (time.time() - t0) / max(step - start, 1) * (total - step)
-        log.info("step %d/%d %s eta %s", step, total,
-                 " ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics), time.strftime("%H:%M:%S", time.gmtime(eta)))
+        log.info("step %d/%d %s eta %s", step, total, " ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics),
+                 time.strftime("%H:%M:%S", time.gmtime(eta)))
     return line
 
 
