@@ -82,8 +82,10 @@ def study_frames():
             values = {
                 "loss/d": math.nan if bad else 0.6 + 0.4 * math.exp(-step / 400) + 0.01 * i,
                 "loss/g": math.nan if bad else 1.2 - 0.3 * math.exp(-step / 400) + 0.01 * i,
-                "grad_norm/d": math.nan if bad else (0.5 * math.exp(step / 80) if status == "diverged" else 0.5 + 0.02 * i),
-                "grad_norm/g": math.nan if bad else (0.3 * math.exp(step / 90) if status == "diverged" else 0.3 + 0.01 * i),
+                "grad_norm/d": math.nan if bad else (0.5 * math.exp(step / 80) if status == "diverged"
+                                                     else 0.5 + 0.02 * i),
+                "grad_norm/g": math.nan if bad else (0.3 * math.exp(step / 90) if status == "diverged"
+                                                     else 0.3 + 0.01 * i),
             }
             if step in FID_STEPS:
                 values["fid"] = planted_fid(model, (mng, repa, wa), step)

@@ -240,8 +240,8 @@ def test_fd_figures_draw_the_real_data_floor_as_a_dashed_line(study):
     for fig in (figures.fid_curves(runs, histories, by="size"), figures.fid_vs_compute(runs, histories)):
         floor = line_by_label(fig.axes[0], "real data (same number of samples)")
         assert floor.get_linestyle() == "--" and list(floor.get_ydata()) == [5.0, 5.0]
-    assert "real data (same number of samples)" not in [ln.get_label() for ln in
-                                                        figures.fid_curves(runs, study[1], by="size").axes[0].get_lines()]
+    drawn = figures.fid_curves(runs, study[1], by="size").axes[0].get_lines()
+    assert "real data (same number of samples)" not in [ln.get_label() for ln in drawn]
 
 
 def test_fid_vs_compute_averages_seeds_with_error_bars_and_prints_the_exponent_ci(study):
@@ -258,7 +258,8 @@ def test_fid_vs_compute_averages_seeds_with_error_bars_and_prints_the_exponent_c
     assert len(ax.containers) == 5  # one error bar per full-method model
     lo, hi = fig.power_law.b_ci
     assert lo < FID_B < hi < 0 and fig.power_law.trend is None
-    assert f"95% CI [{lo:.3f}, {hi:.3f}]" in next(ln.get_label() for ln in ax.get_lines() if ln.get_label().startswith("fit"))
+    fit = next(ln.get_label() for ln in ax.get_lines() if ln.get_label().startswith("fit"))
+    assert f"95% CI [{lo:.3f}, {hi:.3f}]" in fit
     assert "falls with compute" in fig.note
 
 

@@ -161,8 +161,10 @@ def test_cli_reads_experiment_and_uri_from_a_sweep_spec(store, tmp_path, capsys)
     spec.write_text("name: other\nbase:\n  tracking:\n    experiment: elsewhere\n")  # a study is its experiment
     for argv, says in ([["--spec", str(spec)], "base.tracking.experiment = 'elsewhere'"],
                        [["--spec", str(tmp_path / "absent.yaml")], "sweep spec"],
-                       [["--experiment", "nope", "--tracking-uri", uri, "--cache-dir", "none"], "no MLflow experiment 'nope'"],
-                       [["--experiment", "nope", "--tracking-uri", f"sqlite:///{tmp_path}/absent.db"], "does not exist"],
+                       [["--experiment", "nope", "--tracking-uri", uri, "--cache-dir", "none"],
+                        "no MLflow experiment 'nope'"],
+                       [["--experiment", "nope", "--tracking-uri", f"sqlite:///{tmp_path}/absent.db"],
+                        "does not exist"],
                        [["--run-dirs", str(tmp_path)], "no metrics.jsonl"], [[], "pass --experiment NAME"]):
         assert gatscale_main(["figures", *argv, "--out", str(tmp_path / "f")]) == 2, argv  # bad input (README)
         err = capsys.readouterr().err

@@ -64,7 +64,8 @@ def report(tmp_path_factory):
     out = tmp_path / "report.html"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert gatscale_main(["report", str(spec), "--out", str(out), "--probe", str(probe), "--cache-dir", "none"]) == 0
+        argv = ["report", str(spec), "--out", str(out), "--probe", str(probe), "--cache-dir", "none"]
+        assert gatscale_main(argv) == 0
     return out, printed.getvalue(), stray
 
 

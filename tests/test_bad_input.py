@@ -99,7 +99,8 @@ def test_an_sd_vae_config_needs_a_resolution_divisible_by_8(workdir, capsys):
 # --- --set overrides: the same checks, and the message names --set ---------------------------------
 
 SET_CASES = [  # (override, what the message names)
-    ("train.iterations=[1, 2", "not valid YAML"), ("train.iterations=!!python/object/apply:os.system [ls]", "not valid YAML"),
+    ("train.iterations=[1, 2", "not valid YAML"),
+    ("train.iterations=!!python/object/apply:os.system [ls]", "not valid YAML"),
     ("optim.lr=.inf", "optim.lr = inf"), ("optim.lr=.nan", "optim.lr = nan"), ("train.seed=-1", "train.seed = -1"),
     ("model.generator.num_heads=0", "model.generator.num_heads = 0"), ("noequals", "expected key.path=value"),
     ("optim.lrr=1", "optim.lrr"), ("train.iterations.x=1", "train.iterations"), ("=5", "key.path=value"),
@@ -147,7 +148,8 @@ def test_train_without_a_config_or_a_run_to_resume(workdir, capsys):
 
 @pytest.mark.parametrize("argv, named", [
     (["trian", "c.yaml"], "invalid choice: 'trian'"), (["train", "--sett", "x=1"], "unrecognized arguments"),
-    (["sweep", "s.yaml", "--max-parallel", "0"], "--max-parallel = 0"), (["sweep", "s.yaml", "--backend", "k8s"], "k8s"),
+    (["sweep", "s.yaml", "--max-parallel", "0"], "--max-parallel = 0"),
+    (["sweep", "s.yaml", "--backend", "k8s"], "k8s"),
     (["eval", "run", "--fd-inf", "--num-samples", "3"], "--fd-inf --num-samples 3: too few samples"),
 ], ids=["command", "option", "max-parallel", "backend", "fd-inf"])
 def test_a_bad_command_line(workdir, capsys, argv, named):
@@ -210,7 +212,8 @@ SPEC_CASES = [  # (spec, the spec key path the message must name)
     (spec_with(findings=[1]), "findings"), (spec_with(findings={"detla": 0.1}), "findings.detla"),
     (spec_with(findings={"delta": -0.1}), "findings.delta"), (spec_with(findings={"level": 1.5}), "findings.level"),
     (spec_with(findings={"pairing": "by-seed"}), "findings.pairing"),
-    (spec_with(findings={"max_seeds": 1}), "findings.max_seeds"), (spec_with(findings={"derive": "yes"}), "findings.derive"),
+    (spec_with(findings={"max_seeds": 1}), "findings.max_seeds"),
+    (spec_with(findings={"derive": "yes"}), "findings.derive"),
     (spec_with(findings={"compare": [{"name": "x", "a": {"method.repa": True}}]}), "findings.compare[0].b"),
     (spec_with(findings={"compare": [{"name": "x", "a": {"method.repa": True}, "b": {"method.rpa": False}}]}),
      "findings.compare[0].b"),
@@ -242,10 +245,10 @@ def test_a_bad_findings_section_is_one_line_for_gatscale_findings_too(workdir, c
     (["sweep", "s.yaml", "--set", "method.repa=false"], "--set: method.repa = False: conflicts with the spec: s.yaml "
                                                          "sets this key per run (the axis method.repa)"),
     (["sweep", "s.yaml", "--set", "lr=fast"], "--set: lr = 'fast': unknown key"),
-    (["sweep", "s.yaml", "--set", "train.batch_size=8"], "--set: train.batch_size = 8: conflicts with the spec: s.yaml "
-                                                          "sets this key per run (per_size.S)"),
-    (["sweep", "s.yaml", "--set", "train.seed=3"], "--set: train.seed = 3: conflicts with the spec: s.yaml sets this key "
-                                                    "per run (seeds)"),
+    (["sweep", "s.yaml", "--set", "train.batch_size=8"], "--set: train.batch_size = 8: conflicts with the spec: "
+                                                          "s.yaml sets this key per run (per_size.S)"),
+    (["sweep", "s.yaml", "--set", "train.seed=3"], "--set: train.seed = 3: conflicts with the spec: s.yaml sets this "
+                                                    "key per run (seeds)"),
     (["sweep", "s.yaml", "--set", "train.iterations=0"], "--set: train.iterations = 0: must be"),
     (["sweep", "s.yaml", "--set", "tracking.experiment=x"], "--set: tracking.experiment = 'x': a study is one MLflow "
                                                              "experiment"),
@@ -260,8 +263,8 @@ def test_a_sweep_set_is_checked_and_may_not_change_what_the_spec_sets_per_run(wo
 
 
 @pytest.mark.parametrize("where, argv, hint", [
-    ("config", ["train", "c.yaml"], "c.yaml: method.mng = False: must be one of 'exp', 'linear', 'vp', 'off', got False "
-                                    "(YAML reads off/no/yes/on as booleans: quote it, 'off')"),
+    ("config", ["train", "c.yaml"], "c.yaml: method.mng = False: must be one of 'exp', 'linear', 'vp', 'off', got "
+                                    "False (YAML reads off/no/yes/on as booleans: quote it, 'off')"),
     ("spec", ["sweep", "s.yaml"], "s.yaml: base.method.mng = False: must be one of 'exp', 'linear', 'vp', 'off', got "
                                   "False (YAML reads off/no/yes/on as booleans: quote it, 'off')"),
     ("train --set", ["train", "ok.yaml", "--set", "method.mng=off"],
@@ -298,8 +301,8 @@ def test_a_locked_run_folder_is_refused_with_the_already_running_exit_code(workd
     (workdir / "c.yaml").write_text(yaml.safe_dump(tiny_run_dict()))
     (workdir / "run").mkdir()
     with RunLock(workdir / "run"):
-        fails_cleanly(capsys, workdir, ["train", "c.yaml", "--run-dir", "run"], "already being trained", code=EXIT_LOCKED,
-                      may_write=["run/log.txt"])
+        fails_cleanly(capsys, workdir, ["train", "c.yaml", "--run-dir", "run"], "already being trained",
+                      code=EXIT_LOCKED, may_write=["run/log.txt"])
 
 
 def test_resuming_a_folder_of_another_config_is_refused_in_one_line(workdir, capsys):
@@ -380,7 +383,8 @@ def test_a_local_sweep_says_which_runs_need_gpus_and_starts_no_parent_run(workdi
     import gatscale.sweep.backends.local as local
     monkeypatch.setattr(local, "_num_gpus", lambda: 0)
     base = tiny_run_dict(tracking={"backend": "mlflow", "uri": f"sqlite:///{workdir}/mlflow.db"})
-    (workdir / "s.yaml").write_text(yaml.safe_dump({"name": "t", "base": base, "seeds": [0, 1], "resources": {"gpus": 1}}))
+    spec = {"name": "t", "base": base, "seeds": [0, 1], "resources": {"gpus": 1}}
+    (workdir / "s.yaml").write_text(yaml.safe_dump(spec))
     assert gatscale_main(["sweep", "s.yaml"]) == 1
     err = capsys.readouterr().err
     assert "2 runs cannot start here: needs 1 GPU; this machine" in err and "--backend submitit" in err

@@ -29,7 +29,8 @@ def test_from_dict_builds_nested_sections_and_names_an_unknown_key_with_the_vali
     with pytest.raises(ConfigError) as err:
         from_dict(RunConfig, {"optim": {"learning_rate": 1e-3}}, "x.yaml")
     assert (err.value.source, err.value.key, err.value.value) == ("x.yaml", "optim.learning_rate", 1e-3)
-    assert "valid keys here: base_width, betas, ema_decay, eps, grad_clip, lr, weight_decay, width_aware_lr" in str(err.value)
+    assert ("valid keys here: base_width, betas, ema_decay, eps, grad_clip, lr, weight_decay, width_aware_lr"
+            in str(err.value))
 
 
 def test_from_dict_rejects_a_value_outside_its_declared_range_with_the_rule():
@@ -38,7 +39,8 @@ def test_from_dict_rejects_a_value_outside_its_declared_range_with_the_rule():
 
 
 def test_from_dict_says_what_a_non_mapping_should_have_been():
-    with pytest.raises(ConfigError, match=r"sizes.B = 4: expected a mapping with keys gpus, nodes, partition, time_min"):
+    with pytest.raises(ConfigError,
+                       match=r"sizes.B = 4: expected a mapping with keys gpus, nodes, partition, time_min"):
         from_dict(Resources, 4, "x.yaml", prefix="sizes.B.")
 
 

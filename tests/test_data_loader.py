@@ -21,7 +21,8 @@ def take(loader, n):
 
 
 def same_batches(a, b):
-    return len(a) == len(b) and all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+    return len(a) == len(b) and all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+                                    for x, y in zip(a, b))
 
 
 def test_same_seed_and_step_give_the_same_batches(digits_cfg):

@@ -25,7 +25,8 @@ def tiny_study_spec(path, uri: str):
         "per_size": {"S": {"model": {"generator": net(8), "discriminator": net(8)}},
                      "B": {"model": {"generator": net(16), "discriminator": net(16)}}},
         "groups": [
-            {"zip": {"model.generator.size": ["GAT-S/4", "GAT-B/4"], "model.discriminator.size": ["GAT-S/4", "GAT-B/4"]}},
+            {"zip": {"model.generator.size": ["GAT-S/4", "GAT-B/4"],
+                     "model.discriminator.size": ["GAT-S/4", "GAT-B/4"]}},
             {"grid": {"model.generator.size": ["GAT-B/4"], "model.discriminator.size": ["GAT-B/4"], "lr": ["lrS"]}},
         ],
     }
@@ -48,7 +49,8 @@ def test_tiny_sweep_to_figures_and_notebooks(tmp_path):
     client = MlflowClient(uri)
     b_id = json.loads((b_run / "tracking.json").read_text())["run_id"]
     before = client.get_run(b_id).info
-    lpips = gatscale("analyze", "lpips-contribution", str(b_run), "--random-backbone", "--num-samples", "8", cwd=tmp_path)
+    lpips = gatscale("analyze", "lpips-contribution", str(b_run), "--random-backbone", "--num-samples", "8",
+                     cwd=tmp_path)
     assert lpips.wait(timeout=300) == 0, lpips.stdout.read()
     after = client.get_run(b_id).info   # the table is logged; the run's duration in the UI is unchanged
     assert (after.status, after.start_time, after.end_time) == (before.status, before.start_time, before.end_time)

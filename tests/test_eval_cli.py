@@ -73,7 +73,8 @@ def test_eval_psi_is_in_every_recorded_metric_name_and_tag(tmp_path, eval_cache)
     assert names == {"fd_digits_40_psi0.3", "fd_digits_se_40_psi0.3", "acc_digits_40_psi0.3"}
     assert json.loads(tags["gatscale.eval_40_psi0.3"])["truncation_psi"] == 0.3
     names, _, _ = _eval_logged(run_dir, uri, "--num-samples", "200", "--truncation-psi", "0")  # = fid_samples
-    assert names == {"fd_digits", "fd_digits_se", "acc_digits"}   # exactly the in-training protocol: psi is the run's eval.truncation_psi
+    # exactly the in-training protocol: psi is the run's eval.truncation_psi
+    assert names == {"fd_digits", "fd_digits_se", "acc_digits"}
     names, tags, _ = _eval_logged(run_dir, uri, "--num-samples", "200", "--truncation-psi", "0", "--precision", "bf16")
     assert names == {"fd_digits_200_psi0_bf16", "fd_digits_se_200_psi0_bf16", "acc_digits_200_psi0_bf16"}
     assert json.loads(tags["gatscale.eval_200_psi0_bf16"])["precision"] == "bf16"

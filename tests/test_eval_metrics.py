@@ -79,14 +79,15 @@ def test_streamed_reference_moments_equal_numpy_and_keep_a_bounded_subset():
     for chunk in feats.split(64):
         moments.update(chunk)
     stats = moments.stats()
-    assert np.allclose(stats["mu"], feats.numpy().mean(0)) and np.allclose(stats["sigma"], np.cov(feats.numpy(), rowvar=False))
+    assert np.allclose(stats["mu"], feats.numpy().mean(0))
+    assert np.allclose(stats["sigma"], np.cov(feats.numpy(), rowvar=False))
     assert stats["features"].shape == (100, 5) and stats["num_images"] == 1000
 
 
 def test_reference_files_round_trip_and_adm_files_load_as_inception(tmp_path):
     rng = np.random.default_rng(0)
-    stats = {"mu": rng.normal(size=128), "sigma": np.eye(128), "features": rng.normal(size=(10, 128)).astype(np.float32),
-             "num_images": 10}
+    stats = {"mu": rng.normal(size=128), "sigma": np.eye(128),
+             "features": rng.normal(size=(10, 128)).astype(np.float32), "num_images": 10}
     save_reference(tmp_path / "ref.npz", stats, "digits", "feat", source="test")
     loaded = load_reference(tmp_path / "ref.npz", "digits", 128)
     assert np.array_equal(loaded["mu"], stats["mu"]) and loaded["features"].shape == (10, 128)

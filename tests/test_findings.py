@@ -86,7 +86,8 @@ def truth(run) -> float:
 def finish(run, value, step=None):
     run.run_dir.mkdir(parents=True, exist_ok=True)
     step = step or run.config.train.iterations
-    (run.run_dir / "metrics.jsonl").write_text(json.dumps({"t": 1, "step": step, "metrics": {"fd_digits": value}}) + "\n")
+    record = {"t": 1, "step": step, "metrics": {"fd_digits": value}}
+    (run.run_dir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
     write_status(run.run_dir, "finished", step, run.config.train.iterations)
 
 
@@ -112,7 +113,8 @@ def test_every_pair_that_differs_in_one_factor_is_a_finding(tmp_path):
     for r in spec.runs:
         finish(r, float(np.exp(truth(r) + 0.05 * rng.standard_normal())))
     found = {f.name: f for f in derive(spec)}
-    assert set(found) == {"patch 4 vs patch 2 at S", "REPA vs no REPA at S/4", "width-aware lr 0.002 vs lrS (lr 0.004) at S/4"}
+    assert set(found) == {"patch 4 vs patch 2 at S", "REPA vs no REPA at S/4",
+                          "width-aware lr 0.002 vs lrS (lr 0.004) at S/4"}
     repa = found["REPA vs no REPA at S/4"]
     assert repa.verdict == "A better" and repa.verdict_text() == "REPA better"
     assert repa.effect == pytest.approx(math.log(0.5), abs=0.15) and repa.n_a == repa.n_b == 2
@@ -135,7 +137,7 @@ def test_a_declared_finding_picks_its_sides_and_its_direction(tmp_path):
          "b": {"method.repa": False}, "direction": "higher"}]})
     spec = load_spec(path)
     for r in spec.runs:
-        finish(r, 20.0 * (1 + 0.01 * r.config.train.seed) if r.config.method.repa else 40.0 * (1 + 0.01 * r.config.train.seed))
+        finish(r, (20.0 if r.config.method.repa else 40.0) * (1 + 0.01 * r.config.train.seed))
     (f,) = derive(spec)
     assert f.kind == "declared" and f.verdict == "B better"  # higher is better: 40 beats 20
 
@@ -143,7 +145,7 @@ def test_a_declared_finding_picks_its_sides_and_its_direction(tmp_path):
 def test_gatscale_findings_prints_the_table_and_writes_json(tmp_path, capsys):
     spec = load_spec(spec_file(tmp_path))
     for r in spec.runs:
-        finish(r, 20.0 * (1 + 0.01 * r.config.train.seed) if r.config.method.repa else 40.0 * (1 + 0.01 * r.config.train.seed))
+        finish(r, (20.0 if r.config.method.repa else 40.0) * (1 + 0.01 * r.config.train.seed))
     out = tmp_path / "f.json"
     assert gatscale_main(["findings", str(spec.path), "--json", str(out)]) == 0
     text = capsys.readouterr().out
@@ -223,7 +225,7 @@ def test_the_forest_plot_draws_every_comparison_with_its_verdict(tmp_path):
     from analysis.figures import findings_data, plot_findings
     spec = load_spec(spec_file(tmp_path))
     for r in spec.runs:
-        finish(r, 20.0 * (1 + 0.02 * r.config.train.seed) if r.config.method.repa else 40.0 * (1 + 0.02 * r.config.train.seed))
+        finish(r, (20.0 if r.config.method.repa else 40.0) * (1 + 0.02 * r.config.train.seed))
     data = findings_data(derive(spec))
     assert set(data["verdict"]) >= {"A better"} and len(data) == 3
     fig = plot_findings(data, out_dir=tmp_path / "fig")

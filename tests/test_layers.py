@@ -117,7 +117,9 @@ import importlib, json, sys
 layers, may = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 def layer_of(m):
     parts = m.split(".")
-    return "analysis" if parts[0] == "analysis" else ("cli" if m == "gatscale.cli" else (parts[1] if len(parts) > 1 else None))
+    if parts[0] == "analysis":
+        return "analysis"
+    return "cli" if m == "gatscale.cli" else (parts[1] if len(parts) > 1 else None)
 broken = []
 for layer, modules in layers.items():
     for name in [m for m in sys.modules if m.split(".")[0] in ("gatscale", "analysis")]:

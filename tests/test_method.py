@@ -77,7 +77,8 @@ def test_diffaugment_ops_follow_official_ranges():
     # translation by (dy, dx) moves a single bright pixel there (zero padding outside)
     img = torch.zeros(1, 1, 32, 32)
     img[0, 0, 10, 10] = 1
-    moved, _ = diff_augment(img, ["translation"], {"translation": dict(dy=torch.tensor([[3]]), dx=torch.tensor([[-2]]), size=(32, 32))})
+    shift = dict(dy=torch.tensor([[3]]), dx=torch.tensor([[-2]]), size=(32, 32))
+    moved, _ = diff_augment(img, ["translation"], {"translation": shift})
     assert moved[0, 0].nonzero().tolist() == [[7, 12]]
 
 
@@ -112,7 +113,8 @@ def test_width_aware_lr():
         assert effective_lr(c, "generator") == pytest.approx(2e-4 * 768 / width)
     off = replace(cfg, **{"model.generator.size": "GAT-S/2", "optim.width_aware_lr": False})
     assert effective_lr(off, "generator") == 2e-4
-    tiny = replace(cfg, **{"model.discriminator.hidden_size": 64, "model.discriminator.num_heads": 2, "optim.base_width": 32})
+    tiny = replace(cfg, **{"model.discriminator.hidden_size": 64, "model.discriminator.num_heads": 2,
+                           "optim.base_width": 32})
     assert effective_lr(tiny, "discriminator") == pytest.approx(1e-4)
 
 

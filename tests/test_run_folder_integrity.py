@@ -60,7 +60,8 @@ def copy_checkpoints(reference, run_dir, steps):
 
 
 def folder_listing(run_dir):
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted((run_dir / "checkpoints").rglob("*")) if p.is_file()}
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted((run_dir / "checkpoints").rglob("*"))
+            if p.is_file()}
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -157,7 +158,8 @@ def test_a_failure_marks_the_last_record_failed_and_keeps_its_checkpoint_step(tm
     with pytest.raises(RuntimeError, match="store on fire"):
         train(tiny_config(train=EVERY4), tmp_path, tracker=rec)  # logs every 5 steps: the step-10 log fails
     status = read_status(tmp_path)
-    assert (status["status"], status["checkpoint_step"], status["reason"]) == ("failed", 8, "RuntimeError: store on fire")
+    assert (status["status"], status["checkpoint_step"], status["reason"]) == \
+        ("failed", 8, "RuntimeError: store on fire")
     assert rec.status == "failed" and rec.tags["gatscale.failure"] == "RuntimeError: store on fire"
 
     import gatscale.train.trainer as trainer  # a failure before the tracker run opens: the tracker is not touched
@@ -179,7 +181,8 @@ def test_a_finished_run_whose_checkpoints_were_deleted_is_not_reopened(tmp_path)
 
 def test_foreign_or_incomplete_newest_checkpoints_fall_back_bitwise(reference, tmp_path):
     copy_checkpoints(reference, tmp_path, (4, 8))
-    incomplete = {k: v for k, v in load_checkpoint(reference / "checkpoints" / "ckpt-0000012.pt").items() if k != "opt_g"}
+    full = load_checkpoint(reference / "checkpoints" / "ckpt-0000012.pt")
+    incomplete = {k: v for k, v in full.items() if k != "opt_g"}
     torch.save(incomplete, tmp_path / "checkpoints" / "ckpt-0000012.pt")
     torch.save({"w": torch.ones(3)}, tmp_path / "checkpoints" / "ckpt-0000016.pt")  # not a gatscale checkpoint
     write_status(tmp_path, "preempted", 16, 20)
@@ -191,7 +194,8 @@ def test_foreign_or_incomplete_newest_checkpoints_fall_back_bitwise(reference, t
     assert "ckpt-0000012.pt skipped" in rec.tags["gatscale.checkpoint_warnings"]
     assert sorted(p.name for p in (tmp_path / "checkpoints" / "rejected").iterdir()) == \
         ["ckpt-0000012.pt", "ckpt-0000016.pt"]
-    assert_bitwise_equal(load_checkpoint(list_checkpoints(tmp_path)[-1]), load_checkpoint(list_checkpoints(reference)[-1]))
+    assert_bitwise_equal(load_checkpoint(list_checkpoints(tmp_path)[-1]),
+                         load_checkpoint(list_checkpoints(reference)[-1]))
 
 
 def test_preemption_after_a_fallback_keeps_its_checkpoint_and_stale_temporaries_go(reference, tmp_path):
@@ -213,7 +217,8 @@ def test_preemption_after_a_fallback_keeps_its_checkpoint_and_stale_temporaries_
 
     assert train(cfg, tmp_path).status == "finished"
     assert "ckpt-0000006.pt (step 6)" in (tmp_path / "log.txt").read_text()  # resumed from 6, not 0
-    assert_bitwise_equal(load_checkpoint(list_checkpoints(tmp_path)[-1]), load_checkpoint(list_checkpoints(reference)[-1]))
+    assert_bitwise_equal(load_checkpoint(list_checkpoints(tmp_path)[-1]),
+                         load_checkpoint(list_checkpoints(reference)[-1]))
 
 
 # --- signals and disk errors ----------------------------------------------------------------------

@@ -89,7 +89,8 @@ def test_ray_on_slurm_template_runs_ray_tasks_inside_one_allocation(slurm_cluste
                "square = ray.remote(lambda x: x * x); "
                "print(\"RAY RESULT\", ray.get([square.remote(2), square.remote(3)]))'")
     env = {**os.environ, "GATSCALE_VENV": sys.prefix, "GATSCALE_RAY_COMMAND": command}
-    job_id = sbatch("--cpus-per-task=2", f"--output={tmp_path}/%j.out", str(REPO / "slurm" / "ray-on-slurm.sbatch"), env=env)
+    job_id = sbatch("--cpus-per-task=2", f"--output={tmp_path}/%j.out", str(REPO / "slurm" / "ray-on-slurm.sbatch"),
+                    env=env)
     state = wait_final(job_id, timeout=150)
     log = (tmp_path / f"{job_id}.out").read_text()
     assert state == "COMPLETED", log[-3000:]

@@ -1,4 +1,4 @@
-"""gatscale.core.stats against synthetic oracles whose truth is known (fixed seeds, margins wide enough not to flake)."""
+"""gatscale.core.stats against synthetic oracles of known truth (fixed seeds, margins wide enough not to flake)."""
 import math
 
 import numpy as np

@@ -9,7 +9,7 @@ import pytest
 from gatscale.sweep.backends import BACKENDS, watcher
 from gatscale.sweep.backends.watcher import UNKNOWN, JobWatcher
 
-JOBS = [{"cluster": "slurm", "job_id": "11"}, {"cluster": "slurm", "job_id": "12"}, {"cluster": "slurm", "job_id": "13"}]
+JOBS = [{"cluster": "slurm", "job_id": job_id} for job_id in ("11", "12", "13")]
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))

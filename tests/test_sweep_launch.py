@@ -99,7 +99,8 @@ def test_two_concurrent_sweeps_train_every_run_once_and_record_no_failure(tmp_pa
     for r in runs:
         assert read_status(r.run_dir)["status"] == "finished" and run_starts(r.run_dir) == 1, outs
         assert json.loads((r.run_dir / "sweep.json").read_text())["failures"] == [], outs
-    assert sorted(p.name for p in (tmp_path / "runs" / "t").iterdir()) == sorted(r.name for r in runs)  # no alias folder
+    # no alias folder
+    assert sorted(p.name for p in (tmp_path / "runs" / "t").iterdir()) == sorted(r.name for r in runs)
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert gatscale_main(["sweep", str(spec_path)]) == 0

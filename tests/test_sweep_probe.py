@@ -151,7 +151,8 @@ def test_a_trial_is_its_spec_run_with_the_lr_part_of_its_name_replaced(tmp_path)
     for st in probe_state(spec, probe_config(spec)):
         assert st.line.key == f"{st.line.runs[0].name_parts['size']}-mng-repa-s1"  # a label that reads like a seed
         for run, trial in zip(st.line.runs, st.trials[0.04]):
-            assert trial.name_parts == {**run.name_parts, "lr": "lr4e-2"} and trial.name == run.name.replace("lrA", "lr4e-2")
+            assert trial.name_parts == {**run.name_parts, "lr": "lr4e-2"}
+            assert trial.name == run.name.replace("lrA", "lr4e-2")
 
 
 def finish(run, status):
@@ -189,8 +190,8 @@ def test_probe_cli_runs_rounds_to_the_fit_and_resumes(tmp_path, monkeypatch, cap
         return [SimpleNamespace(state="finished") for _ in runs]
     monkeypatch.setattr(sweep_launch, "launch", fake_launch)
     spec_path = probe_spec(tmp_path)
-    args = SimpleNamespace(spec=str(spec_path), runs_dir=None, profile=None, overrides=[], dry_run=False, backend="local",
-                           max_parallel=None, cluster="auto", ray_address=None, wait=False)
+    args = SimpleNamespace(spec=str(spec_path), runs_dir=None, profile=None, overrides=[], dry_run=False,
+                           backend="local", max_parallel=None, cluster="auto", ray_address=None, wait=False)
     assert probe_cli.main(args) == 0
     out = capsys.readouterr().out
     assert "lr_max ∝ C^b: b = -1." in out and "no interval with 2 widths" in out
@@ -278,4 +279,5 @@ def test_probe_trials_go_through_the_sweeps_launch_sequence(tmp_path, monkeypatc
     update_record(second.planned[1].run.run_dir, config_hash="0123456789")
     assert gatscale_main(["probe-lr", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"gatscale: error: {second.planned[1].run.run_dir}: this folder holds run") and err.count("\n") == 1
+    assert err.startswith(f"gatscale: error: {second.planned[1].run.run_dir}: this folder holds run")
+    assert err.count("\n") == 1

@@ -104,4 +104,5 @@ def test_status_of_a_study_without_a_folder_says_so_in_one_line(tmp_path, capsys
     assert gatscale_main(["status", str(spec_path)]) == 0
     out = capsys.readouterr().out
     assert out.splitlines() == [f"study t: 2 runs in {tmp_path / 'runs' / 't'}: no such folder yet (nothing has run "
-                                f"there; `gatscale sweep {spec_path}` starts them, --runs-dir names another runs folder)"]
+                                f"there; `gatscale sweep {spec_path}` starts them, --runs-dir names another runs "
+                                "folder)"]

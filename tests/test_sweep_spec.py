@@ -101,7 +101,8 @@ def test_per_size_overrides_apply_to_that_size_only(tmp_path):
 @pytest.mark.parametrize("spec, where", [
     ({"grid": {"optim.lrr": [1e-3]}}, "grid.optim.lrr"),
     ({"zip": {"train.batchsize": [8]}}, "zip.train.batchsize"),
-    ({"settings": {"lr": {"x": {"optim.width_aware": False}}}, "grid": {"lr": ["x"]}}, "settings.lr.x.optim.width_aware"),
+    ({"settings": {"lr": {"x": {"optim.width_aware": False}}}, "grid": {"lr": ["x"]}},
+     "settings.lr.x.optim.width_aware"),
     ({"per_size": {"B": {"model": {"generator": {"widht": 8}}}}}, "per_size.B.model.generator.widht"),
     ({"grid": {"lr": [1e-3]}}, "grid.lr"),  # neither a key path nor a settings name
     ({"grdi": {"optim.lr": [1e-3]}}, "grdi"),

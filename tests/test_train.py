@@ -33,8 +33,10 @@ def test_config_errors_name_file_key_and_value(tmp_path):
     write_config(bad, optim={"lr": 1e-3, "learning_rate": 1e-3})
     with pytest.raises(ConfigError, match=r"bad\.yaml: optim\.learning_rate = 0\.001: unknown key"):
         load_config(bad)
-    write_config(bad, model={"generator": {"size": "GAT-S/4"}, "discriminator": {"size": "GAT-S/8"}}, data={"resolution": 12})
-    with pytest.raises(ConfigError, match=r"model\.discriminator\.size = 'GAT-S/8': patch size 8 does not divide the latent size 12"):
+    write_config(bad, model={"generator": {"size": "GAT-S/4"}, "discriminator": {"size": "GAT-S/8"}},
+                 data={"resolution": 12})
+    with pytest.raises(ConfigError, match=r"model\.discriminator\.size = 'GAT-S/8': patch size 8 does not divide "
+                                          r"the latent size 12"):
         load_config(bad)
     with pytest.raises(ConfigError, match=r"method\.mng = 'expo': must be one of 'exp', 'linear', 'vp', 'off'"):
         load_config(write_config(bad), ["method.mng=expo"])
@@ -133,7 +135,8 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     assert ref.wait(timeout=300) == 0, ref.stdout.read()
 
     proc = gatscale_train(config, tmp_path / "run")
-    wait_for(lambda: any(p.name == "ckpt-0000020.pt" for p in list_checkpoints(tmp_path / "run")) or proc.poll() is not None)
+    wait_for(lambda: any(p.name == "ckpt-0000020.pt" for p in list_checkpoints(tmp_path / "run"))
+             or proc.poll() is not None)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = [p.name for p in list_checkpoints(tmp_path / "run")]
