@@ -1,4 +1,4 @@
-"""FLOP accounting for GAT runs (analytic; `tests/test_flops.py` checks it against torch.utils.flop_counter).
+"""FLOP accounting for GAT runs (analytic; `tests/test_models_flops.py` checks it against torch.utils.flop_counter).
 
 Conventions: `*_flops` count 2 FLOPs per multiply-accumulate of the matmuls, attention and patch
 convolution (what torch.utils.flop_counter counts and what MFU needs). The paper and DiT quote

@@ -62,7 +62,7 @@ def srun_on_path(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     srun = bin_dir / "srun"
-    srun.write_text("#!/bin/sh\necho 'srun: a stand-in for tests/test_slurm_profile.py; no cluster here' >&2\nexit 1\n")
+    srun.write_text("#!/bin/sh\necho 'srun: a stand-in for tests/test_sweep_profile.py; no cluster here' >&2\nexit 1\n")
     srun.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
 
