@@ -447,7 +447,8 @@ class PowerLaw(stats.ScalingLaw):
         """None when FID falls with compute with confidence; else the plain reason it does not."""
         lo, hi = self.b_ci
         if self.b >= 0:
-            return f"no scaling trend: the fitted exponent is {self.b:+.3f} (the Fréchet distance does not fall with compute)"
+            return (f"no scaling trend: the fitted exponent is {self.b:+.3f} "
+                    f"(the Fréchet distance does not fall with compute)")
         if not np.isfinite(lo):
             return f"no confidence interval with {self.runs} runs: the exponent {self.b:+.3f} is not established"
         if hi >= 0:
