@@ -347,6 +347,14 @@ def _epoch_per_step(runs):
     return float(ratios.mean()) if np.allclose(ratios, ratios.mean(), rtol=0.01) and ratios.mean() > 0 else None
 
 
+def at_ladder_patch(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs at the size ladder's patch size: 2 where any run has it, else the commonest. The per-size curves, the
+    FD-vs-compute law and the ladder finding (gatscale/sweep/findings.py) all read one patch size, so another patch's
+    cheaper, worse runs (the patch contrast) never bend the law."""
+    patch = 2 if (runs["patch"] == 2).any() else runs["patch"].mode().iloc[0]
+    return runs[runs["patch"] == patch]
+
+
 def fid_curves_data(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size", x: str = "step",
                     metric: str | None = None) -> pd.DataFrame:
     """The FID points of the runs a curve figure shows, one row per (run, step): the run's model, size, patch and
@@ -361,8 +369,7 @@ def fid_curves_data(runs: pd.DataFrame, histories: pd.DataFrame, by: str = "size
     have = histories.loc[histories["metric"] == metric, "run_id"].unique()
     sel = main_method(runs[runs["run_id"].isin(have)])
     if by == "size":
-        patch = 2 if (sel["patch"] == 2).any() else sel["patch"].mode().iloc[0]
-        sel = sel[sel["patch"] == patch]
+        sel = at_ladder_patch(sel)
     elif by == "patch":
         patches = sel.groupby("size")["patch"].nunique()
         if patches.empty or patches.max() < 2:
@@ -485,14 +492,16 @@ def _sci(v: float) -> str:
 
 def fid_vs_compute_data(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,
                         metric: str | None = None) -> pd.DataFrame:
-    """One row per full-method run with its FID (`value`) at a matched iteration (`at_step`) and its compute `c`,
-    plus the runs' columns and the real-data `floor`; attrs: metric, step, compute.
+    """One row per full-method run at the ladder's patch size (`at_ladder_patch`) with its FID (`value`) at a matched
+    iteration (`at_step`) and its compute `c`, plus the runs' columns and the real-data `floor`; attrs: metric, step,
+    compute.
 
     compute='train': c = training GFLOPs to that iteration (param flops_per_step, column train_flops);
     compute='inference': c = the generator's forward GFLOPs per image (param gflops_g).
     """
     metric = fid_metric(histories, metric)
     sel = main_method(runs[runs["run_id"].isin(histories.loc[histories["metric"] == metric, "run_id"])])
+    sel = at_ladder_patch(sel) if not sel.empty else sel
     at, step = matched_fid(sel, histories, metric, step)
     pts = sel.merge(at, on="run_id")
     if compute == "train":

@@ -52,8 +52,10 @@ def test_fid_vs_compute_draws_the_planted_power_law(study, tmp_path):
     slope = np.polyfit(np.log10(x), np.log10(y), 1)[0]
     assert slope == pytest.approx(FID_B, abs=1e-6)
     assert fig.power_law.a == pytest.approx(FID_A, rel=1e-6)
-    # one point per full-method run, at the matched iteration, at its training GFLOPs
-    full = runs[(runs["mng"] == "exp") & runs["repa"] & runs["width_aware_lr"]]
+    # one point per full-method run at the ladder's patch size (the /4 runs are the patch contrast, not the law's),
+    # at the matched iteration, at its training GFLOPs
+    full = runs[(runs["mng"] == "exp") & runs["repa"] & runs["width_aware_lr"] & (runs["patch"] == 2)]
+    assert (runs["patch"] == 4).any()
     points = {line.get_label(): line.get_data() for line in ax.get_lines() if line.get_label().startswith("GAT-")}
     assert set(points) == set(full["model"])
     for model, (px, py) in points.items():
@@ -255,7 +257,7 @@ def test_fid_vs_compute_averages_seeds_with_error_bars_and_prints_the_exponent_c
     planted = planted_fid("GAT-B/2", ("exp", True, True), max(FID_STEPS))
     assert b2.get_ydata()[0] == pytest.approx(planted * 1.1 ** 0.5)        # the geometric mean of the seeds
     assert fig.power_law.runs == 2 * fig.power_law.n                         # the fit uses every seed
-    assert len(ax.containers) == 5  # one error bar per full-method model
+    assert len(ax.containers) == 3  # one error bar per full-method model at patch 2 (S, B, L)
     lo, hi = fig.power_law.b_ci
     assert lo < FID_B < hi < 0 and fig.power_law.trend is None
     fit = next(ln.get_label() for ln in ax.get_lines() if ln.get_label().startswith("fit"))
@@ -300,7 +302,7 @@ def test_compute_is_f_on_the_scaling_figures_and_point_labels_stay_inside_the_ax
         assert not [line for line in ax.get_lines() if "C^" in line.get_label() or "log C" in line.get_label()]
         frame, names = ax.get_window_extent(), {m.removeprefix("GAT-") for m in runs["model"]}
         labels = [t for t in ax.texts if t.get_text() in names]
-        assert len(labels) == fig.data["model"].nunique() == 5  # one per full-method size; L/2 at the right edge
+        assert len(labels) == fig.data["model"].nunique() == 3  # one per patch-2 size; L/2 at the right edge
         for text in labels:
             box = text.get_window_extent()
             assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, text
