@@ -44,35 +44,47 @@ class Result:
 
 
 def sequential(rng, effect: float, sd: float, first_look: int = 2, max_seeds: int = 5, delta: float = 0.1,
-               pairing: str = "unpaired", rho: float = 0.0, median: float = 25.0) -> Result:
+               pairing: str = "unpaired", rho: float = 0.0, median: float = 25.0, arms: int = 2,
+               other_sd: float | None = None) -> Result:
     """One comparison under the --until-resolved rule with log-normal seed noise. rho: the correlation of
-    seed-matched runs' log values (a shared seed effect)."""
+    seed-matched runs' log values (a shared seed effect). arms: the study's sets with seeds, the compared two among
+    them; the others (log-sd `other_sd`, default `sd`) only lend their spread to pairing 'pooled'."""
     shared = rng.standard_normal(max_seeds)
     own = rng.standard_normal((2, max_seeds))
     noise = sd * (math.sqrt(rho) * shared + math.sqrt(1 - rho) * own)
     a_all = np.exp(math.log(median) + effect + noise[0])
     b_all = np.exp(math.log(median) + noise[1])
-    return rounds(a_all, b_all, first_look, max_seeds, delta, pairing)
+    others = np.exp(math.log(median) + (sd if other_sd is None else other_sd) * rng.standard_normal((arms - 2,
+                                                                                                   max_seeds)))
+    return rounds(a_all, b_all, first_look, max_seeds, delta, pairing, others)
 
 
-def rounds(a_all, b_all, first_look: int, max_seeds: int, delta: float = 0.1, pairing: str = "unpaired") -> Result:
+def rounds(a_all, b_all, first_look: int, max_seeds: int, delta: float = 0.1, pairing: str = "unpaired",
+           others=()) -> Result:
     """Judge the first n values of each side at n = first_look .. max_seeds, every look at the spent level; stop at
-    the first resolved verdict (what --until-resolved does to one comparison)."""
+    the first resolved verdict (what --until-resolved does to one comparison). others: the study's other sets, their
+    first n values pooled with both sides' into the spread of pairing 'pooled' (every set seeded alike: each look
+    is one for all of them)."""
     level = stats.spent_level(0.95, Design(max_seeds=max_seeds, first_look=first_look).looks)
     n, looks = first_look, 0
     while True:
-        f = judge(dict(enumerate(a_all[:n])), dict(enumerate(b_all[:n])), delta=delta, level=level, pairing=pairing)
+        spread = stats.pooled_spread([a_all[:n], b_all[:n], *[o[:n] for o in others]])
+        f = judge(dict(enumerate(a_all[:n])), dict(enumerate(b_all[:n])), delta=delta, level=level, pairing=pairing,
+                  spread=spread)
         looks += n >= 2
         if f.resolved or n >= max_seeds:
             return Result(f.verdict, 2 * n, looks)
         n += 1
 
 
-def fixed(rng, effect: float, sd: float, seeds: int = 5, delta: float = 0.1, median: float = 25.0) -> Result:
+def fixed(rng, effect: float, sd: float, seeds: int = 5, delta: float = 0.1, median: float = 25.0,
+          pairing: str = "unpaired", arms: int = 2, other_sd: float | None = None) -> Result:
     """The fixed design: `seeds` per side, one look at level 0.95."""
     a = np.exp(math.log(median) + effect + sd * rng.standard_normal(seeds))
     b = np.exp(math.log(median) + sd * rng.standard_normal(seeds))
-    f = judge(dict(enumerate(a)), dict(enumerate(b)), delta=delta, level=0.95)
+    others = np.exp(math.log(median) + (sd if other_sd is None else other_sd) * rng.standard_normal((arms - 2, seeds)))
+    f = judge(dict(enumerate(a)), dict(enumerate(b)), delta=delta, level=0.95, pairing=pairing,
+              spread=stats.pooled_spread([a, b, *others]))
     return Result(f.verdict, 2 * seeds, 1)
 
 
@@ -93,18 +105,24 @@ def main() -> int:
     parser.add_argument("--effect", type=float, default=REPA_EFFECT)
     parser.add_argument("--max-seeds", type=int, default=5)
     parser.add_argument("--first-look", type=int, default=2)
+    parser.add_argument("--pairing", default="unpaired", choices=["unpaired", "pooled"])
+    parser.add_argument("--arms", type=int, default=2, help="the study's seeded sets (pooled: they share one spread)")
+    parser.add_argument("--other-sd", type=float, help="the other sets' log-sd (default --sd): a spread that differs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     k, n0, n = args.max_seeds, args.first_look, args.studies
+    kw = dict(pairing=args.pairing, arms=args.arms, other_sd=args.other_sd)
+    spread = (f"{args.pairing}" + (f" over {args.arms} sets" if args.pairing == "pooled" else "")
+              + (f", the other sets' sd {args.other_sd:g}" if args.other_sd is not None else ""))
     print(f"synthetic oracle: {n} studies per row, log-normal seed noise sd {args.sd:g}, --until-resolved from "
           f"{n0} to {k} seeds per side at level {stats.spent_level(0.95, Design(k, n0).looks):.4g} per look "
-          f"(Bonferroni over {Design(k, n0).looks} looks), delta 0.1")
+          f"(Bonferroni over {Design(k, n0).looks} looks), delta 0.1, {spread}")
     rows = []
     for label, effect, kind in [("identical arms", 0.0, "seq"), ("identical arms, fixed", 0.0, "fix"),
                                 (f"true effect {args.effect:+.2f}", args.effect, "seq"),
                                 (f"true effect {args.effect:+.2f}, fixed", args.effect, "fix")]:
-        sim = [sequential(rng, effect, args.sd, n0, k) if kind == "seq" else fixed(rng, effect, args.sd, k)
+        sim = [sequential(rng, effect, args.sd, n0, k, **kw) if kind == "seq" else fixed(rng, effect, args.sd, k, **kw)
                for _ in range(n)]
         s = summary(sim, None if effect == 0 else "A better")
         rows.append((label, s))

@@ -33,6 +33,31 @@ def test_paired_interval_covers_with_a_shared_seed_effect():
     assert 0.93 <= covered / 1000 <= 0.97
 
 
+def test_a_study_wide_spread_is_students_pooled_t_when_it_pools_just_the_two_sides():
+    from scipy.stats import ttest_ind
+
+    rng = np.random.default_rng(7)
+    a, b = _lognormal(rng, 20, 0.3, 3), _lognormal(rng, 30, 0.3, 4)
+    c = stats.compare(a, b, spread=stats.pooled_spread([a, b]), level=0.9)
+    ci = ttest_ind(np.log(a), np.log(b), equal_var=True).confidence_interval(confidence_level=0.9)
+    assert (c.lo, c.hi) == pytest.approx((ci.low, ci.high), rel=1e-12) and c.df == 5
+
+
+def test_a_study_wide_spread_covers_at_its_level_and_narrows_the_interval():
+    rng = np.random.default_rng(8)
+    true, covered, pooled_w, welch_w = math.log(20 / 30), 0, [], []
+    for _ in range(1000):
+        a, b = _lognormal(rng, 20, 0.25, 3), _lognormal(rng, 30, 0.25, 3)
+        others = [_lognormal(rng, m, 0.25, 3) for m in (15, 40)]    # other sets of the study: their spread only
+        c = stats.compare(a, b, spread=stats.pooled_spread([a, b, *others]))
+        covered += c.lo < true < c.hi
+        pooled_w.append(c.hi - c.lo)
+        welch = stats.compare(a, b)
+        welch_w.append(welch.hi - welch.lo)
+    assert 0.93 <= covered / 1000 <= 0.97
+    assert np.median(pooled_w) < 0.8 * np.median(welch_w)  # 8 degrees of freedom against Welch's ~4 (seen 0.76)
+
+
 def test_identical_arms_are_rarely_called_different():
     rng = np.random.default_rng(2)
     wrong = sum(stats.compare(_lognormal(rng, 25, 0.3, 3), _lognormal(rng, 25, 0.3, 3)).verdict(0.1)

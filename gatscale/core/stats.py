@@ -83,15 +83,26 @@ def _logs(values) -> np.ndarray:
     return np.log(v)
 
 
-def compare(a: Sequence[float], b: Sequence[float], *, paired: bool = False, level: float = 0.95) -> Comparison:
+def compare(a: Sequence[float], b: Sequence[float], *, paired: bool = False, level: float = 0.95,
+            spread: Spread | None = None) -> Comparison:
     """Compare the seeds of A with the seeds of B on the log scale (see the module docstring).
 
     paired: a[i] and b[i] come from the same seed; the interval is then on the per-seed log-ratios (n - 1 degrees of
-    freedom). With fewer than two seeds on a side (or two pairs) there is no spread: the effect is returned with a nan
-    interval, and `seeds_needed` takes the spread from elsewhere (`pooled_spread`).
+    freedom). spread (unpaired only): one seed spread for the whole study (`pooled_spread` over its sets, A's and B's
+    seeds among them) in place of the two sides' own: the pooled-variance t interval of a one-way layout's contrast,
+    sd * sqrt(1/n_a + 1/n_b) on the spread's degrees of freedom (scipy.stats.t). It assumes one log-scale spread for
+    every set; in exchange the t quantile is the study's (8 degrees of freedom for 4 sets of 3 seeds, against
+    Welch's 4 for one pair). Without it and with fewer than two seeds on a side (or two pairs) there is no spread:
+    the effect is returned with a nan interval, and `seeds_needed` takes the spread from elsewhere.
     """
     la, lb = _logs(a), _logs(b)
     nan = float("nan")
+    if spread is not None and not paired:
+        effect, se = float(la.mean() - lb.mean()), spread.sd * math.sqrt(1 / len(la) + 1 / len(lb))
+        if se == 0:
+            return Comparison(effect, effect, effect, level, len(la), len(lb), False, 0.0, math.inf, 0.0)
+        lo, hi = stats.t.interval(level, spread.df, loc=effect, scale=se)
+        return Comparison(effect, float(lo), float(hi), level, len(la), len(lb), False, se, spread.df, spread.sd)
     if paired:
         if len(la) != len(lb):
             raise ValueError(f"paired comparison needs as many values on each side; got {len(la)} and {len(lb)}")
@@ -139,6 +150,8 @@ def seeds_needed(c: Comparison, delta: float, spread: Spread | None = None, cap:
     alpha = 1 - c.level
     for n in range(2, cap + 1):
         df = n - 1 if c.paired else 2 * (n - 1)
+        if not c.paired and c.df > df and math.isfinite(c.df):   # a study-wide spread: at least its own df
+            df = c.df
         half = stats.t.ppf(1 - alpha / 2, df) * sd * (math.sqrt(1 / n) if c.paired else math.sqrt(2 / n))
         if half < abs(c.effect) or abs(c.effect) + half < delta:
             return n

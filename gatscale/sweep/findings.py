@@ -3,7 +3,8 @@
 
     pair      two run sets that differ in exactly one factor (MNG, REPA, the patch size, the LR, any grid axis),
               compared on the metric's final values at equal iterations: the effect is log(A / B), read as
-              "A's FD is x % lower", from `stats.compare` (Welch on log values, or paired by seed)
+              "A's FD is x % lower", from `stats.compare` (Welch on log values, the study's pooled spread, or
+              paired by seed)
     trend     the size ladder (sizes at one patch size, all else equal): the exponent b of metric ∝ compute^b from
               `stats.fit_scaling_law`, its sign the finding
     law       a probe's LR law lr_max ∝ C^b (`probe_cli.fit_of`, the probe's own fit) against the paper's b = -1
@@ -312,7 +313,8 @@ def compare_sides(name: str, a: RunSet | list[Run], b: RunSet | list[Run], label
 def judge(va: dict, vb: dict, lower_better: bool = True, delta: float = PAIR_DELTA, level: float = 0.95,
           pairing: str = "unpaired", spread: stats.Spread | None = None) -> Finding:
     """The verdict on two sides' values ({seed: metric value}): what every pair finding, the controller and the
-    synthetic oracle (benchmarks/findings_oracle.py) decide with."""
+    synthetic oracle (benchmarks/findings_oracle.py) decide with. pairing 'pooled': unpaired, on the study's
+    `spread` (stats.compare) when there is one, else Welch."""
     shared = sorted(va.keys() & vb.keys())
     paired = pairing == "paired" or (pairing == "auto" and len(shared) >= 2)
     if paired:
@@ -321,7 +323,8 @@ def judge(va: dict, vb: dict, lower_better: bool = True, delta: float = PAIR_DEL
                 paired=paired)
     if not va or not vb:
         return f
-    c = stats.compare([va[s] for s in sorted(va)], [vb[s] for s in sorted(vb)], paired=paired, level=level)
+    c = stats.compare([va[s] for s in sorted(va)], [vb[s] for s in sorted(vb)], paired=paired, level=level,
+                      spread=spread if pairing == "pooled" else None)
     f.effect, f.lo, f.hi = c.effect, c.lo, c.hi
     p_lower = c.p_a_lower
     f.p_a_better = p_lower if lower_better else 1 - p_lower

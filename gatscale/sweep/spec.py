@@ -604,7 +604,8 @@ def with_seed(run: Run, seed: int) -> Run:
 #   findings:
 #     metric: fd_digits        # default: fid, else fd_digits (whichever the runs logged)
 #     delta: 0.1               # the smallest effect that matters, a log-ratio (0.1: about 10 %)
-#     pairing: unpaired        # unpaired (Welch) | paired (by seed) | auto (paired when both sides share seeds)
+#     pairing: unpaired        # unpaired (Welch) | pooled (unpaired, one spread pooled over the study's sets) |
+#                              # paired (by seed) | auto (paired when both sides share seeds)
 #     max_seeds: 4             # the most seeds per side --until-resolved adds (the looks its intervals allow for)
 #     derive: true             # also every pair of run sets that differ in one factor, and the size ladder
 #     compare:                 # declared findings: two sides, each a selector that picks one run set
@@ -612,7 +613,7 @@ def with_seed(run: Run, seed: int) -> Run:
 
 FINDINGS_KEYS = ("metric", "delta", "level", "pairing", "max_seeds", "derive", "compare")
 COMPARE_KEYS = ("name", "a", "b", "metric", "direction", "delta")
-PAIRINGS = ("unpaired", "paired", "auto")
+PAIRINGS = ("unpaired", "pooled", "paired", "auto")
 DIRECTIONS = ("lower", "higher")
 
 
