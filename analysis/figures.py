@@ -487,7 +487,7 @@ def backtest_of(c, fid, se=None):
 
 def _sci(v: float) -> str:
     e = int(np.floor(np.log10(abs(v))))
-    return f"{v:.3g}" if -2 <= e <= 3 else rf"{v / 10 ** e:.2f}\times10^{{{e}}}"
+    return f"{v:.3g}" if -2 <= e <= 2 else rf"{v / 10 ** e:.2f}\times10^{{{e}}}"
 
 
 def fid_vs_compute_data(runs: pd.DataFrame, histories: pd.DataFrame, compute: str = "train", step: int | None = None,

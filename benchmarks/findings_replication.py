@@ -28,22 +28,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from findings_oracle import rounds  # noqa: E402
 
-from gatscale.sweep.findings import derive, outcome, study_runs  # noqa: E402
+from gatscale.sweep.findings import derive  # noqa: E402
 from gatscale.sweep.spec import load_spec  # noqa: E402
 
 
 def side_values(spec_path: str) -> dict[str, tuple[list[float], list[float], bool]]:
     """{finding name: (A's final values, B's, lower is better)} of one finished study's pair findings."""
-    spec = load_spec(spec_path)
-    by_name = {r.name: r for r in study_runs(spec)}
-    out = {}
-    for f in derive(spec):
-        if f.kind != "pair":
-            continue
-        values = [[v for n in names if (v := outcome(by_name[n], f.metric, f.step).value) is not None]
-                  for names in (f.runs_a, f.runs_b)]
-        out[f.name] = (values[0], values[1], f.lower_better)
-    return out
+    return {f.name: (list(f.values_a.values()), list(f.values_b.values()), f.lower_better)
+            for f in derive(load_spec(spec_path)) if f.kind == "pair"}
 
 
 def pool(specs: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:

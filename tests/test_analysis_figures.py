@@ -331,3 +331,9 @@ def test_a_study_that_turns_fid_off_skips_the_fd_figures_in_one_line(study):
     names, skipped = figure_names(runs.assign(**{"eval.fid_every": [0] + [100] * (len(runs) - 1)}))
     assert set(FD_FIGURES) <= set(names) and skipped is None
     assert figure_names(runs, probe=True) == (["lr_probe"], None)
+
+
+def test_the_fit_label_writes_large_and_small_prefactors_as_powers_of_ten():
+    assert figures._sci(523.4) == "523" and figures._sci(0.0123) == "0.0123"
+    assert figures._sci(3060.0) == r"3.06\times10^{3}"          # not matplotlib's "3.06e+03"
+    assert figures._sci(4.2e-4) == r"4.20\times10^{-4}"

@@ -164,7 +164,7 @@ def test_a_sweep_set_overrides_the_base_of_every_run(tmp_path, capsys):
 
 
 def test_shipped_specs_expand(tmp_path):
-    counts = {"demo": 10, "lr_crosscheck": 4, "scaling": 4, "ablation": 8}  # lr_crosscheck: 6 names, 2 aliases
+    counts = {"demo": 16, "lr_crosscheck": 4, "scaling": 4, "ablation": 8}  # lr_crosscheck: 6 names, 2 aliases
     for name, n in counts.items():
         spec = load_spec(REPO / "sweeps" / f"{name}.yaml", runs_dir=tmp_path)
         assert len(spec.runs) == n and spec.name == name

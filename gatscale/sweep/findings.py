@@ -215,6 +215,8 @@ class Finding:
     paired: bool = False
     runs_a: list[str] = field(default_factory=list)
     runs_b: list[str] = field(default_factory=list)
+    values_a: dict = field(default_factory=dict)   # a pair's {seed: metric value at `step`} per side, as judged
+    values_b: dict = field(default_factory=dict)
     note: str = ""
     figure: str = ""          # the figure that shows it (analysis/figures.py's file stem)
 
@@ -303,6 +305,7 @@ def compare_sides(name: str, a: RunSet | list[Run], b: RunSet | list[Run], label
     f = judge(va, vb, lower_better, delta, level, pairing, spread)
     f.kind, f.name, f.a, f.b, f.metric, f.step, f.figure = kind, name, labels[0], labels[1], metric, step, figure
     f.runs_a, f.runs_b = [r.name for r in runs_a], [r.name for r in runs_b]
+    f.values_a, f.values_b = va, vb
     if not f.n_a or not f.n_b:
         f.note = note or "no finished runs"
     elif note:
