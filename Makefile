@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 install: $(STAMP)
 
 # The main job on the embedded default: a tiny CPU study on the digits data set, tracked in ./mlflow.db, run until
-# its findings resolve (REPA, patch 2 vs 4, the LR cross-check; docs/demo.md), the LR probe at the demo's widths
+# its findings resolve (REPA, patch 2 vs 4 and the size ladder resolve; the LR cross-check says the seeds it needs;
+# docs/demo.md), the LR probe at the demo's widths
 # (figures/lr_probe/lr_probe.png) and its LR-law finding, the figures written to ./figures, then the study on one
 # page (findings, figures drawn from the tracker, the probe's table and law, samples, run table, spec):
 # figures/report.html. The printed summary ends with the findings table.
