@@ -184,3 +184,11 @@ def test_prediction_interval_widens_with_extrapolation_and_narrows_with_seeds():
     ratio = lambda x, seeds: np.divide(*law.interval(x, 0.8, seeds)[::-1])
     assert ratio(LADDER[-1] * 16, 1) > ratio(LADDER[-1], 1) > ratio(LADDER[-1], 4) > ratio(LADDER[-1], math.inf)
     assert law.quantile(LADDER[-1], 0.5) == pytest.approx(law(LADDER[-1]))
+
+
+def test_seeds_needed_on_a_study_spread_counts_the_studys_degrees_of_freedom():
+    a, b = [20.0, 26.0, 23.0], [27.0, 33.0, 30.0]
+    welch = stats.compare(a, b)
+    pooled = stats.compare(a, b, spread=stats.Spread(sd=welch.sd, df=30))   # the same spread, 30 df behind it
+    assert pooled.pooled and not welch.pooled
+    assert stats.seeds_needed(pooled, 0.1) < stats.seeds_needed(welch, 0.1)

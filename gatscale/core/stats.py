@@ -2,10 +2,11 @@
 
 Comparisons (the findings, docs/findings.md): two run sets A and B that differ in one factor are compared on the
 log of their metric, so an effect reads as a ratio ("A's FD is 40 % lower"). Seeds are the unit of replication: a
-set's spread is its seeds' spread, never the runs of other sets. The interval is Welch's t interval on the log
-values (scipy.stats.ttest_ind, equal_var=False), or the paired t interval on per-seed log-ratios when the caller
-pairs the sets by seed (scipy.stats.ttest_rel). A verdict is read from the interval and the smallest effect that
-matters, delta (a log-ratio):
+set's spread is its seeds' spread, never the spread of one seed's runs. The interval is Welch's t interval on the
+log values (scipy.stats.ttest_ind, equal_var=False), the pooled-spread t interval when the caller gives the study's
+seed spread (one spread for every set, pooled over the sets' seeds), or the paired t interval on per-seed
+log-ratios when the caller pairs the sets by seed (scipy.stats.ttest_rel). A verdict is read from the interval and
+the smallest effect that matters, delta (a log-ratio):
 
     interval below 0          -> "A lower"   (A's metric is lower)
     interval above 0          -> "B lower"
@@ -49,6 +50,7 @@ class Comparison:
     se: float          # standard error of `effect` (nan without a spread)
     df: float          # degrees of freedom of the t reference (Welch-Satterthwaite when unpaired)
     sd: float          # the spread behind `se`: sd of paired log-ratios, or the root mean of the two sides' variances
+    pooled: bool = False  # `se` and `df` are the study's pooled spread's (compare(spread=...))
 
     @property
     def ratio(self) -> float:
@@ -102,7 +104,8 @@ def compare(a: Sequence[float], b: Sequence[float], *, paired: bool = False, lev
         if se == 0:
             return Comparison(effect, effect, effect, level, len(la), len(lb), False, 0.0, math.inf, 0.0)
         lo, hi = stats.t.interval(level, spread.df, loc=effect, scale=se)
-        return Comparison(effect, float(lo), float(hi), level, len(la), len(lb), False, se, spread.df, spread.sd)
+        return Comparison(effect, float(lo), float(hi), level, len(la), len(lb), False, se, spread.df, spread.sd,
+                          pooled=True)
     if paired:
         if len(la) != len(lb):
             raise ValueError(f"paired comparison needs as many values on each side; got {len(la)} and {len(lb)}")
@@ -150,8 +153,8 @@ def seeds_needed(c: Comparison, delta: float, spread: Spread | None = None, cap:
     alpha = 1 - c.level
     for n in range(2, cap + 1):
         df = n - 1 if c.paired else 2 * (n - 1)
-        if not c.paired and c.df > df and math.isfinite(c.df):   # a study-wide spread: at least its own df
-            df = c.df
+        if c.pooled:   # the study's spread: at least the degrees of freedom it has now
+            df = max(df, c.df)
         half = stats.t.ppf(1 - alpha / 2, df) * sd * (math.sqrt(1 / n) if c.paired else math.sqrt(2 / n))
         if half < abs(c.effect) or abs(c.effect) + half < delta:
             return n
