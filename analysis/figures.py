@@ -351,6 +351,8 @@ def at_ladder_patch(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs at the size ladder's patch size: 2 where any run has it, else the commonest. The per-size curves, the
     FD-vs-compute law and the ladder finding (gatscale/sweep/findings.py) all read one patch size, so another patch's
     cheaper, worse runs (the patch contrast) never bend the law."""
+    if runs.empty:
+        return runs
     patch = 2 if (runs["patch"] == 2).any() else runs["patch"].mode().iloc[0]
     return runs[runs["patch"] == patch]
 
@@ -501,7 +503,7 @@ def fid_vs_compute_data(runs: pd.DataFrame, histories: pd.DataFrame, compute: st
     """
     metric = fid_metric(histories, metric)
     sel = main_method(runs[runs["run_id"].isin(histories.loc[histories["metric"] == metric, "run_id"])])
-    sel = at_ladder_patch(sel) if not sel.empty else sel
+    sel = at_ladder_patch(sel)
     at, step = matched_fid(sel, histories, metric, step)
     pts = sel.merge(at, on="run_id")
     if compute == "train":

@@ -48,7 +48,7 @@ class Comparison:
     n_b: int
     paired: bool
     se: float          # standard error of `effect` (nan without a spread)
-    df: float          # degrees of freedom of the t reference (Welch-Satterthwaite when unpaired)
+    df: float          # degrees of freedom of the t reference (Welch-Satterthwaite when unpaired, the study's pooled)
     sd: float          # the spread behind `se`: sd of paired log-ratios, or the root mean of the two sides' variances
     pooled: bool = False  # `se` and `df` are the study's pooled spread's (compare(spread=...))
 
