@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import pytest
@@ -119,7 +120,12 @@ def git(*args, check=True):
 
 
 def history_steps(uri, run_id, key=KEYS[0]) -> list[int]:
-    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, key))
+    """The steps the store holds. The read-back is the test's, not the tracker's: the trackers started in this process
+    set MLflow's HTTP client to 15 s and no retries (store.configure_http_client, so a training run never stalls),
+    which a loaded CI machine's server can exceed while eight runs have just written; read with patience instead."""
+    patient = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "120", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3"}
+    with mock.patch.dict(os.environ, patient):
+        return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, key))
 
 
 def search(uri, experiment):
